@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from novacorrente.ingestion.v1 import records_pb2 as novacorrente_dot_ingestion_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)novacorrente/ingestion/v1/ingestion.proto\x12\x19novacorrente.ingestion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'novacorrente/ingestion/v1/records.proto\"?\n\tViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\xb4\x01\n\rRecordVerdict\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x33\n\x07verdict\x18\x02 \x01(\x0e\x32\".novacorrente.ingestion.v1.Verdict\x12\x13\n\x0bnatural_key\x18\x03 \x01(\t\x12\x38\n\nviolations\x18\x04 \x03(\x0b\x32$.novacorrente.ingestion.v1.Violation\x12\x10\n\x08sequence\x18\x05 \x01(\x03\"Z\n\rVerdictCounts\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x03\x12\x12\n\nsuperseded\x18\x03 \x01(\x03\x12\x10\n\x08rejected\x18\x04 \x01(\x03\"\x89\x01\n\x12SubmitBatchRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x32\n\x07records\x18\x02 \x03(\x0b\x32!.novacorrente.ingestion.v1.Record\x12\x16\n\x0e\x61ll_or_nothing\x18\x03 \x01(\x08\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xc7\x01\n\x13SubmitBatchResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12:\n\x08verdicts\x18\x02 \x03(\x0b\x32(.novacorrente.ingestion.v1.RecordVerdict\x12\x38\n\x06\x63ounts\x18\x03 \x01(\x0b\x32(.novacorrente.ingestion.v1.VerdictCounts\x12\x16\n\x0e\x64\x61ta_watermark\x18\x04 \x01(\t\x12\x10\n\x08replayed\x18\x05 \x01(\x08\"\xc4\x01\n\x0cUploadHeader\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x35\n\x06\x66ormat\x18\x02 \x01(\x0e\x32%.novacorrente.ingestion.v1.FileFormat\x12\x13\n\x0brecord_type\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x16\n\x0e\x61ll_or_nothing\x18\x05 \x01(\x08\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x11\n\tseries_id\x18\x07 \x01(\t\"g\n\x11UploadFileRequest\x12\x39\n\x06header\x18\x01 \x01(\x0b\x32\'.novacorrente.ingestion.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x80\x02\n\x12UploadFileResponse\x12\x11\n\tbatch_ids\x18\x01 \x03(\t\x12\x38\n\x06\x63ounts\x18\x02 \x01(\x0b\x32(.novacorrente.ingestion.v1.VerdictCounts\x12<\n\nexceptions\x18\x03 \x03(\x0b\x32(.novacorrente.ingestion.v1.RecordVerdict\x12\x16\n\x0e\x64\x61ta_watermark\x18\x04 \x01(\t\x12\x10\n\x08replayed\x18\x05 \x01(\x08\x12\x35\n\x06\x66ormat\x18\x06 \x01(\x0e\x32%.novacorrente.ingestion.v1.FileFormat\"A\n\x14\x45xportRecordsRequest\x12\x16\n\x0esince_sequence\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"~\n\x15\x45xportRecordsResponse\x12;\n\x07records\x18\x01 \x03(\x0b\x32*.novacorrente.ingestion.v1.CommittedRecord\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x11\n\twatermark\x18\x03 \x01(\x03\">\n\x15ListQuarantineRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xdd\x01\n\x11QuarantinedRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x31\n\x06record\x18\x02 \x01(\x0b\x32!.novacorrente.ingestion.v1.Record\x12\x38\n\nviolations\x18\x03 \x03(\x0b\x32$.novacorrente.ingestion.v1.Violation\x12\x0e\n\x06origin\x18\x04 \x01(\t\x12\x32\n\x0equarantined_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03raw\x18\x06 \x01(\t\"p\n\x16ListQuarantineResponse\x12=\n\x07records\x18\x01 \x03(\x0b\x32,.novacorrente.ingestion.v1.QuarantinedRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf0\x01\n\x17ReplayQuarantineRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12X\n\x0b\x63orrections\x18\x02 \x03(\x0b\x32\x43.novacorrente.ingestion.v1.ReplayQuarantineRequest.CorrectionsEntry\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x1aU\n\x10\x43orrectionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.novacorrente.ingestion.v1.Record:\x02\x38\x01\"\x15\n\x13GetWatermarkRequest\"@\n\x14GetWatermarkResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x16\n\x0e\x64\x61ta_watermark\x18\x02 \x01(\t*}\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x14\n\x10VERDICT_ACCEPTED\x10\x01\x12\x15\n\x11VERDICT_DUPLICATE\x10\x02\x12\x16\n\x12VERDICT_SUPERSEDED\x10\x03\x12\x14\n\x10VERDICT_REJECTED\x10\x04*\x91\x02\n\nFileFormat\x12\x1b\n\x17\x46ILE_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46ILE_FORMAT_SAPIENS_XLSX\x10\x01\x12\x1b\n\x17\x46ILE_FORMAT_SAPIENS_CSV\x10\x02\x12\x13\n\x0f\x46ILE_FORMAT_CSV\x10\x03\x12\x17\n\x13\x46ILE_FORMAT_PARQUET\x10\x04\x12\x1d\n\x19\x46ILE_FORMAT_BCB_PTAX_JSON\x10\x05\x12\x1c\n\x18\x46ILE_FORMAT_BCB_SGS_JSON\x10\x06\x12\x1f\n\x1b\x46ILE_FORMAT_IBGE_SIDRA_JSON\x10\x07\x12\x1f\n\x1b\x46ILE_FORMAT_OPEN_METEO_JSON\x10\x08\x32\xc3\x05\n\x10IngestionService\x12l\n\x0bSubmitBatch\x12-.novacorrente.ingestion.v1.SubmitBatchRequest\x1a..novacorrente.ingestion.v1.SubmitBatchResponse\x12k\n\nUploadFile\x12,.novacorrente.ingestion.v1.UploadFileRequest\x1a-.novacorrente.ingestion.v1.UploadFileResponse(\x01\x12t\n\rExportRecords\x12/.novacorrente.ingestion.v1.ExportRecordsRequest\x1a\x30.novacorrente.ingestion.v1.ExportRecordsResponse0\x01\x12u\n\x0eListQuarantine\x12\x30.novacorrente.ingestion.v1.ListQuarantineRequest\x1a\x31.novacorrente.ingestion.v1.ListQuarantineResponse\x12v\n\x10ReplayQuarantine\x12\x32.novacorrente.ingestion.v1.ReplayQuarantineRequest\x1a..novacorrente.ingestion.v1.SubmitBatchResponse\x12o\n\x0cGetWatermark\x12..novacorrente.ingestion.v1.GetWatermarkRequest\x1a/.novacorrente.ingestion.v1.GetWatermarkResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)novacorrente/ingestion/v1/ingestion.proto\x12\x19novacorrente.ingestion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'novacorrente/ingestion/v1/records.proto\"?\n\tViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\xb4\x01\n\rRecordVerdict\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x33\n\x07verdict\x18\x02 \x01(\x0e\x32\".novacorrente.ingestion.v1.Verdict\x12\x13\n\x0bnatural_key\x18\x03 \x01(\t\x12\x38\n\nviolations\x18\x04 \x03(\x0b\x32$.novacorrente.ingestion.v1.Violation\x12\x10\n\x08sequence\x18\x05 \x01(\x03\"k\n\rVerdictCounts\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x03\x12\x12\n\nsuperseded\x18\x03 \x01(\x03\x12\x10\n\x08rejected\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\"\x89\x01\n\x12SubmitBatchRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x32\n\x07records\x18\x02 \x03(\x0b\x32!.novacorrente.ingestion.v1.Record\x12\x16\n\x0e\x61ll_or_nothing\x18\x03 \x01(\x08\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xc7\x01\n\x13SubmitBatchResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12:\n\x08verdicts\x18\x02 \x03(\x0b\x32(.novacorrente.ingestion.v1.RecordVerdict\x12\x38\n\x06\x63ounts\x18\x03 \x01(\x0b\x32(.novacorrente.ingestion.v1.VerdictCounts\x12\x16\n\x0e\x64\x61ta_watermark\x18\x04 \x01(\t\x12\x10\n\x08replayed\x18\x05 \x01(\x08\"\xc4\x01\n\x0cUploadHeader\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x35\n\x06\x66ormat\x18\x02 \x01(\x0e\x32%.novacorrente.ingestion.v1.FileFormat\x12\x13\n\x0brecord_type\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x16\n\x0e\x61ll_or_nothing\x18\x05 \x01(\x08\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x11\n\tseries_id\x18\x07 \x01(\t\"g\n\x11UploadFileRequest\x12\x39\n\x06header\x18\x01 \x01(\x0b\x32\'.novacorrente.ingestion.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x80\x02\n\x12UploadFileResponse\x12\x11\n\tbatch_ids\x18\x01 \x03(\t\x12\x38\n\x06\x63ounts\x18\x02 \x01(\x0b\x32(.novacorrente.ingestion.v1.VerdictCounts\x12<\n\nexceptions\x18\x03 \x03(\x0b\x32(.novacorrente.ingestion.v1.RecordVerdict\x12\x16\n\x0e\x64\x61ta_watermark\x18\x04 \x01(\t\x12\x10\n\x08replayed\x18\x05 \x01(\x08\x12\x35\n\x06\x66ormat\x18\x06 \x01(\x0e\x32%.novacorrente.ingestion.v1.FileFormat\"A\n\x14\x45xportRecordsRequest\x12\x16\n\x0esince_sequence\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"~\n\x15\x45xportRecordsResponse\x12;\n\x07records\x18\x01 \x03(\x0b\x32*.novacorrente.ingestion.v1.CommittedRecord\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x11\n\twatermark\x18\x03 \x01(\x03\">\n\x15ListQuarantineRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xdd\x01\n\x11QuarantinedRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x31\n\x06record\x18\x02 \x01(\x0b\x32!.novacorrente.ingestion.v1.Record\x12\x38\n\nviolations\x18\x03 \x03(\x0b\x32$.novacorrente.ingestion.v1.Violation\x12\x0e\n\x06origin\x18\x04 \x01(\t\x12\x32\n\x0equarantined_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03raw\x18\x06 \x01(\t\"p\n\x16ListQuarantineResponse\x12=\n\x07records\x18\x01 \x03(\x0b\x32,.novacorrente.ingestion.v1.QuarantinedRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf0\x01\n\x17ReplayQuarantineRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12X\n\x0b\x63orrections\x18\x02 \x03(\x0b\x32\x43.novacorrente.ingestion.v1.ReplayQuarantineRequest.CorrectionsEntry\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x1aU\n\x10\x43orrectionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.novacorrente.ingestion.v1.Record:\x02\x38\x01\"\x15\n\x13GetWatermarkRequest\"@\n\x14GetWatermarkResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x16\n\x0e\x64\x61ta_watermark\x18\x02 \x01(\t*\x92\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x14\n\x10VERDICT_ACCEPTED\x10\x01\x12\x15\n\x11VERDICT_DUPLICATE\x10\x02\x12\x16\n\x12VERDICT_SUPERSEDED\x10\x03\x12\x14\n\x10VERDICT_REJECTED\x10\x04\x12\x13\n\x0fVERDICT_SKIPPED\x10\x05*\x91\x02\n\nFileFormat\x12\x1b\n\x17\x46ILE_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46ILE_FORMAT_SAPIENS_XLSX\x10\x01\x12\x1b\n\x17\x46ILE_FORMAT_SAPIENS_CSV\x10\x02\x12\x13\n\x0f\x46ILE_FORMAT_CSV\x10\x03\x12\x17\n\x13\x46ILE_FORMAT_PARQUET\x10\x04\x12\x1d\n\x19\x46ILE_FORMAT_BCB_PTAX_JSON\x10\x05\x12\x1c\n\x18\x46ILE_FORMAT_BCB_SGS_JSON\x10\x06\x12\x1f\n\x1b\x46ILE_FORMAT_IBGE_SIDRA_JSON\x10\x07\x12\x1f\n\x1b\x46ILE_FORMAT_OPEN_METEO_JSON\x10\x08\x32\xc3\x05\n\x10IngestionService\x12l\n\x0bSubmitBatch\x12-.novacorrente.ingestion.v1.SubmitBatchRequest\x1a..novacorrente.ingestion.v1.SubmitBatchResponse\x12k\n\nUploadFile\x12,.novacorrente.ingestion.v1.UploadFileRequest\x1a-.novacorrente.ingestion.v1.UploadFileResponse(\x01\x12t\n\rExportRecords\x12/.novacorrente.ingestion.v1.ExportRecordsRequest\x1a\x30.novacorrente.ingestion.v1.ExportRecordsResponse0\x01\x12u\n\x0eListQuarantine\x12\x30.novacorrente.ingestion.v1.ListQuarantineRequest\x1a\x31.novacorrente.ingestion.v1.ListQuarantineResponse\x12v\n\x10ReplayQuarantine\x12\x32.novacorrente.ingestion.v1.ReplayQuarantineRequest\x1a..novacorrente.ingestion.v1.SubmitBatchResponse\x12o\n\x0cGetWatermark\x12..novacorrente.ingestion.v1.GetWatermarkRequest\x1a/.novacorrente.ingestion.v1.GetWatermarkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,44 +35,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REPLAYQUARANTINEREQUEST_CORRECTIONSENTRY']._loaded_options = None
   _globals['_REPLAYQUARANTINEREQUEST_CORRECTIONSENTRY']._serialized_options = b'8\001'
-  _globals['_VERDICT']._serialized_start=2320
-  _globals['_VERDICT']._serialized_end=2445
-  _globals['_FILEFORMAT']._serialized_start=2448
-  _globals['_FILEFORMAT']._serialized_end=2721
+  _globals['_VERDICT']._serialized_start=2338
+  _globals['_VERDICT']._serialized_end=2484
+  _globals['_FILEFORMAT']._serialized_start=2487
+  _globals['_FILEFORMAT']._serialized_end=2760
   _globals['_VIOLATION']._serialized_start=146
   _globals['_VIOLATION']._serialized_end=209
   _globals['_RECORDVERDICT']._serialized_start=212
   _globals['_RECORDVERDICT']._serialized_end=392
   _globals['_VERDICTCOUNTS']._serialized_start=394
-  _globals['_VERDICTCOUNTS']._serialized_end=484
-  _globals['_SUBMITBATCHREQUEST']._serialized_start=487
-  _globals['_SUBMITBATCHREQUEST']._serialized_end=624
-  _globals['_SUBMITBATCHRESPONSE']._serialized_start=627
-  _globals['_SUBMITBATCHRESPONSE']._serialized_end=826
-  _globals['_UPLOADHEADER']._serialized_start=829
-  _globals['_UPLOADHEADER']._serialized_end=1025
-  _globals['_UPLOADFILEREQUEST']._serialized_start=1027
-  _globals['_UPLOADFILEREQUEST']._serialized_end=1130
-  _globals['_UPLOADFILERESPONSE']._serialized_start=1133
-  _globals['_UPLOADFILERESPONSE']._serialized_end=1389
-  _globals['_EXPORTRECORDSREQUEST']._serialized_start=1391
-  _globals['_EXPORTRECORDSREQUEST']._serialized_end=1456
-  _globals['_EXPORTRECORDSRESPONSE']._serialized_start=1458
-  _globals['_EXPORTRECORDSRESPONSE']._serialized_end=1584
-  _globals['_LISTQUARANTINEREQUEST']._serialized_start=1586
-  _globals['_LISTQUARANTINEREQUEST']._serialized_end=1648
-  _globals['_QUARANTINEDRECORD']._serialized_start=1651
-  _globals['_QUARANTINEDRECORD']._serialized_end=1872
-  _globals['_LISTQUARANTINERESPONSE']._serialized_start=1874
-  _globals['_LISTQUARANTINERESPONSE']._serialized_end=1986
-  _globals['_REPLAYQUARANTINEREQUEST']._serialized_start=1989
-  _globals['_REPLAYQUARANTINEREQUEST']._serialized_end=2229
-  _globals['_REPLAYQUARANTINEREQUEST_CORRECTIONSENTRY']._serialized_start=2144
-  _globals['_REPLAYQUARANTINEREQUEST_CORRECTIONSENTRY']._serialized_end=2229
-  _globals['_GETWATERMARKREQUEST']._serialized_start=2231
-  _globals['_GETWATERMARKREQUEST']._serialized_end=2252
-  _globals['_GETWATERMARKRESPONSE']._serialized_start=2254
-  _globals['_GETWATERMARKRESPONSE']._serialized_end=2318
-  _globals['_INGESTIONSERVICE']._serialized_start=2724
-  _globals['_INGESTIONSERVICE']._serialized_end=3431
+  _globals['_VERDICTCOUNTS']._serialized_end=501
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=504
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=641
+  _globals['_SUBMITBATCHRESPONSE']._serialized_start=644
+  _globals['_SUBMITBATCHRESPONSE']._serialized_end=843
+  _globals['_UPLOADHEADER']._serialized_start=846
+  _globals['_UPLOADHEADER']._serialized_end=1042
+  _globals['_UPLOADFILEREQUEST']._serialized_start=1044
+  _globals['_UPLOADFILEREQUEST']._serialized_end=1147
+  _globals['_UPLOADFILERESPONSE']._serialized_start=1150
+  _globals['_UPLOADFILERESPONSE']._serialized_end=1406
+  _globals['_EXPORTRECORDSREQUEST']._serialized_start=1408
+  _globals['_EXPORTRECORDSREQUEST']._serialized_end=1473
+  _globals['_EXPORTRECORDSRESPONSE']._serialized_start=1475
+  _globals['_EXPORTRECORDSRESPONSE']._serialized_end=1601
+  _globals['_LISTQUARANTINEREQUEST']._serialized_start=1603
+  _globals['_LISTQUARANTINEREQUEST']._serialized_end=1665
+  _globals['_QUARANTINEDRECORD']._serialized_start=1668
+  _globals['_QUARANTINEDRECORD']._serialized_end=1889
+  _globals['_LISTQUARANTINERESPONSE']._serialized_start=1891
+  _globals['_LISTQUARANTINERESPONSE']._serialized_end=2003
+  _globals['_REPLAYQUARANTINEREQUEST']._serialized_start=2006
+  _globals['_REPLAYQUARANTINEREQUEST']._serialized_end=2246
+  _globals['_REPLAYQUARANTINEREQUEST_CORRECTIONSENTRY']._serialized_start=2161
+  _globals['_REPLAYQUARANTINEREQUEST_CORRECTIONSENTRY']._serialized_end=2246
+  _globals['_GETWATERMARKREQUEST']._serialized_start=2248
+  _globals['_GETWATERMARKREQUEST']._serialized_end=2269
+  _globals['_GETWATERMARKRESPONSE']._serialized_start=2271
+  _globals['_GETWATERMARKRESPONSE']._serialized_end=2335
+  _globals['_INGESTIONSERVICE']._serialized_start=2763
+  _globals['_INGESTIONSERVICE']._serialized_end=3470
 # @@protoc_insertion_point(module_scope)

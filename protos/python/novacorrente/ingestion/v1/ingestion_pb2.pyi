@@ -37,6 +37,10 @@ class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.Value
     """Same natural key, different content: committed as a correction of the earlier version."""
     VERDICT_REJECTED: _Verdict.ValueType  # 4
     """Invalid: nothing written; the record went to quarantine."""
+    VERDICT_SKIPPED: _Verdict.ValueType  # 5
+    """A file line deliberately not turned into a record although nothing is wrong with it (e.g. an
+    intraday PTAX bulletin when only the closing one is kept); `violations` holds the reason.
+    """
 
 class Verdict(_Verdict, metaclass=_VerdictEnumTypeWrapper):
     """What happened to one record."""
@@ -51,6 +55,10 @@ VERDICT_SUPERSEDED: Verdict.ValueType  # 3
 """Same natural key, different content: committed as a correction of the earlier version."""
 VERDICT_REJECTED: Verdict.ValueType  # 4
 """Invalid: nothing written; the record went to quarantine."""
+VERDICT_SKIPPED: Verdict.ValueType  # 5
+"""A file line deliberately not turned into a record although nothing is wrong with it (e.g. an
+intraday PTAX bulletin when only the closing one is kept); `violations` holds the reason.
+"""
 Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
 
 class _FileFormat:
@@ -143,7 +151,10 @@ class RecordVerdict(_message.Message):
     VIOLATIONS_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
-    """Index of the record in the batch, or line number in the file (1-based, header excluded)."""
+    """Index of the record in the batch, or line number in the file (1-based, header excluded).
+    A file line can hold several records (a requisition line names its material, site and
+    supplier too): each gets its own verdict with the same line number.
+    """
     verdict: Global___Verdict.ValueType
     """The verdict."""
     natural_key: _builtins.str
@@ -181,6 +192,7 @@ class VerdictCounts(_message.Message):
     DUPLICATE_FIELD_NUMBER: _builtins.int
     SUPERSEDED_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
     """Committed as new."""
     duplicate: _builtins.int
@@ -189,6 +201,8 @@ class VerdictCounts(_message.Message):
     """Committed as corrections."""
     rejected: _builtins.int
     """Rejected and quarantined."""
+    skipped: _builtins.int
+    """File lines deliberately skipped."""
     def __init__(
         self,
         *,
@@ -196,10 +210,11 @@ class VerdictCounts(_message.Message):
         duplicate: _builtins.int = ...,
         superseded: _builtins.int = ...,
         rejected: _builtins.int = ...,
+        skipped: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicate", b"duplicate", "rejected", b"rejected", "superseded", b"superseded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicate", b"duplicate", "rejected", b"rejected", "skipped", b"skipped", "superseded", b"superseded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

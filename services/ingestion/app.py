@@ -1,0 +1,94 @@
+"""Composition root of the ingestion service: store, bus, relay, use cases, gRPC server."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from dataclasses import dataclass
+
+from novacorrente.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+
+from services.ingestion.relay import OutboxRelay
+from services.ingestion.service import IngestionUseCases, Limits
+from services.ingestion.servicer import IngestionServicer
+from services.ingestion.settings import IngestionSettings
+from services.ingestion.sql import open_database
+from services.ingestion.store import IngestionStore
+from services.kit.auth import ADMIN, READ, WRITE, MethodPolicy
+from services.kit.server import GrpcServer
+from services.ports.bus import EventBus, open_bus
+
+__all__ = ["SERVICE_NAME", "IngestionApp", "build_app", "policy"]
+
+SERVICE_NAME = ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name
+
+
+def policy() -> MethodPolicy:
+    m = f"/{SERVICE_NAME}/"
+    return MethodPolicy(
+        {
+            m + "SubmitBatch": WRITE,
+            m + "UploadFile": WRITE,
+            m + "ReplayQuarantine": WRITE,
+            # Exporting every record is what a rebuilding read model does: service accounts only.
+            m + "ExportRecords": WRITE | ADMIN,
+            m + "ListQuarantine": WRITE | READ,
+            m + "GetWatermark": WRITE | READ,
+        }
+    )
+
+
+@dataclass
+class IngestionApp:
+    server: GrpcServer
+    store: IngestionStore
+    relay: OutboxRelay
+    bus: EventBus
+    cases: IngestionUseCases
+
+    async def start(self) -> None:
+        self.relay.start()
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
+async def build_app(
+    settings: IngestionSettings, *, bus: EventBus | None = None, jwt_key: bytes | None = None
+) -> IngestionApp:
+    """Everything wired and migrated, not started. A given `bus` is shared and not closed here."""
+    db = await open_database(settings.database_url)
+    await db.migrate()
+    store = IngestionStore(db)
+    own_bus = bus is None
+    bus = bus if bus is not None else await open_bus(settings.broker_url)
+    relay = OutboxRelay(store, bus, batch_size=settings.relay_batch_size)
+    executor = concurrent.futures.ThreadPoolExecutor(
+        settings.parse_workers, thread_name_prefix="ingestion-parse"
+    )
+    limits = Limits(
+        max_batch_records=settings.max_batch_records,
+        max_upload_bytes=settings.max_upload_bytes,
+        upload_commit_records=settings.upload_commit_records,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        idempotency_lease_seconds=settings.idempotency_lease_seconds,
+    )
+    cases = IngestionUseCases(store, limits, executor, on_commit=relay.notify)
+    server = GrpcServer(settings, policy=policy(), jwt_key=jwt_key, service_names=[SERVICE_NAME])
+    server.add_servicer(
+        ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
+        IngestionServicer(cases, max_upload_bytes=settings.max_upload_bytes, spool_dir=settings.spool_dir),
+    )
+    # The broker is not a readiness dependency: ingestion keeps accepting into the outbox while it
+    # is down. The database is: without it nothing can be accepted.
+    server.add_health_check("database", db.check)
+    server.on_stop(relay.stop)
+
+    async def close() -> None:
+        executor.shutdown(wait=True)
+        if own_bus:
+            await bus.close()
+        await db.close()
+
+    server.on_close(close)
+    return IngestionApp(server=server, store=store, relay=relay, bus=bus, cases=cases)

@@ -1,0 +1,638 @@
+"""Reader of the Senior Sapiens requisition export (xlsx, and the same table saved as CSV).
+
+Each data line yields the ``Consumption`` (or a ``ParseError``), preceded by the ``Material``, ``Site`` and
+``Supplier`` master records it names the first time they appear (deduplicated on their natural key, so the
+reader remembers one small entry per code: constant in the file length for a given catalogue).
+
+Decisions on the export's traps (see data/README in the shared folder):
+
+=============================  ========================================================================
+"N/A" in DEPÓSITO              kept as the explicit site code "N/A" (site type unknown), line flagged
+                               ``unknown_site``: 608 goods lines would otherwise vanish from national
+                               demand. An *empty* DEPÓSITO is REQUIRED (nothing is invented).
+"N/A" in DATA REQUISITADA      ``requested_date = None``: the column is empty on 86% of the lines.
+"N/A" in DATA DE COMPRA        ``purchase_date = None`` (not purchased yet).
+"N/A" in SOLICITAÇÃO or        REQUIRED: without a requisition number there is no natural key, and
+DATA SOLICITADO                without a solicitation date the line has no place on the time axis
+                               (18 lines have "N/A" in both and in DATA DE COMPRA; 1 has them empty).
+"N/A" anywhere else            REQUIRED.
+purchase before solicitation   accepted, flagged ``negative_lead_time`` (after-the-fact purchases: 26% of
+                               the services); lead-time statistics must leave flagged lines out.
+services (unit SR/VB/HR or a   accepted, flagged ``service``; their material is ``stocked=False``. They
+SERV* family)                  are demand of the company, not stock to plan.
+010601 in CX and in UN         one Material (unit of its first line, CX); lines in another unit keep their
+                               own unit and are flagged ``unit_variant``: CX->UN needs a pack size the
+                               export does not have, so quantities are never added across units.
+quantity 11,650                accepted, flagged ``quantity_outlier`` (> ``validation.OUTLIER_QUANTITY``).
+ALMOX-BA / ESCRITÓRIO          site types warehouse / office (``classify_site``).
+identical lines                distinct records: line_key "<material>#<n>" numbers repeats inside a
+                               requisition (13 identical freight lines in requisition 95067 are 13 buys).
+site codes cut at 10 chars     kept as exported ("PIP-LSR-00" may be PIP-LSR-002 or PIP-LSR-002-1 of the
+                               DADOS sheet): not resolved, since either guess could be wrong.
+=============================  ========================================================================
+
+CSV form: same header. The delimiter is ";" or "," (whichever the header line uses). Decimal separator:
+"," for ";" files (what Excel writes in a pt-BR locale; "." is then only a thousands separator in full groups
+of three), "." for "," files (then "11,650" is rejected, not guessed). Dates: DD/MM/YYYY (pt-BR Excel), with an
+optional " 00:00[:00]", or ISO YYYY-MM-DD; MM/DD is never accepted. Encoding UTF-8 (BOM optional); an
+undecodable byte rejects its line with INVALID_FORMAT on the field that holds it.
+
+Hidden sheet DADOS: three independent drop-down lists side by side (sites numbered 1..267, cost centres
+NC01..NC31 with their client, and change statuses), not a site -> client mapping: row 29 pairs site
+BR73531-R-1 with "ALMOXARIFADO - BA" while the warehouse ALMOX-BA is site 87 of the list. So
+``read_dados_sites`` yields its sites without a client, and ``read_dados_cost_centres`` the cost-centre list.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from openpyxl import load_workbook
+from openpyxl.utils.datetime import from_excel
+from openpyxl.utils.exceptions import InvalidFileException
+
+from services.ingestion.formats.outcome import (
+    MAX_RAW,
+    Outcome,
+    ParseError,
+    Parsed,
+    SkipReason,
+    Skipped,
+    Source,
+    file_error,
+    open_binary,
+)
+from services.ingestion.formats.values import ValueProblem, parse_br_or_iso_date, parse_decimal
+from services.ingestion.records import (
+    Consumption,
+    ConsumptionFlag,
+    Material,
+    Site,
+    SiteType,
+    Supplier,
+    decimal_from_float,
+)
+from services.ingestion.units import UnknownUnitError, canonical_unit, is_service_unit
+from services.ingestion.validation import (
+    BRAZILIAN_STATES,
+    ReasonCode,
+    Violation,
+    quality_flags,
+    validate,
+)
+
+__all__ = [
+    "COLUMNS",
+    "DADOS_SHEET",
+    "NA",
+    "SHEET",
+    "UNKNOWN_SITE",
+    "classify_site",
+    "is_service_family",
+    "read_dados_cost_centres",
+    "read_dados_sites",
+    "read_sapiens_csv",
+    "read_sapiens_xlsx",
+    "supplier_code",
+]
+
+SHEET = "CUSTO DE MATERIAL E SERVIÇOS"
+DADOS_SHEET = "DADOS"
+NA = "N/A"
+UNKNOWN_SITE = NA
+"""The site code kept for lines whose DEPÓSITO is "N/A"."""
+
+# Column -> (record field path, what "N/A" or an empty cell means: "keep" | "none" | "required").
+_SITE, _CODE, _NAME, _FAMILY, _SUPPLIER, _QTY, _UNIT, _REQ_DATE, _REQ_ID, _SOL_DATE, _BUY_DATE = (
+    "DEPÓSITO",
+    "PRODUTO/SERVIÇO",
+    "MATERIAL",
+    "FAMÍLIA",
+    "NOME FORNEC.",
+    "QUANTIDADE",
+    "U.M.",
+    "DATA REQUISITADA",
+    "SOLICITAÇÃO",
+    "DATA SOLICITADO",
+    "DATA DE COMPRA",
+)
+COLUMNS: tuple[str, ...] = (
+    _SITE, _CODE, _NAME, _FAMILY, _SUPPLIER, _QTY, _UNIT, _REQ_DATE, _REQ_ID, _SOL_DATE, _BUY_DATE
+)
+"""The header of the export, in its order (the readers find the columns by name)."""
+
+_PATHS = {
+    _SITE: "consumption.site_code",
+    _CODE: "consumption.material_code",
+    _NAME: "material.name",
+    _FAMILY: "consumption.family",
+    _SUPPLIER: "consumption.supplier_code",
+    _QTY: "consumption.quantity",
+    _UNIT: "consumption.unit",
+    _REQ_DATE: "consumption.requested_date",
+    _REQ_ID: "consumption.requisition_id",
+    _SOL_DATE: "consumption.solicited_date",
+    _BUY_DATE: "consumption.purchase_date",
+}
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_TOWER_ID = re.compile(r"(?=.*\d)(?=(?:.*[A-Z]){2})[A-Z0-9][A-Z0-9 ./_#-]*", re.ASCII)
+_UF_SITE_ID = re.compile(r"([A-Z]{2})(?:[A-Z]{3}\d{2,}|\d-)[A-Z0-9 ./_-]*", re.ASCII)
+_WHITESPACE = re.compile(r"\s+")
+
+
+# --------------------------------------------------------------------------------------------- master data
+
+
+def is_service_family(family: str) -> bool:
+    """SERVIÇOS TOMADOS/PRESTADOS/DE LOCAÇÃO/CONTRATADOS and "SERV APOIO ..." are services."""
+    return family.strip().upper().startswith("SERV")
+
+
+def supplier_code(name: str) -> str:
+    """The export has no supplier code: the name, trimmed, blanks collapsed, upper-cased, stands in for it."""
+    return _WHITESPACE.sub(" ", name.strip()).upper()
+
+
+def classify_site(code: str) -> tuple[SiteType, str]:
+    """(site type, state) of a DEPÓSITO code. The export carries neither, so this is explicit and narrow.
+
+    ALMOX-* is a warehouse (ALMOX-BA: state BA); ESCRITÓRIO an office; GER<UF> (regional management, e.g.
+    GERBA) an office in that state; "N/A" unknown. A code with digits and letters follows the tower-id
+    conventions (BAFRD017, BR80584-A, SAL031TM, SP4-UBA-00) and is a tower; its state is read only from
+    the "<UF><3 letters><digits>" / "<UF><digit>-" prefixes. Anything else (technicians' names such as
+    RAFAELPREV, bare numbers that are cost centres) stays unknown rather than being guessed.
+    """
+    upper = code.strip().upper()
+    if upper == NA:
+        return SiteType.UNKNOWN, ""
+    if upper.startswith("ALMOX"):
+        state = upper.rsplit("-", 1)[-1] if "-" in upper else ""
+        return SiteType.WAREHOUSE, state if state in BRAZILIAN_STATES else ""
+    if upper in ("ESCRITÓRIO", "ESCRITORIO"):
+        return SiteType.OFFICE, ""
+    if len(upper) == 5 and upper.startswith("GER") and upper[3:] in BRAZILIAN_STATES:
+        return SiteType.OFFICE, upper[3:]
+    if _TOWER_ID.fullmatch(upper):
+        match = _UF_SITE_ID.fullmatch(upper)
+        state = match.group(1) if match and match.group(1) in BRAZILIAN_STATES else ""
+        return SiteType.TOWER, state
+    return SiteType.UNKNOWN, ""
+
+
+# -------------------------------------------------------------------------------------------- cell readers
+
+
+class _Cells:
+    """How one file form turns a cell into a value; raises ValueProblem. ``None`` means an empty cell."""
+
+    def is_na(self, value: object) -> bool:
+        return isinstance(value, str) and value.strip().upper() == NA
+
+    def is_empty(self, value: object) -> bool:
+        return value is None or (isinstance(value, str) and not value.strip())
+
+    def text(self, value: object) -> str:
+        raise NotImplementedError
+
+    def code(self, value: object) -> str:
+        return self.text(value)
+
+    def number(self, value: object) -> Decimal:
+        raise NotImplementedError
+
+    def day(self, value: object) -> date:
+        raise NotImplementedError
+
+
+def _check_text(text: str) -> str:
+    if _SURROGATE.search(text):
+        raise ValueProblem(ReasonCode.INVALID_FORMAT, "bytes that are not valid in the file's encoding")
+    return text.strip()
+
+
+class _XlsxCells(_Cells):
+    def __init__(self, epoch: datetime) -> None:
+        self.epoch = epoch
+
+    def text(self, value: object) -> str:
+        if isinstance(value, str):
+            return _check_text(value)
+        if isinstance(value, bool) or isinstance(value, datetime | date):
+            raise ValueProblem(ReasonCode.INVALID_FORMAT, f"expected text, got {type(value).__name__}")
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        raise ValueProblem(ReasonCode.INVALID_FORMAT, f"expected text, got {value!r}")
+
+    def code(self, value: object) -> str:
+        # Material codes are zero-padded text ("010825"); a numeric cell has already lost its zeros.
+        if not isinstance(value, str):
+            raise ValueProblem(
+                ReasonCode.INVALID_FORMAT, f"code stored as a number ({value!r}): leading zeros may be lost"
+            )
+        return _check_text(value)
+
+    def number(self, value: object) -> Decimal:
+        if isinstance(value, bool):
+            raise ValueProblem(ReasonCode.INVALID_FORMAT, "expected a number, got a boolean")
+        if isinstance(value, int):
+            return Decimal(value)
+        if isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueProblem(ReasonCode.OUT_OF_RANGE, "must be finite")
+            return decimal_from_float(value)
+        if isinstance(value, str):
+            # A number typed as text in the sheet: Brazilian spelling first, then the plain one.
+            try:
+                return parse_decimal(value, ",")
+            except ValueProblem:
+                return parse_decimal(value, ".")
+        raise ValueProblem(ReasonCode.INVALID_FORMAT, f"expected a number, got {type(value).__name__}")
+
+    def day(self, value: object) -> date:
+        if isinstance(value, datetime):
+            return value.date()
+        if isinstance(value, date):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # A date cell without a date format: an Excel serial day number.
+            if not 1 <= value < 2958466:
+                raise ValueProblem(ReasonCode.OUT_OF_RANGE, f"{value!r} is not an Excel date serial")
+            converted = from_excel(value, self.epoch)
+            return converted.date() if isinstance(converted, datetime) else converted  # type: ignore[return-value]
+        if isinstance(value, str):
+            return parse_br_or_iso_date(_check_text(value))
+        raise ValueProblem(ReasonCode.INVALID_FORMAT, f"expected a date, got {type(value).__name__}")
+
+
+class _CsvCells(_Cells):
+    def __init__(self, decimal_separator: str) -> None:
+        self.decimal_separator = decimal_separator
+
+    def text(self, value: object) -> str:
+        return _check_text(str(value))
+
+    def number(self, value: object) -> Decimal:
+        return parse_decimal(_check_text(str(value)), self.decimal_separator)
+
+    def day(self, value: object) -> date:
+        return parse_br_or_iso_date(_check_text(str(value)))
+
+
+# ----------------------------------------------------------------------------------------- line assembler
+
+
+@dataclass(slots=True)
+class _SeenMaterial:
+    name: str
+    family: str
+    unit: str
+    stocked: bool
+
+
+class _Assembler:
+    """Turns rows (column -> cell) into outcomes, remembering the masters already emitted."""
+
+    def __init__(self, cells: _Cells) -> None:
+        self.cells = cells
+        self.materials: dict[str, _SeenMaterial] = {}
+        self.sites: set[str] = set()
+        self.suppliers: set[str] = set()
+        self.ordinals: Counter[tuple[str, str]] = Counter()
+
+    def _cell(
+        self, row: dict[str, Any], column: str, read: Callable[[object], Any], na: str, problems: list[Violation]
+    ) -> Any:
+        value = row.get(column)
+        if self.cells.is_empty(value) or self.cells.is_na(value):
+            if na == "keep" and self.cells.is_na(value):
+                return NA
+            if na == "none":
+                return None
+            shown = "empty" if self.cells.is_empty(value) else '"N/A"'
+            problems.append(Violation(_PATHS[column], ReasonCode.REQUIRED, f"{column} is {shown}"))
+            return None
+        try:
+            return read(value)
+        except ValueProblem as problem:
+            problems.append(Violation(_PATHS[column], problem.reason, f"{column}: {problem.description}"))
+            return None
+
+    def line(self, line_no: int, row: dict[str, Any], raw: str) -> Iterator[Outcome]:
+        c = self.cells
+        problems: list[Violation] = []
+        site = self._cell(row, _SITE, c.text, "keep", problems)
+        code = self._cell(row, _CODE, c.code, "required", problems)
+        name = self._cell(row, _NAME, c.text, "required", problems)
+        family = self._cell(row, _FAMILY, c.text, "required", problems)
+        supplier_name = self._cell(row, _SUPPLIER, c.text, "required", problems)
+        quantity = self._cell(row, _QTY, c.number, "required", problems)
+        raw_unit = self._cell(row, _UNIT, c.text, "required", problems)
+        requested = self._cell(row, _REQ_DATE, c.day, "none", problems)
+        requisition = self._cell(row, _REQ_ID, c.text, "required", problems)
+        solicited = self._cell(row, _SOL_DATE, c.day, "required", problems)
+        purchased = self._cell(row, _BUY_DATE, c.day, "none", problems)
+
+        unit = None
+        if raw_unit is not None:
+            try:
+                unit = canonical_unit(raw_unit)
+            except UnknownUnitError:
+                problems.append(
+                    Violation(_PATHS[_UNIT], ReasonCode.UNKNOWN_UNIT, f"{_UNIT}: unknown unit {raw_unit!r}")
+                )
+
+        # Masters first, so that a consumer can insert them before the line that refers to them.
+        flags: set[ConsumptionFlag] = set()
+        stocked: bool | None = None
+        if code is not None and name is not None and family is not None and unit is not None:
+            stocked = not (is_service_unit(unit) or is_service_family(family))
+            seen = self.materials.get(code)
+            if seen is None:
+                material = Material(code=code, name=name, family=family, unit=unit, stocked=stocked)
+                bad = validate(material)
+                if bad:
+                    problems.extend(bad)
+                else:
+                    self.materials[code] = _SeenMaterial(name, family, unit, stocked)
+                    yield Parsed(line_no, material)
+            else:
+                stocked = seen.stocked
+                if seen.unit != unit:
+                    flags.add(ConsumptionFlag.UNIT_VARIANT)
+                if seen.name != name or seen.family != family:
+                    flags.add(ConsumptionFlag.MASTER_CONFLICT)
+        if site is not None and site not in self.sites:
+            site_type, region = classify_site(site)
+            site_record = Site(code=site, region=region, site_type=site_type)
+            bad = validate(site_record)
+            if bad:
+                problems.extend(bad)
+            else:
+                self.sites.add(site)
+                yield Parsed(line_no, site_record)
+        supplier = supplier_code(supplier_name) if supplier_name is not None else None
+        if supplier is not None and supplier not in self.suppliers:
+            supplier_record = Supplier(code=supplier, name=_WHITESPACE.sub(" ", supplier_name))
+            bad = validate(supplier_record)
+            if bad:
+                problems.extend(bad)
+            else:
+                self.suppliers.add(supplier)
+                yield Parsed(line_no, supplier_record)
+
+        line_key = ""
+        if requisition is not None and code is not None:
+            # Counted even when the line is rejected, so fixing it later does not renumber its neighbours.
+            self.ordinals[(requisition, code)] += 1
+            line_key = f"{code}#{self.ordinals[(requisition, code)]}"
+        if problems:
+            yield ParseError.of(line_no, problems, raw)
+            return
+        record = Consumption(
+            requisition_id=requisition,
+            line_key=line_key,
+            material_code=code,
+            site_code=site,
+            supplier_code=supplier,  # type: ignore[arg-type]
+            quantity=quantity,
+            unit=unit,  # type: ignore[arg-type]
+            solicited_date=solicited,
+            requested_date=requested,
+            purchase_date=purchased,
+            family=family,
+        )
+        bad = validate(record)
+        if bad:
+            yield ParseError.of(line_no, bad, raw)
+            return
+        all_flags = set(quality_flags(record, stocked=stocked)) | flags
+        yield Parsed(line_no, _with_flags(record, all_flags))
+
+
+def _with_flags(record: Consumption, flags: Iterable[ConsumptionFlag]) -> Consumption:
+    return replace(record, flags=tuple(sorted(flags)))
+
+
+def _header_index(header: Iterable[object]) -> dict[str, int] | list[str]:
+    """Column name -> position, or the list of missing column names."""
+    positions: dict[str, int] = {}
+    for i, cell in enumerate(header):
+        if isinstance(cell, str) and cell.strip() in COLUMNS and cell.strip() not in positions:
+            positions[cell.strip()] = i
+    missing = [c for c in COLUMNS if c not in positions]
+    return missing if missing else positions
+
+
+def _missing_columns_error(missing: list[str], raw: str) -> ParseError:
+    return ParseError.of(
+        0,
+        [Violation(f"header.{m}", ReasonCode.INVALID_SCHEMA, f"column {m} is missing") for m in missing],
+        raw,
+    )
+
+
+# ------------------------------------------------------------------------------------------------- xlsx
+
+
+def _raw_cells(values: Iterable[object]) -> str:
+    return " | ".join("" if v is None else str(v) for v in values)[:MAX_RAW]
+
+
+def read_sapiens_xlsx(source: Source, *, sheet: str = SHEET) -> Iterator[Outcome]:
+    """Stream the requisition sheet of a Sapiens export workbook (openpyxl read-only mode)."""
+    with open_binary(source) as handle:
+        try:
+            workbook = load_workbook(handle, read_only=True, data_only=True)
+        except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
+            yield file_error("file", ReasonCode.INVALID_FORMAT, f"not a readable xlsx workbook: {exc}")
+            return
+        try:
+            if sheet not in workbook.sheetnames:
+                yield file_error(
+                    "file", ReasonCode.INVALID_SCHEMA, f"sheet {sheet!r} not found (sheets: {workbook.sheetnames})"
+                )
+                return
+            yield from _read_sheet(workbook[sheet], _XlsxCells(workbook.epoch))
+        finally:
+            workbook.close()
+
+
+def _read_sheet(worksheet: Any, cells: _XlsxCells) -> Iterator[Outcome]:
+    rows = worksheet.iter_rows(values_only=True)
+    header: tuple[object, ...] | None = None
+    for values in rows:
+        if any(not cells.is_empty(v) for v in values):
+            header = values
+            break
+    if header is None:
+        yield file_error("header", ReasonCode.INVALID_SCHEMA, "the sheet is empty")
+        return
+    index = _header_index(header)
+    if isinstance(index, list):
+        yield _missing_columns_error(index, _raw_cells(header))
+        return
+    assembler = _Assembler(cells)
+    for line_no, values in enumerate(rows, start=1):
+        if all(cells.is_empty(v) for v in values):
+            yield Skipped(line_no, SkipReason.BLANK, "empty row")
+            continue
+        row = {column: values[i] if i < len(values) else None for column, i in index.items()}
+        yield from assembler.line(line_no, row, _raw_cells(values[: max(index.values()) + 1]))
+
+
+# -------------------------------------------------------------------------------------------------- csv
+
+
+def read_sapiens_csv(
+    source: Source,
+    *,
+    encoding: str = "utf-8-sig",
+    delimiter: str | None = None,
+    decimal_separator: str | None = None,
+) -> Iterator[Outcome]:
+    """Stream the CSV form of the export (see the module docstring for delimiter, decimals and dates)."""
+    with open_binary(source) as handle:
+        # surrogateescape: a bad byte becomes a marker on its own field instead of an exception mid-file.
+        text = io.TextIOWrapper(handle, encoding=encoding, errors="surrogateescape", newline="")
+        try:
+            yield from _read_csv_text(text, delimiter, decimal_separator)
+        finally:
+            text.detach()  # leave the caller's file object open
+
+
+def _read_csv_text(text: io.TextIOWrapper, delimiter: str | None, decimal_separator: str | None) -> Iterator[Outcome]:
+    first = text.readline()
+    if not first.strip():
+        yield file_error("header", ReasonCode.INVALID_SCHEMA, "no header line")
+        return
+    if delimiter is None:
+        delimiter = ";" if first.count(";") >= first.count(",") else ","
+    if decimal_separator is None:
+        decimal_separator = "," if delimiter == ";" else "."
+    if decimal_separator not in (",", ".") or decimal_separator == delimiter:
+        yield file_error("header", ReasonCode.INVALID_SCHEMA, f"unusable decimal separator {decimal_separator!r}")
+        return
+    try:
+        header = next(csv.reader([first], delimiter=delimiter), [])
+    except csv.Error as exc:
+        yield file_error("header", ReasonCode.INVALID_FORMAT, f"unreadable header: {exc}", raw=first)
+        return
+    index = _header_index(header)
+    if isinstance(index, list):
+        yield _missing_columns_error(index, first)
+        return
+    assembler = _Assembler(_CsvCells(decimal_separator))
+    reader = csv.reader(text, delimiter=delimiter)
+    line_no = 0
+    while True:
+        line_no += 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield file_error("line", ReasonCode.INVALID_FORMAT, f"unreadable CSV: {exc}", line_no=line_no)
+            continue
+        raw = delimiter.join(values)
+        if all(not v.strip() for v in values):
+            yield Skipped(line_no, SkipReason.BLANK, "empty line")
+            continue
+        if len(values) < len(header) or any(v.strip() for v in values[len(header) :]):
+            yield file_error(
+                "line",
+                ReasonCode.INVALID_SCHEMA,
+                f"expected {len(header)} fields, got {len(values)}",
+                line_no=line_no,
+                raw=raw,
+            )
+            continue
+        row = {column: values[i] for column, i in index.items()}
+        yield from assembler.line(line_no, row, raw)
+
+
+# ------------------------------------------------------------------------------------------------ DADOS
+
+
+def _dados_rows(source: Source) -> Iterator[tuple[int, tuple[object, ...]] | ParseError]:
+    """(line_no, row) of the DADOS sheet below its header row; line 1 is the row under the header."""
+    with open_binary(source) as handle:
+        try:
+            workbook = load_workbook(handle, read_only=True, data_only=True)
+        except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
+            yield file_error("file", ReasonCode.INVALID_FORMAT, f"not a readable xlsx workbook: {exc}")
+            return
+        try:
+            if DADOS_SHEET not in workbook.sheetnames:
+                yield file_error("file", ReasonCode.INVALID_SCHEMA, f"sheet {DADOS_SHEET!r} not found")
+                return
+            offset: int | None = None  # position of the SITE column, known once the header row is seen
+            line_no = 0
+            for values in workbook[DADOS_SHEET].iter_rows(values_only=True):
+                if offset is None:
+                    marks = [isinstance(v, str) and v.strip() == "SITE" for v in values]
+                    offset = marks.index(True) if any(marks) else None
+                    continue
+                line_no += 1
+                yield line_no, tuple(values[offset:])
+            if offset is None:
+                yield file_error("header.SITE", ReasonCode.INVALID_SCHEMA, "no SITE column in DADOS")
+        finally:
+            workbook.close()
+
+
+def read_dados_sites(source: Source) -> Iterator[Outcome]:
+    """Sites of the hidden DADOS list (column SITE), typed by ``classify_site``; client left empty.
+
+    Codes are trimmed ("GNA " and "MDD001NX\\n" occur); a code repeated after trimming is ``Skipped``.
+    """
+    cells = _XlsxCells(datetime(1899, 12, 30))
+    seen: dict[str, int] = {}
+    for item in _dados_rows(source):
+        if isinstance(item, ParseError):
+            yield item
+            continue
+        line_no, values = item
+        value = values[0] if values else None
+        if cells.is_empty(value):
+            yield Skipped(line_no, SkipReason.BLANK, "no site on this row")
+            continue
+        try:
+            code = cells.text(value)
+        except ValueProblem as problem:
+            yield ParseError.of(
+                line_no, [Violation("site.code", problem.reason, problem.description)], _raw_cells(values)
+            )
+            continue
+        if code in seen:
+            yield Skipped(line_no, SkipReason.DUPLICATE_LINE, f"site {code!r} already listed on line {seen[code]}")
+            continue
+        seen[code] = line_no
+        site_type, region = classify_site(code)
+        record = Site(code=code, region=region, site_type=site_type)
+        bad = validate(record)
+        yield ParseError.of(line_no, bad, _raw_cells(values)) if bad else Parsed(line_no, record)
+
+
+def read_dados_cost_centres(source: Source) -> list[tuple[str, str]]:
+    """(ID CLIENTE, CLIENTE) pairs of the DADOS list, e.g. ("NC01", "ATC PREVENTIVA"); small, so a list."""
+    centres: list[tuple[str, str]] = []
+    for item in _dados_rows(source):
+        if isinstance(item, ParseError):
+            continue
+        _, values = item
+        if len(values) >= 4 and isinstance(values[2], str) and isinstance(values[3], str):
+            if values[2].strip() and values[3].strip():
+                centres.append((values[3].strip(), values[2].strip()))
+    return centres

@@ -1,0 +1,387 @@
+"""Ingestion use cases, transport-agnostic: batches, uploads, export, quarantine.
+
+The gRPC servicer converts, calls one method here and returns the result. Requests and answers
+are the contract's messages (the contract is the domain vocabulary here); conversion of records
+to validated, normalised rows lives in `preparation`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+from google.protobuf import timestamp_pb2
+from novacorrente.events.v1 import events_pb2
+from novacorrente.ingestion.v1 import ingestion_pb2 as pb
+
+from services.ingestion.preparation import Prepared, prepare_records
+from services.ingestion.uploads import read_file
+from services.ingestion.store import (
+    ClaimState,
+    CommitOutcome,
+    IngestionStore,
+    OutboxMessage,
+    QuarantineEntry,
+    VerdictKind,
+)
+from services.kit.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
+
+__all__ = ["BATCH_COMMITTED", "IngestionUseCases", "Limits"]
+
+log = logging.getLogger(__name__)
+
+BATCH_COMMITTED = "ingestion.batch.committed"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Enforced sizes and lifetimes (see IngestionSettings for their meaning)."""
+
+    max_batch_records: int = 10_000
+    max_upload_bytes: int = 2_000_000_000
+    upload_commit_records: int = 5_000
+    idempotency_ttl_seconds: float = 7 * 24 * 3600
+    idempotency_lease_seconds: float = 120
+    export_page_size: int = 5_000
+
+
+def _database_down(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        OSError
+        | ConnectionError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.AdminShutdownError,
+    )
+
+
+def _hash(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
+def watermark_text(seq: int) -> str:
+    return f"seq:{seq}"
+
+
+class IngestionUseCases:
+    def __init__(
+        self,
+        store: IngestionStore,
+        limits: Limits,
+        executor: concurrent.futures.Executor,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._limits = limits
+        self._executor = executor
+        self._on_commit = on_commit  # wakes the outbox relay
+
+    # -- database guard ------------------------------------------------------------------------
+
+    async def _guard(self, op: Awaitable[T]) -> T:
+        """A database outage is UNAVAILABLE with a retry delay, never INTERNAL."""
+        try:
+            return await op
+        except Exception as exc:
+            if _database_down(exc):
+                log.warning("system of record unavailable: %s", exc)
+                raise Unavailable(
+                    "system of record unavailable, retry later", retry_after_seconds=2.0
+                ) from exc
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _idempotent(self, caller: str, key: str, request_hash: str) -> AsyncIterator[bytes | None]:
+        """Yields None when the caller owns the key (and must commit), or the stored first answer."""
+        if not key:
+            raise InvalidArgument([FieldViolation("idempotency_key", "required")])
+        claim = await self._guard(
+            self._store.claim(
+                caller,
+                key,
+                request_hash,
+                ttl_seconds=self._limits.idempotency_ttl_seconds,
+                lease_seconds=self._limits.idempotency_lease_seconds,
+            )
+        )
+        if claim.state is ClaimState.CONFLICT:
+            raise FailedPrecondition(
+                f"idempotency key {key!r} was already used with a different payload",
+                reason="IDEMPOTENCY_KEY_REUSED",
+            )
+        if claim.state is ClaimState.IN_PROGRESS:
+            raise Aborted(f"a call with idempotency key {key!r} is still running; retry later")
+        if claim.state is ClaimState.REPLAY:
+            yield claim.response
+            return
+        try:
+            yield None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._store.release(caller, key)
+            raise
+
+    # -- batches -------------------------------------------------------------------------------
+
+    async def submit_batch(self, caller: str, request: pb.SubmitBatchRequest) -> pb.SubmitBatchResponse:
+        if len(request.records) > self._limits.max_batch_records:
+            raise ResourceExhausted(
+                f"batch has {len(request.records)} records; the maximum is {self._limits.max_batch_records}",
+                retry_after_seconds=None,
+            )
+        request_hash = _hash(request.SerializeToString(deterministic=True))
+        async with self._idempotent(caller, request.idempotency_key, request_hash) as stored:
+            if stored is not None:
+                response = pb.SubmitBatchResponse.FromString(stored)
+                response.replayed = True
+                return response
+            prepared = prepare_records(request.records, base_path="records")
+            return await self._commit(
+                prepared,
+                origin=f"batch:{request.idempotency_key}",
+                all_or_nothing=request.all_or_nothing,
+                idempotency=(caller, request.idempotency_key),
+            )
+
+    async def _commit(
+        self,
+        prepared: Prepared,
+        *,
+        origin: str,
+        all_or_nothing: bool,
+        idempotency: tuple[str, str] | None,
+    ) -> pb.SubmitBatchResponse:
+        if all_or_nothing and prepared.rejected:
+            raise InvalidArgument(
+                [
+                    FieldViolation(v.field, f"{v.reason}: {v.description}")
+                    for r in prepared.rejected
+                    for v in r.violations
+                ],
+                "batch rejected as a whole (all_or_nothing): nothing was written",
+            )
+        quarantine = [
+            QuarantineEntry(
+                origin=f"{origin}#{r.index}",
+                record=r.record,
+                violations=json.dumps([v._asdict() for v in r.violations], ensure_ascii=False),
+                raw=r.raw,
+            )
+            for r in prepared.rejected
+        ]
+
+        def finish(outcome: CommitOutcome) -> tuple[list[OutboxMessage], bytes]:
+            response = _response(outcome, prepared)
+            messages = [_batch_committed(outcome)] if outcome.written else []
+            return messages, response.SerializeToString()
+
+        outcome = await self._guard(
+            self._store.commit(prepared.records, quarantine, idempotency=idempotency, finish=finish)
+        )
+        if outcome.written:
+            self._on_commit()
+        return _response(outcome, prepared)
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    async def upload(self, caller: str, header: pb.UploadHeader, path: Path) -> pb.UploadFileResponse:
+        """Reads a spooled upload in chunks of records, committing each chunk as a batch whose
+        idempotency key derives from the upload's: a retried upload replays chunk by chunk and
+        writes nothing twice."""
+        if not header.idempotency_key:
+            raise InvalidArgument([FieldViolation("header.idempotency_key", "required")])
+        file_hash = await self._run(lambda: _file_hash(path))
+        parsed = await self._run(lambda: read_file(header, path))
+        answer = pb.UploadFileResponse(format=parsed.format)
+        if header.all_or_nothing:
+            # Validate everything first (a second pass over the spooled file) so a bad line
+            # anywhere rejects the file before any chunk commits.
+            bad = await self._run(lambda: _first_rejections(read_file(header, path).records, 100))
+            if bad:
+                raise InvalidArgument(
+                    [
+                        FieldViolation(f"line[{r.index}].{v.field}", f"{v.reason}: {v.description}")
+                        for r in bad
+                        for v in r.violations
+                    ],
+                    "file rejected as a whole (all_or_nothing): nothing was written",
+                )
+        chunk_no = 0
+        while True:
+            chunk = await self._run(lambda: list(islice(parsed.records, self._limits.upload_commit_records)))
+            if not chunk:
+                break
+            chunk_no += 1
+            prepared = await self._run(lambda c=chunk: prepare_records(c, base_path="line", from_file=True))
+            key = f"{header.idempotency_key}#{chunk_no}"
+            chunk_hash = _hash(file_hash.encode(), str(chunk_no).encode())
+            async with self._idempotent(caller, key, chunk_hash) as stored:
+                if stored is not None:
+                    response = pb.SubmitBatchResponse.FromString(stored)
+                    answer.replayed = True
+                else:
+                    response = await self._commit(
+                        prepared,
+                        origin=f"upload:{header.filename}",
+                        all_or_nothing=False,
+                        idempotency=(caller, key),
+                    )
+            _accumulate(answer, response)
+        answer.data_watermark = watermark_text(await self._guard(self._store.watermark()))
+        return answer
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    # -- export, watermark, quarantine ---------------------------------------------------------
+
+    async def export(self, since: int, page_size: int) -> AsyncIterator[pb.ExportRecordsResponse]:
+        if since < 0:
+            raise InvalidArgument([FieldViolation("since_sequence", "must be >= 0")])
+        size = page_size or self._limits.export_page_size
+        if size < 0 or size > 50_000:
+            raise InvalidArgument([FieldViolation("page_size", "must be between 0 and 50000")])
+        until = await self._guard(self._store.watermark())
+        cursor = since
+        while cursor < until:
+            rows = await self._guard(self._store.export(cursor, until, size))
+            if not rows:
+                break
+            page = pb.ExportRecordsResponse(last_sequence=rows[-1].sequence, watermark=until)
+            for row in rows:
+                committed = page.records.add(
+                    sequence=row.sequence, batch_id=row.batch_id, supersedes=row.supersedes
+                )
+                committed.record.MergeFromString(row.payload)
+                committed.committed_at.FromDatetime(row.committed_at)
+            cursor = rows[-1].sequence
+            yield page
+
+    async def watermark(self) -> pb.GetWatermarkResponse:
+        seq = await self._guard(self._store.watermark())
+        return pb.GetWatermarkResponse(sequence=seq, data_watermark=watermark_text(seq))
+
+    async def list_quarantine(self, page_size: int, page_token: str) -> pb.ListQuarantineResponse:
+        size = page_size or 100
+        if not 0 < size <= 1000:
+            raise InvalidArgument([FieldViolation("page_size", "must be between 1 and 1000")])
+        try:
+            after = int(page_token or 0)
+        except ValueError:
+            raise InvalidArgument([FieldViolation("page_token", "not a token from this API")]) from None
+        rows = await self._guard(self._store.quarantine(after, size + 1))
+        answer = pb.ListQuarantineResponse()
+        for entry_id, entry, at in rows[:size]:
+            item = answer.records.add(id=str(entry_id), origin=entry.origin, raw=entry.raw)
+            if entry.record:
+                item.record.MergeFromString(entry.record)
+            for v in json.loads(entry.violations):
+                item.violations.add(**v)
+            item.quarantined_at.FromDatetime(at)
+        if len(rows) > size:
+            answer.next_page_token = str(rows[size - 1][0])
+        return answer
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _first_rejections(records: Iterator[object], limit: int) -> list:  # type: ignore[type-arg]
+    bad = []
+    for batch in iter(lambda: list(islice(records, 5_000)), []):
+        bad.extend(prepare_records(batch, base_path="line", from_file=True).rejected)
+        if len(bad) >= limit:
+            break
+    return bad[:limit]
+
+
+def _response(outcome: CommitOutcome, prepared: Prepared) -> pb.SubmitBatchResponse:
+    response = pb.SubmitBatchResponse(
+        batch_id=outcome.batch_id if outcome.written else "", data_watermark=watermark_text(outcome.watermark)
+    )
+    verdicts: dict[int, pb.RecordVerdict] = {}
+    for d in outcome.decisions:
+        verdicts[d.index] = pb.RecordVerdict(
+            index=d.index, verdict=int(d.verdict), natural_key=d.record_key, sequence=d.sequence
+        )
+    for r in prepared.rejected:
+        verdicts[r.index] = pb.RecordVerdict(
+            index=r.index,
+            verdict=int(VerdictKind.REJECTED),
+            natural_key=r.natural_key,
+            violations=[
+                pb.Violation(field=v.field, reason=v.reason, description=v.description) for v in r.violations
+            ],
+        )
+    counts = response.counts
+    for index in sorted(verdicts):
+        v = verdicts[index]
+        response.verdicts.append(v)
+        if v.verdict == VerdictKind.ACCEPTED:
+            counts.accepted += 1
+        elif v.verdict == VerdictKind.DUPLICATE:
+            counts.duplicate += 1
+        elif v.verdict == VerdictKind.SUPERSEDED:
+            counts.superseded += 1
+        else:
+            counts.rejected += 1
+    return response
+
+
+def _accumulate(answer: pb.UploadFileResponse, batch: pb.SubmitBatchResponse) -> None:
+    if batch.batch_id:
+        answer.batch_ids.append(batch.batch_id)
+    for name in ("accepted", "duplicate", "superseded", "rejected"):
+        setattr(answer.counts, name, getattr(answer.counts, name) + getattr(batch.counts, name))
+    answer.exceptions.extend(v for v in batch.verdicts if v.verdict != VerdictKind.ACCEPTED)
+
+
+def _batch_committed(outcome: CommitOutcome) -> OutboxMessage:
+    event = events_pb2.BatchCommitted(
+        event_id=str(uuid.uuid4()),
+        batch_id=outcome.batch_id,
+        sequence_from=outcome.written[0][0],
+        sequence_to=outcome.written[-1][0],
+    )
+    event.committed_at.FromDatetime(outcome.committed_at)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(outcome.committed_at)
+    for seq, rec, supersedes in outcome.written:
+        committed = event.records.add(sequence=seq, batch_id=outcome.batch_id, supersedes=supersedes)
+        committed.record.MergeFromString(rec.payload)
+        committed.committed_at.CopyFrom(stamp)
+    return OutboxMessage(
+        event_id=event.event_id,
+        routing_key=BATCH_COMMITTED,
+        event_type=event.DESCRIPTOR.full_name,
+        body=event.SerializeToString(),
+    )

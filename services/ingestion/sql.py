@@ -1,0 +1,189 @@
+"""One small SQL surface over the two system-of-record adapters: asyncpg and DuckDB.
+
+The ingestion logic (verdicts, sequences, outbox, idempotency) is written once against
+`SqlSession`; only connection handling and bulk copy differ per adapter. Both engines accept the
+same `$n` parameters and the portable SQL in deploy/migrations/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import asyncpg
+import duckdb
+
+__all__ = ["DuckDbDatabase", "PostgresDatabase", "SqlDatabase", "SqlSession", "open_database"]
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "deploy" / "migrations"
+
+
+class SqlSession(Protocol):
+    """A transaction (or an autocommit session) on the system of record."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]: ...
+    async def execute(self, sql: str, *args: Any) -> None: ...
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None: ...
+
+
+class SqlDatabase(Protocol):
+    dialect: str
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[SqlSession]: ...
+    async def migrate(self) -> None: ...
+    async def check(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+def _migration_files() -> list[Path]:
+    return sorted(MIGRATIONS.glob("*.sql"))
+
+
+class _PgSession:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await self._conn.fetch(sql, *args)]
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute(sql, *args)
+
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        schema, name = table.split(".")
+        await self._conn.copy_records_to_table(name, schema_name=schema, columns=list(columns), records=rows)
+
+
+class PostgresDatabase:
+    """PostgreSQL through an asyncpg pool (the production system of record)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresDatabase:
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=60)
+        return cls(pool)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlSession]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PgSession(conn)
+
+    async def migrate(self) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            # One migrator at a time across replicas.
+            await conn.execute("SELECT pg_advisory_xact_lock(727001)")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS public.nova_schema_migrations "
+                "(version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {
+                r["version"] for r in await conn.fetch("SELECT version FROM public.nova_schema_migrations")
+            }
+            for path in _migration_files():
+                if path.name not in done:
+                    await conn.execute(path.read_text())
+                    await conn.execute(
+                        "INSERT INTO public.nova_schema_migrations (version) VALUES ($1)", path.name
+                    )
+
+    async def check(self) -> bool:
+        try:
+            async with self._pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1", timeout=2)
+            return True
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+class _DuckSession:
+    def __init__(self, db: DuckDbDatabase) -> None:
+        self._db = db
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return await self._db.run(lambda c: c.execute(sql, list(args)).fetchall())
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._db.run(lambda c: c.execute(sql, list(args)))
+
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        marks = ", ".join(f"${i + 1}" for i in range(len(columns)))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        await self._db.run(lambda c: c.executemany(sql, [list(r) for r in rows]))
+
+
+class DuckDbDatabase:
+    """A DuckDB file (the embedded profile). DuckDB calls block, so they run on one dedicated
+    thread; an asyncio lock gives one transaction at a time, as DuckDB has a single writer."""
+
+    dialect = "duckdb"
+
+    def __init__(self, path: str) -> None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = duckdb.connect(path)
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="duckdb-sor")
+        self._lock = asyncio.Lock()
+
+    async def run(self, fn: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlSession]:
+        async with self._lock:
+            await self.run(lambda c: c.execute("BEGIN TRANSACTION"))
+            try:
+                yield _DuckSession(self)
+            except BaseException:
+                await self.run(lambda c: c.execute("ROLLBACK"))
+                raise
+            await self.run(lambda c: c.execute("COMMIT"))
+
+    async def migrate(self) -> None:
+        async with self.transaction() as s:
+            await s.execute(
+                "CREATE TABLE IF NOT EXISTS nova_schema_migrations "
+                "(version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in await s.fetch("SELECT version FROM nova_schema_migrations")}
+            for path in _migration_files():
+                if path.name not in done:
+                    sql = path.read_text()
+                    await self.run(lambda c, sql=sql: c.execute(sql))
+                    await s.execute("INSERT INTO nova_schema_migrations (version) VALUES ($1)", path.name)
+
+    async def check(self) -> bool:
+        try:
+            await self.run(lambda c: c.execute("SELECT 1").fetchall())
+            return True
+        except duckdb.Error:
+            return False
+
+    async def close(self) -> None:
+        await self.run(lambda c: c.close())
+        self._executor.shutdown(wait=True)
+
+
+async def open_database(url: str) -> SqlDatabase:
+    """`postgresql://...` (asyncpg) or `duckdb:///path/file.duckdb` / `duckdb:///:memory:`."""
+    scheme = urlparse(url).scheme
+    if scheme in ("postgresql", "postgres"):
+        return await PostgresDatabase.connect(url)
+    if scheme == "duckdb":
+        # SQLAlchemy's convention: duckdb:///relative/path, duckdb:////absolute/path, duckdb:///:memory:
+        path = url.removeprefix("duckdb:///")
+        return DuckDbDatabase(path or ":memory:")
+    raise ValueError(f"NOVA_DATABASE_URL: unsupported scheme {scheme!r} (use postgresql:// or duckdb:///)")

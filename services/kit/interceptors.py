@@ -1,0 +1,307 @@
+"""Server interceptors: request id, metrics, error mapping, authentication and authorization.
+
+grpc.aio server interceptors only see the call details and return an ``RpcMethodHandler``; to act around
+the call itself each interceptor rebuilds the handler with a wrapped behaviour. Every interceptor here
+expresses its work as an async context manager entered around the behaviour (``around``), so one wrapper
+(``wrap_handler``) serves all four RPC kinds, including async-generator streaming handlers.
+
+``default_interceptors`` returns them in the order they must run, outermost first:
+
+    RequestIdInterceptor   sets the request id before anything logs
+    MetricsInterceptor     counts every outcome, including auth failures
+    ErrorMappingInterceptor  turns DomainError (also auth's) into statuses, anything else into INTERNAL
+    AuthInterceptor        UNAUTHENTICATED / PERMISSION_DENIED before the servicer runs
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import time
+import uuid
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from services.kit.auth import MethodPolicy, Principal, is_open_method, principal_var, verify_token
+from services.kit.errors import DomainError, Unauthenticated
+from services.kit.logging import request_id_var
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "AuthInterceptor",
+    "ErrorMappingInterceptor",
+    "MetricsInterceptor",
+    "RequestIdInterceptor",
+    "RpcMetrics",
+    "WrappingInterceptor",
+    "default_interceptors",
+    "wrap_handler",
+]
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+# Only ids that are safe to copy into logs and headers are taken from the caller.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+Around = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
+
+
+def _wrap_single(behavior: Callable[..., Any], around: Around) -> Callable[..., Awaitable[Any]]:
+    """Wrap a behaviour that returns one response (or writes with ``context.write`` and returns None)."""
+
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with around(context):
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+    return wrapped
+
+
+def _wrap_streaming(behavior: Callable[..., Any], around: Around) -> Callable[..., Any]:
+    """Wrap a response-streaming behaviour, keeping its style (generator vs. ``context.write`` coroutine).
+
+    grpc.aio picks the streaming protocol from the function type, so a coroutine must stay a coroutine and an
+    async generator an async generator.
+    """
+    if inspect.iscoroutinefunction(behavior):
+        return _wrap_single(behavior, around)
+
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async with around(context):
+            responses = behavior(request, context)
+            if hasattr(responses, "__aiter__"):
+                async for response in responses:
+                    yield response
+            else:
+                for response in responses:
+                    yield response
+
+    return wrapped
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
+    """Rebuild ``handler`` (any of the four kinds) so each call runs inside ``around(context)``."""
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(_wrap_single(handler.unary_unary, around), **kwargs)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(_wrap_streaming(handler.unary_stream, around), **kwargs)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(_wrap_single(handler.stream_unary, around), **kwargs)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(_wrap_streaming(handler.stream_stream, around), **kwargs)
+    raise ValueError("RpcMethodHandler has no behaviour")
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Base: subclasses implement ``around`` and get it applied to every handled method."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: let the server answer UNIMPLEMENTED
+            return None
+        details = handler_call_details
+        return wrap_handler(handler, lambda context: self.around(details, context))
+
+    @abstractmethod
+    def around(
+        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+    ) -> AbstractAsyncContextManager[None]:
+        """Context manager entered around one call of ``details.method``."""
+
+
+def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
+    for item_key, value in details.invocation_metadata or ():
+        if item_key == key:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+class RequestIdInterceptor(WrappingInterceptor):
+    """Takes ``x-request-id`` from the caller (or makes one), exposes it to logs, and echoes it back.
+
+    The id goes back as initial metadata, sent before the handler runs; handlers therefore must not call
+    ``context.send_initial_metadata`` themselves (use trailing metadata instead).
+    """
+
+    @asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        incoming = _metadata_value(details, REQUEST_ID_HEADER)
+        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+            yield
+        finally:
+            # A generator closed from another context cannot reset; the call's context dies with it anyway.
+            with suppress(ValueError):
+                request_id_var.reset(token)
+
+
+class RpcMetrics:
+    """Prometheus instruments for served RPCs, registered on the given registry (not the global one)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter(
+            "nova_grpc_server_requests",
+            "gRPC calls served, by full method name and final status code.",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "nova_grpc_server_request_duration_seconds",
+            "Time from the start of a call to its final status (whole stream for streaming calls).",
+            ["method", "code"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(method=method, code=code).inc()
+        self.latency.labels(method=method, code=code).observe(seconds)
+
+
+def _code_name(context: grpc.aio.ServicerContext, default: str) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if isinstance(code, int):
+        for candidate in grpc.StatusCode:
+            if candidate.value[0] == code:
+                return str(candidate.name)
+    return default
+
+
+class MetricsInterceptor(WrappingInterceptor):
+    """Counts calls and their latency per method and final status code."""
+
+    def __init__(self, metrics: RpcMetrics):
+        self._metrics = metrics
+
+    @asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            yield
+            code = _code_name(context, "OK")
+        except grpc.aio.AbortError:
+            code = _code_name(context, "UNKNOWN")
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except GeneratorExit:  # the stream consumer went away before the end
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = "UNKNOWN"
+            raise
+        finally:
+            self._metrics.observe(details.method, code, time.perf_counter() - start)
+
+
+class ErrorMappingInterceptor(WrappingInterceptor):
+    """The one place where exceptions become statuses.
+
+    DomainError -> its code with ``google.rpc.Status`` details (readable with ``rpc_status.from_call``).
+    Anything else -> INTERNAL with a generic message naming the request id; the traceback is logged, never
+    sent.
+    """
+
+    @asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AbortError:  # the handler aborted with a status of its own choosing
+            raise
+        except DomainError as exc:
+            log.info(
+                "%s failed: %s %s",
+                details.method,
+                exc.code.name,
+                exc.message,
+                extra={"method": details.method, "code": exc.code.name, "reason": exc.reason},
+            )
+            await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+        except Exception:
+            request_id = request_id_var.get() or "unknown"
+            log.exception(
+                "unhandled error in %s",
+                details.method,
+                extra={"method": details.method, "request_id": request_id},
+            )
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
+
+
+class AuthInterceptor(WrappingInterceptor):
+    """Verifies ``authorization: Bearer <jwt>`` and checks the role against the method policy.
+
+    Open methods (health, reflection) skip both checks. The principal is available to handlers through
+    ``services.kit.auth.principal_var``.
+    """
+
+    def __init__(self, key: bytes, policy: MethodPolicy):
+        self._key = key
+        self._policy = policy
+
+    def authenticate(self, details: grpc.HandlerCallDetails) -> Principal:
+        header = _metadata_value(details, "authorization")
+        if header is None:
+            raise Unauthenticated("missing authorization metadata", reason="TOKEN_MISSING")
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("authorization must be 'Bearer <token>'", reason="TOKEN_MISSING")
+        return verify_token(self._key, token.strip())
+
+    @asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        if is_open_method(details.method):
+            yield
+            return
+        principal = self.authenticate(details)
+        self._policy.authorize(details.method, principal)
+        token = principal_var.set(principal)
+        try:
+            yield
+        finally:
+            with suppress(ValueError):
+                principal_var.reset(token)
+
+
+def default_interceptors(
+    key: bytes, policy: MethodPolicy, registry: CollectorRegistry
+) -> Sequence[grpc.aio.ServerInterceptor]:
+    """The interceptor chain every service uses, outermost first."""
+    return (
+        RequestIdInterceptor(),
+        MetricsInterceptor(RpcMetrics(registry)),
+        ErrorMappingInterceptor(),
+        AuthInterceptor(key, policy),
+    )

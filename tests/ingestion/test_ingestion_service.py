@@ -1,0 +1,200 @@
+"""The ingestion service over real gRPC, on both system-of-record adapters (DuckDB and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+from google.rpc import error_details_pb2
+from novacorrente.common.v1 import common_pb2
+from novacorrente.events.v1 import events_pb2
+from novacorrente.ingestion.v1 import ingestion_pb2 as pb
+from novacorrente.ingestion.v1 import ingestion_pb2_grpc
+from novacorrente.ingestion.v1 import records_pb2 as rec
+
+from services.ingestion.app import IngestionApp, build_app
+from services.ingestion.settings import IngestionSettings
+from services.ports.bus import Delivery, EventBus, open_bus
+from tests.conftest import bearer, fresh_pg_database
+
+
+@dataclass
+class Running:
+    app: IngestionApp
+    stub: ingestion_pb2_grpc.IngestionServiceStub
+    bus: EventBus
+    events: list[events_pb2.BatchCommitted]
+    token: str
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=pytest.mark.integration)])
+async def running(
+    request: pytest.FixtureRequest, tmp_path: Path, jwt_key: bytes, token_for: Callable[..., str]
+) -> AsyncIterator[Running]:
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "duckdb":
+            url = f"duckdb:///{tmp_path}/sor.duckdb"
+        else:
+            url = await stack.enter_async_context(fresh_pg_database())
+        async for running in _serve(url, jwt_key, token_for("ingestor")):
+            yield running
+
+
+async def _serve(url: str, jwt_key: bytes, token: str) -> AsyncIterator[Running]:
+    bus = await open_bus(f"memory://ingestion-{uuid.uuid4().hex}")
+    events: list[events_pb2.BatchCommitted] = []
+
+    async def collect(d: Delivery) -> None:
+        events.append(events_pb2.BatchCommitted.FromString(d.body))
+
+    sub = await bus.subscribe("test.batches", ["ingestion.batch.committed"], collect)
+    settings = IngestionSettings(database_url=url, port=0, jwt_secret=jwt_key.hex())
+    app = await build_app(settings, bus=bus, jwt_key=jwt_key)
+    await app.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}")
+    try:
+        yield Running(app, ingestion_pb2_grpc.IngestionServiceStub(channel), bus, events, token)
+    finally:
+        await channel.close()
+        await app.stop()
+        await sub.stop()
+        await bus.close()
+
+
+def line(req: str, n: int = 1, qty: float = 2.0, unit: str = "UN", material: str = "010601") -> rec.Record:
+    return rec.Record(
+        consumption=rec.Consumption(
+            requisition_id=req,
+            line_key=f"{material}#{n}",
+            material_code=material,
+            site_code="ALMOX-BA",
+            supplier_code="FORNECEDOR X",
+            quantity=qty,
+            unit=unit,
+            solicited_date=common_pb2.Date(year=2025, month=3, day=10),
+            purchase_date=common_pb2.Date(year=2025, month=3, day=17),
+            family="EPI",
+        )
+    )
+
+
+async def submit(r: Running, records: list[rec.Record], key: str | None = None, **kw: object) -> pb.SubmitBatchResponse:
+    request = pb.SubmitBatchRequest(idempotency_key=key or uuid.uuid4().hex, records=records, **kw)
+    return await r.stub.SubmitBatch(request, metadata=bearer(r.token), timeout=10)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_batch_commits_and_publishes_its_records(running: Running) -> None:
+    answer = await submit(running, [line("R1", 1), line("R1", 2, qty=5)])
+    assert [v.verdict for v in answer.verdicts] == [pb.VERDICT_ACCEPTED, pb.VERDICT_ACCEPTED]
+    assert [v.sequence for v in answer.verdicts] == [1, 2]
+    assert answer.data_watermark == "seq:2"
+    await wait_for(lambda: len(running.events) == 1)
+    event = running.events[0]
+    assert event.batch_id == answer.batch_id
+    assert [c.sequence for c in event.records] == [1, 2]
+    assert event.records[1].record.consumption.quantity == 5
+
+
+async def test_replayed_batch_returns_the_first_answer_and_adds_nothing(running: Running) -> None:
+    first = await submit(running, [line("R2")], key="k-replay")
+    again = await submit(running, [line("R2")], key="k-replay")
+    assert again.replayed and not first.replayed
+    assert again.batch_id == first.batch_id and list(again.verdicts) == list(first.verdicts)
+    wm = await running.stub.GetWatermark(pb.GetWatermarkRequest(), metadata=bearer(running.token))
+    assert wm.sequence == 1
+    await asyncio.sleep(0.2)
+    assert len(running.events) == 1
+
+
+async def test_same_key_with_another_payload_is_failed_precondition(running: Running) -> None:
+    await submit(running, [line("R3")], key="k-conflict")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await submit(running, [line("R3", qty=9)], key="k-conflict")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_duplicates_and_corrections(running: Running) -> None:
+    await submit(running, [line("R4", 1), line("R4", 2)])
+    answer = await submit(running, [line("R4", 1), line("R4", 2, qty=7)])
+    assert [v.verdict for v in answer.verdicts] == [pb.VERDICT_DUPLICATE, pb.VERDICT_SUPERSEDED]
+    assert answer.counts.duplicate == 1 and answer.counts.superseded == 1
+    await wait_for(lambda: len(running.events) == 2)
+    assert running.events[1].records[0].supersedes
+
+
+async def test_bad_records_are_named_and_the_good_ones_commit(running: Running) -> None:
+    bad_qty = line("R5", 2, qty=math.nan)
+    bad_unit = line("R5", 3, unit="PARSECS")
+    answer = await submit(running, [line("R5", 1), bad_qty, bad_unit, rec.Record()])
+    verdicts = {v.index: v for v in answer.verdicts}
+    assert verdicts[0].verdict == pb.VERDICT_ACCEPTED
+    assert verdicts[1].verdict == pb.VERDICT_REJECTED
+    assert [v.field for v in verdicts[1].violations] == ["records[1].consumption.quantity"]
+    assert verdicts[2].verdict == pb.VERDICT_REJECTED
+    assert "records[2].consumption.unit" in [v.field for v in verdicts[2].violations]
+    assert verdicts[2].violations[0].reason == "UNKNOWN_UNIT"
+    assert [v.field for v in verdicts[3].violations] == ["records[3].kind"]
+    assert answer.counts.accepted == 1 and answer.counts.rejected == 3
+    quarantine = await running.stub.ListQuarantine(pb.ListQuarantineRequest(), metadata=bearer(running.token))
+    assert len(quarantine.records) == 3
+    assert quarantine.records[0].record.consumption.requisition_id == "R5"
+
+
+async def test_all_or_nothing_rejects_the_batch_with_field_details(running: Running) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await submit(running, [line("R6", 1), line("R6", 2, qty=-1)], all_or_nothing=True)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)
+    assert status is not None
+    fields = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    assert fields == ["records[1].consumption.quantity"]
+    wm = await running.stub.GetWatermark(pb.GetWatermarkRequest(), metadata=bearer(running.token))
+    assert wm.sequence == 0
+
+
+async def test_oversized_batch_is_resource_exhausted(running: Running) -> None:
+    records = [line("R7", n) for n in range(running.app.cases._limits.max_batch_records + 1)]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await submit(running, records)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_export_streams_every_committed_record_in_order(running: Running) -> None:
+    for batch in range(3):
+        await submit(running, [line(f"E{batch}", n) for n in range(1, 5)])
+    seqs = []
+    async for page in running.stub.ExportRecords(
+        pb.ExportRecordsRequest(since_sequence=2, page_size=3), metadata=bearer(running.token)
+    ):
+        seqs += [c.sequence for c in page.records]
+    assert seqs == list(range(3, 13))
+
+
+async def test_tokens_and_roles(running: Running, token_for: Callable[..., str]) -> None:
+    request = pb.SubmitBatchRequest(idempotency_key="k", records=[line("R8")])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await running.stub.SubmitBatch(request, timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await running.stub.SubmitBatch(request, metadata=bearer(token_for("viewer")), timeout=5)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
