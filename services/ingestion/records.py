@@ -139,6 +139,8 @@ class Record:
     key_fields: ClassVar[tuple[str, ...]]
     # Derived annotations that must not turn an identical re-upload into a "correction".
     hash_exclude: ClassVar[frozenset[str]] = frozenset()
+    # Fields holding a unit of measure of ``units.UNITS`` (readers resolve aliases such as MT -> M in them).
+    unit_fields: ClassVar[frozenset[str]] = frozenset()
 
     def natural_key(self) -> tuple[str, ...]:
         """The identity of the record across uploads, as strings (dates ISO, decimals canonical)."""
@@ -151,7 +153,9 @@ class Record:
             for f in fields(self)  # type: ignore[arg-type]
             if f.name not in self.hash_exclude
         }
-        text = json.dumps([self.record_type, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(
+            [self.record_type, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -168,6 +172,7 @@ class Material(Record):
 
     record_type: ClassVar[str] = "material"
     key_fields: ClassVar[tuple[str, ...]] = ("code",)
+    unit_fields: ClassVar[frozenset[str]] = frozenset({"unit"})
 
     code: str
     name: str
@@ -215,6 +220,7 @@ class Consumption(Record):
     record_type: ClassVar[str] = "consumption"
     key_fields: ClassVar[tuple[str, ...]] = ("requisition_id", "line_key")
     hash_exclude: ClassVar[frozenset[str]] = frozenset({"flags"})
+    unit_fields: ClassVar[frozenset[str]] = frozenset({"unit"})
 
     requisition_id: str
     line_key: str

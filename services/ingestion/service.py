@@ -328,39 +328,69 @@ def _response(outcome: CommitOutcome, prepared: Prepared) -> pb.SubmitBatchRespo
     response = pb.SubmitBatchResponse(
         batch_id=outcome.batch_id if outcome.written else "", data_watermark=watermark_text(outcome.watermark)
     )
-    verdicts: dict[int, pb.RecordVerdict] = {}
-    for d in outcome.decisions:
-        verdicts[d.index] = pb.RecordVerdict(
-            index=d.index, verdict=int(d.verdict), natural_key=d.record_key, sequence=d.sequence
+    # A file line can hold several records, so verdicts are ordered by (index, arrival), not keyed by index.
+    verdicts: list[tuple[int, int, pb.RecordVerdict]] = []
+    for n, d in enumerate(outcome.decisions):
+        verdicts.append(
+            (
+                d.index,
+                n,
+                pb.RecordVerdict(
+                    index=d.index, verdict=int(d.verdict), natural_key=d.record_key, sequence=d.sequence
+                ),
+            )
         )
-    for r in prepared.rejected:
-        verdicts[r.index] = pb.RecordVerdict(
-            index=r.index,
-            verdict=int(VerdictKind.REJECTED),
-            natural_key=r.natural_key,
-            violations=[
-                pb.Violation(field=v.field, reason=v.reason, description=v.description) for v in r.violations
-            ],
+    for n, r in enumerate(prepared.rejected, start=len(verdicts)):
+        verdicts.append(
+            (
+                r.index,
+                n,
+                pb.RecordVerdict(
+                    index=r.index,
+                    verdict=int(VerdictKind.REJECTED),
+                    natural_key=r.natural_key,
+                    violations=[
+                        pb.Violation(field=v.field, reason=v.reason, description=v.description)
+                        for v in r.violations
+                    ],
+                ),
+            )
+        )
+    for n, skipped in enumerate(prepared.skipped, start=len(verdicts)):
+        verdicts.append(
+            (
+                skipped.line_no,
+                n,
+                pb.RecordVerdict(
+                    index=skipped.line_no,
+                    verdict=pb.VERDICT_SKIPPED,
+                    violations=[
+                        pb.Violation(
+                            field="line", reason=str(skipped.reason), description=skipped.description
+                        )
+                    ],
+                ),
+            )
         )
     counts = response.counts
-    for index in sorted(verdicts):
-        v = verdicts[index]
+    names = {
+        pb.VERDICT_ACCEPTED: "accepted",
+        pb.VERDICT_DUPLICATE: "duplicate",
+        pb.VERDICT_SUPERSEDED: "superseded",
+        pb.VERDICT_REJECTED: "rejected",
+        pb.VERDICT_SKIPPED: "skipped",
+    }
+    for _, _, v in sorted(verdicts, key=lambda t: (t[0], t[1])):
         response.verdicts.append(v)
-        if v.verdict == VerdictKind.ACCEPTED:
-            counts.accepted += 1
-        elif v.verdict == VerdictKind.DUPLICATE:
-            counts.duplicate += 1
-        elif v.verdict == VerdictKind.SUPERSEDED:
-            counts.superseded += 1
-        else:
-            counts.rejected += 1
+        name = names[v.verdict]
+        setattr(counts, name, getattr(counts, name) + 1)
     return response
 
 
 def _accumulate(answer: pb.UploadFileResponse, batch: pb.SubmitBatchResponse) -> None:
     if batch.batch_id:
         answer.batch_ids.append(batch.batch_id)
-    for name in ("accepted", "duplicate", "superseded", "rejected"):
+    for name in ("accepted", "duplicate", "superseded", "rejected", "skipped"):
         setattr(answer.counts, name, getattr(answer.counts, name) + getattr(batch.counts, name))
     answer.exceptions.extend(v for v in batch.verdicts if v.verdict != VerdictKind.ACCEPTED)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.kit.settings import ServiceSettings
+from services.kit.settings import Port, ServiceSettings
 
 __all__ = ["IngestionSettings"]
 
@@ -13,7 +13,7 @@ __all__ = ["IngestionSettings"]
 class IngestionSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="NOVA_INGESTION_", extra="ignore", validate_by_name=True)
 
-    port: int = Field(50051, description="TCP port of the gRPC server.")
+    port: Port = Field(50051, description="TCP port of the gRPC server.")
     max_batch_records: int = Field(
         10_000, description="Most records one SubmitBatch may carry (RESOURCE_EXHAUSTED above)."
     )

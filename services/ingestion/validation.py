@@ -159,8 +159,15 @@ class _Checker:
         elif value not in UNITS:
             self.add(name, ReasonCode.UNKNOWN_UNIT, f"{value!r} is not a known canonical unit")
 
-    def number(self, name: str, value: object, *, positive: bool = False, non_negative: bool = False,
-               non_zero: bool = False) -> bool:
+    def number(
+        self,
+        name: str,
+        value: object,
+        *,
+        positive: bool = False,
+        non_negative: bool = False,
+        non_zero: bool = False,
+    ) -> bool:
         if isinstance(value, bool) or not isinstance(value, Decimal | int | float):
             self.add(name, ReasonCode.INVALID_FORMAT, f"expected a number, got {type(value).__name__}")
             return False
@@ -207,13 +214,17 @@ def _material(r: Material, c: _Checker) -> None:
     if not isinstance(r.stocked, bool):
         c.add("stocked", ReasonCode.INVALID_FORMAT, "expected true or false")
     elif r.stocked and isinstance(r.unit, str) and is_service_unit(r.unit):
-        c.add("stocked", ReasonCode.INCONSISTENT, f"a material counted in service unit {r.unit} is not stocked")
+        c.add(
+            "stocked", ReasonCode.INCONSISTENT, f"a material counted in service unit {r.unit} is not stocked"
+        )
 
 
 def _site(r: Site, c: _Checker) -> None:
     c.text("code", r.code, code=True)
     c.text("client", r.client, required=False)
-    if r.region and r.region not in BRAZILIAN_STATES:
+    if not isinstance(r.region, str):
+        c.add("region", ReasonCode.INVALID_FORMAT, f"expected text, got {type(r.region).__name__}")
+    elif r.region and r.region not in BRAZILIAN_STATES:
         c.add("region", ReasonCode.UNKNOWN_VALUE, f"{r.region!r} is not a Brazilian state (UF) code")
     c.choice("site_type", r.site_type, SiteType)
     c.choice("criticality", r.criticality, Criticality)
@@ -239,8 +250,11 @@ def _consumption(r: Consumption, c: _Checker) -> None:
     # In the export DATA REQUISITADA is never after DATA SOLICITADO (it is the requisition's own date);
     # the other way round cannot happen. A purchase *before* solicitation can, and is only flagged.
     if solicited and requested and r.requested_date > r.solicited_date:  # type: ignore[operator]
-        c.add("requested_date", ReasonCode.INCONSISTENT,
-              f"requisition date {r.requested_date} is after its solicitation date {r.solicited_date}")
+        c.add(
+            "requested_date",
+            ReasonCode.INCONSISTENT,
+            f"requisition date {r.requested_date} is after its solicitation date {r.solicited_date}",
+        )
     if not isinstance(r.flags, tuple):
         c.add("flags", ReasonCode.INVALID_FORMAT, "expected a tuple of flags")
     else:
@@ -271,6 +285,8 @@ def _stock_movement(r: StockMovement, c: _Checker) -> None:
         c.add("at", ReasonCode.INVALID_FORMAT, "timestamp without a time zone")
     elif not MIN_DATE <= r.at.date() <= MAX_DATE:
         c.add("at", ReasonCode.OUT_OF_RANGE, f"{r.at} is outside {MIN_DATE}..{MAX_DATE}")
+    if not isinstance(r.to_site_code, str) or not isinstance(r.site_code, str):
+        return  # already reported by the text checks above
     if r.kind == MovementKind.TRANSFER:
         if not r.to_site_code:
             c.add("to_site_code", ReasonCode.REQUIRED, "required for transfers")
@@ -301,8 +317,11 @@ def _external_observation(r: ExternalObservation, c: _Checker) -> None:
     if not isinstance(r.series_id, str) or not r.series_id:
         c.add("series_id", ReasonCode.REQUIRED, "required")
     elif not _SERIES_ID.fullmatch(r.series_id) or len(r.series_id) > _MAX_TEXT:
-        c.add("series_id", ReasonCode.INVALID_FORMAT,
-              f"{r.series_id!r} is not a dotted lower-case id like 'weather.salvador.precipitation_mm'")
+        c.add(
+            "series_id",
+            ReasonCode.INVALID_FORMAT,
+            f"{r.series_id!r} is not a dotted lower-case id like 'weather.salvador.precipitation_mm'",
+        )
     c.day("date", r.date)
     c.number("value", r.value)
     c.text("unit", r.unit)

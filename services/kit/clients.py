@@ -24,7 +24,7 @@ import grpc
 from services.kit.interceptors import REQUEST_ID_HEADER
 from services.kit.logging import request_id_var
 
-__all__ = ["DEFAULT_TIMEOUT_SECONDS", "RETRY_POLICY", "ClientMetadataInterceptor", "open_channel"]
+__all__ = ["DEFAULT_TIMEOUT_SECONDS", "RETRY_POLICY", "metadata_interceptors", "open_channel"]
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 """Deadline given to an outbound call whose caller set none: no call may wait forever."""
@@ -38,12 +38,7 @@ RETRY_POLICY: dict[str, Any] = {
 }
 
 
-class ClientMetadataInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _CallMetadata:
     """Adds ``authorization``, ``x-request-id`` and a default deadline to every outbound call.
 
     The request id is the one of the call being served (``request_id_var``), so one id follows a request
@@ -63,17 +58,37 @@ class ClientMetadataInterceptor(
         timeout = details.timeout if details.timeout is not None else self._default_timeout
         return details._replace(metadata=metadata, timeout=timeout)
 
+
+# grpc.aio files each interceptor under the FIRST call kind it implements (an if/elif chain), so one
+# object implementing all four kinds would only ever see unary-unary calls: one class per kind.
+class _UnaryUnary(_CallMetadata, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await continuation(self._details(client_call_details), request)
 
+
+class _UnaryStream(_CallMetadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await continuation(self._details(client_call_details), request)
 
+
+class _StreamUnary(_CallMetadata, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
         return await continuation(self._details(client_call_details), request_iterator)
 
+
+class _StreamStream(_CallMetadata, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
         return await continuation(self._details(client_call_details), request_iterator)
+
+
+def metadata_interceptors(
+    token_provider: Callable[[], str] | None, default_timeout: float
+) -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors that add token, request id and default deadline, one per call kind."""
+    return [
+        cls(token_provider, default_timeout)
+        for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
+    ]
 
 
 def _read(path: str | Path | None) -> bytes | None:
@@ -115,7 +130,7 @@ def open_channel(
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
-    interceptors = [ClientMetadataInterceptor(provider, default_timeout)]
+    interceptors = metadata_interceptors(provider, default_timeout)
     if ca_cert_path is None and client_cert_path is None and client_key_path is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     if (client_cert_path is None) != (client_key_path is None):

@@ -96,8 +96,9 @@ def _fields(cls: type[Record]) -> list[_Field]:
 class _Coercer:
     """Turns a cell (text, or a native Parquet value) into a field value; raises ValueProblem."""
 
-    def __init__(self, spec: _Field) -> None:
+    def __init__(self, spec: _Field, unit: bool) -> None:
         self.spec = spec
+        self.unit = unit  # a unit of measure, canonicalised (MT -> M) or UNKNOWN_UNIT
 
     def __call__(self, value: object) -> Any:
         kind = self.spec.kind
@@ -142,7 +143,7 @@ class _Coercer:
     def text(self, text: str) -> Any:
         kind = self.spec.kind
         if kind is str:
-            if self.spec.name == "unit":
+            if self.unit:
                 try:
                     return canonical_unit(text)
                 except UnknownUnitError as exc:
@@ -178,7 +179,7 @@ class _RowBuilder:
     def __init__(self, cls: type[Record]) -> None:
         self.cls = cls
         self.specs = {s.name: s for s in _fields(cls)}
-        self.coercers = {name: _Coercer(spec) for name, spec in self.specs.items()}
+        self.coercers = {name: _Coercer(spec, name in cls.unit_fields) for name, spec in self.specs.items()}
 
     def header_problems(self, columns: list[str]) -> list[Violation]:
         problems: list[Violation] = []

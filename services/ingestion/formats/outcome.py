@@ -27,6 +27,7 @@ __all__ = [
     "Source",
     "file_error",
     "open_binary",
+    "printable",
     "source_name",
 ]
 
@@ -61,7 +62,7 @@ class ParseError:
         """The error for a line with at least one violation."""
         first = violations[0]
         return cls(
-            line_no, first.field_path, first.reason_code, first.description, raw[:MAX_RAW], tuple(violations)
+            line_no, first.field_path, first.reason_code, first.description, printable(raw), tuple(violations)
         )
 
 
@@ -86,6 +87,17 @@ class Skipped:
 
 
 Outcome = Parsed | ParseError | Skipped
+
+
+def printable(raw: str) -> str:
+    """``raw`` cut to ``MAX_RAW``, safe to store as text: lone surrogates (undecodable bytes) and NUL escaped."""
+    cut = raw[:MAX_RAW]
+    try:
+        # Bytes a reader decoded with surrogateescape come back as themselves, then shown as \xNN.
+        data = cut.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # other lone surrogates (a JSON "\ud800" escape)
+        data = cut.encode("utf-8", "backslashreplace")
+    return data.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
 
 
 def file_error(field: str, reason: ReasonCode, description: str, line_no: int = 0, raw: str = "") -> ParseError:

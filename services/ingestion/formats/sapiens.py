@@ -48,17 +48,15 @@ from __future__ import annotations
 import csv
 import io
 import re
-import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, BinaryIO
 
 from openpyxl import load_workbook
 from openpyxl.utils.datetime import from_excel
-from openpyxl.utils.exceptions import InvalidFileException
 
 from services.ingestion.formats.outcome import (
     MAX_RAW,
@@ -450,13 +448,39 @@ def _raw_cells(values: Iterable[object]) -> str:
     return " | ".join("" if v is None else str(v) for v in values)[:MAX_RAW]
 
 
+class _UnreadableSheet(Exception):
+    """openpyxl failed while parsing sheet XML lazily, in the middle of the rows."""
+
+
+def _open_workbook(handle: BinaryIO) -> Any:
+    """The workbook in read-only mode, or a file error."""
+    try:
+        return load_workbook(handle, read_only=True, data_only=True)
+    except Exception as exc:
+        # Opening parses an untrusted container (zip, XML parts, relationships): whatever openpyxl raises on
+        # malformed input (BadZipFile, ParseError, KeyError, TypeError...) means "not a readable workbook".
+        return file_error("file", ReasonCode.INVALID_FORMAT, f"not a readable xlsx workbook: {exc!r}"[:300])
+
+
+def _sheet_rows(worksheet: Any) -> Iterator[tuple[object, ...]]:
+    """The sheet's rows; a failure inside openpyxl's lazy XML parsing becomes ``_UnreadableSheet``."""
+    rows = worksheet.iter_rows(values_only=True)
+    while True:
+        try:
+            values = next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:  # malformed sheet XML, found only when the reader reaches it
+            raise _UnreadableSheet(repr(exc)[:300]) from exc
+        yield values
+
+
 def read_sapiens_xlsx(source: Source, *, sheet: str = SHEET) -> Iterator[Outcome]:
     """Stream the requisition sheet of a Sapiens export workbook (openpyxl read-only mode)."""
     with open_binary(source) as handle:
-        try:
-            workbook = load_workbook(handle, read_only=True, data_only=True)
-        except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
-            yield file_error("file", ReasonCode.INVALID_FORMAT, f"not a readable xlsx workbook: {exc}")
+        workbook = _open_workbook(handle)
+        if isinstance(workbook, ParseError):
+            yield workbook
             return
         try:
             if sheet not in workbook.sheetnames:
@@ -465,12 +489,14 @@ def read_sapiens_xlsx(source: Source, *, sheet: str = SHEET) -> Iterator[Outcome
                 )
                 return
             yield from _read_sheet(workbook[sheet], _XlsxCells(workbook.epoch))
+        except _UnreadableSheet as exc:
+            yield file_error("file", ReasonCode.INVALID_FORMAT, f"unreadable sheet data: {exc}")
         finally:
             workbook.close()
 
 
 def _read_sheet(worksheet: Any, cells: _XlsxCells) -> Iterator[Outcome]:
-    rows = worksheet.iter_rows(values_only=True)
+    rows = _sheet_rows(worksheet)
     header: tuple[object, ...] | None = None
     for values in rows:
         if any(not cells.is_empty(v) for v in values):
@@ -568,10 +594,9 @@ def _read_csv_text(text: io.TextIOWrapper, delimiter: str | None, decimal_separa
 def _dados_rows(source: Source) -> Iterator[tuple[int, tuple[object, ...]] | ParseError]:
     """(line_no, row) of the DADOS sheet below its header row; line 1 is the row under the header."""
     with open_binary(source) as handle:
-        try:
-            workbook = load_workbook(handle, read_only=True, data_only=True)
-        except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
-            yield file_error("file", ReasonCode.INVALID_FORMAT, f"not a readable xlsx workbook: {exc}")
+        workbook = _open_workbook(handle)
+        if isinstance(workbook, ParseError):
+            yield workbook
             return
         try:
             if DADOS_SHEET not in workbook.sheetnames:
@@ -579,7 +604,7 @@ def _dados_rows(source: Source) -> Iterator[tuple[int, tuple[object, ...]] | Par
                 return
             offset: int | None = None  # position of the SITE column, known once the header row is seen
             line_no = 0
-            for values in workbook[DADOS_SHEET].iter_rows(values_only=True):
+            for values in _sheet_rows(workbook[DADOS_SHEET]):
                 if offset is None:
                     marks = [isinstance(v, str) and v.strip() == "SITE" for v in values]
                     offset = marks.index(True) if any(marks) else None
@@ -588,6 +613,8 @@ def _dados_rows(source: Source) -> Iterator[tuple[int, tuple[object, ...]] | Par
                 yield line_no, tuple(values[offset:])
             if offset is None:
                 yield file_error("header.SITE", ReasonCode.INVALID_SCHEMA, "no SITE column in DADOS")
+        except _UnreadableSheet as exc:
+            yield file_error("file", ReasonCode.INVALID_FORMAT, f"unreadable sheet data: {exc}")
         finally:
             workbook.close()
 

@@ -1,0 +1,30 @@
+"""`python -m services.kit.healthcheck PORT [HOST]`: exit 0 when the gRPC server on HOST:PORT
+answers grpc.health.v1 Check with SERVING, 1 otherwise. Container healthchecks use it: the
+images need no shell and no separate probe binary."""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def check(host: str, port: int, timeout: float = 3.0) -> bool:
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def main(argv: list[str]) -> int:
+    if not argv or not argv[0].isdigit():
+        print("usage: python -m services.kit.healthcheck PORT [HOST]", file=sys.stderr)
+        return 2
+    return 0 if check(argv[1] if len(argv) > 1 else "127.0.0.1", int(argv[0])) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
