@@ -24,8 +24,8 @@ from typing import ClassVar
 
 __all__ = [
     "RECORD_TYPES",
-    "ConsumptionFlag",
     "Consumption",
+    "ConsumptionFlag",
     "Criticality",
     "ExternalObservation",
     "Material",
@@ -86,7 +86,7 @@ class ConsumptionFlag(StrEnum):
     QUANTITY_OUTLIER = "quantity_outlier"
     """Quantity above ``validation.OUTLIER_QUANTITY``; kept, but worth a look before it drives a forecast."""
     UNIT_VARIANT = "unit_variant"
-    """The material was first seen in another unit (e.g. 010601 in CX and UN): the quantities do not add up."""
+    """The material was first seen in another unit (010601 in CX, then UN): quantities do not add up."""
     MASTER_CONFLICT = "master_conflict"
     """The line names the material with another name or family than its first line did."""
 
@@ -114,7 +114,7 @@ def canonical_decimal(value: Decimal) -> str:
 
 def _canonical(value: object) -> object:
     """JSON-able, deterministic form of a field value for keys and hashes."""
-    if value is None or isinstance(value, bool | int | str) and not isinstance(value, Enum):
+    if value is None or (isinstance(value, bool | int | str) and not isinstance(value, Enum)):
         return value
     if isinstance(value, Enum):
         return value.value

@@ -107,7 +107,7 @@ ALIASES: dict[str, str] = {"MT": "M", "M²": "M2", "M³": "M3", "L": "LT"}
 EXPORT_UNIT_SPELLINGS: frozenset[str] = frozenset(
     {"UN", "SR", "MT", "KG", "M³", "M2", "M", "CJ", "PC", "CX", "PAR", "GL", "M²", "M3", "LT", "VB", "HR"}
 )
-"""The 17 spellings found in the Sapiens export (dadosSuprimentos.xlsx), all accepted by ``canonical_unit``."""
+"""The 17 spellings of the Sapiens export (dadosSuprimentos.xlsx), all accepted by ``canonical_unit``."""
 
 
 class UnknownUnitError(ValueError):
@@ -119,7 +119,7 @@ class UnitConversionError(ValueError):
 
 
 def canonical_unit(raw: str) -> str:
-    """The canonical code of ``raw`` (trimmed, upper-cased, alias resolved); ``UnknownUnitError`` otherwise."""
+    """The canonical code of ``raw`` (trimmed, upper-cased, alias resolved), else ``UnknownUnitError``."""
     code = raw.strip().upper()
     code = ALIASES.get(code, code)
     if code not in UNITS:

@@ -175,16 +175,17 @@ class _Checker:
         if not finite:
             self.add(name, ReasonCode.OUT_OF_RANGE, "must be finite")
             return False
-        if abs(value) > MAX_MAGNITUDE:
+        number = value if isinstance(value, Decimal) else Decimal(value)
+        if abs(number) > MAX_MAGNITUDE:
             self.add(name, ReasonCode.OUT_OF_RANGE, f"magnitude above {MAX_MAGNITUDE:.0e}")
             return False
-        if positive and value <= 0:
+        if positive and number <= 0:
             self.add(name, ReasonCode.OUT_OF_RANGE, f"must be positive, got {value}")
             return False
-        if non_negative and value < 0:
+        if non_negative and number < 0:
             self.add(name, ReasonCode.OUT_OF_RANGE, f"must be zero or positive, got {value}")
             return False
-        if non_zero and value == 0:
+        if non_zero and number == 0:
             self.add(name, ReasonCode.OUT_OF_RANGE, "must not be zero")
             return False
         return True
@@ -305,8 +306,8 @@ def _purchase_order(r: PurchaseOrder, c: _Checker) -> None:
     placed = c.day("placed_date", r.placed_date)
     expected = c.day("expected_date", r.expected_date, required=False)
     received = c.day("received_date", r.received_date, required=False)
-    # Unlike requisition lines (whose ERP dates are kept as they are, and flagged), a purchase order is our own
-    # schema: a delivery promised or received before the order was placed is a data error.
+    # Unlike requisition lines (whose ERP dates are kept as they are, and flagged), a purchase order is our
+    # own schema: a delivery promised or received before the order was placed is a data error.
     if placed and expected and r.expected_date < r.placed_date:  # type: ignore[operator]
         c.add("expected_date", ReasonCode.INCONSISTENT, "expected before the order was placed")
     if placed and received and r.received_date < r.placed_date:  # type: ignore[operator]

@@ -26,10 +26,10 @@ from collections.abc import Iterator
 from services.ingestion.formats.detect import SNIFF_BYTES, FileFormat, detect_format
 from services.ingestion.formats.outcome import (
     Outcome,
-    ParseError,
     Parsed,
-    SkipReason,
+    ParseError,
     Skipped,
+    SkipReason,
     Source,
     file_error,
     source_name,
@@ -87,7 +87,9 @@ def read_file(
         yield from sapiens.read_sapiens_csv(source)
     elif file_format in (FileFormat.CSV, FileFormat.PARQUET):
         if not record_type:
-            yield file_error("record_type", ReasonCode.REQUIRED, f"a record type is needed to read {file_format}")
+            yield file_error(
+                "record_type", ReasonCode.REQUIRED, f"a record type is needed to read {file_format}"
+            )
             return
         reader = generic.read_csv if file_format is FileFormat.CSV else generic.read_parquet
         yield from reader(source, record_type)

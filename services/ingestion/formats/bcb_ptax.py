@@ -20,10 +20,10 @@ from decimal import Decimal
 from services.ingestion.formats.jsondoc import element_raw, load_json
 from services.ingestion.formats.outcome import (
     Outcome,
-    ParseError,
     Parsed,
-    SkipReason,
+    ParseError,
     Skipped,
+    SkipReason,
     Source,
     file_error,
     source_name,
@@ -42,7 +42,7 @@ _QUOTE_MAX = Decimal(1000)  # BRL per unit; far above any real quote, below any 
 
 
 def currency_from_filename(filename: str) -> str | None:
-    """"bcb_ptax_usd.json" -> "usd"."""
+    """ "bcb_ptax_usd.json" -> "usd"."""
     match = _CURRENCY.search(filename)
     return match.group(1).lower() if match else None
 
@@ -53,16 +53,22 @@ def _quote(element: dict[str, object], name: str, problems: list[Violation]) -> 
         problems.append(Violation(f"value.{name}", ReasonCode.REQUIRED, "required"))
         return None
     if isinstance(value, bool) or not isinstance(value, Decimal | int):
-        problems.append(Violation(f"value.{name}", ReasonCode.INVALID_FORMAT, f"expected a number, got {value!r}"))
+        problems.append(
+            Violation(f"value.{name}", ReasonCode.INVALID_FORMAT, f"expected a number, got {value!r}")
+        )
         return None
     quote = Decimal(value)
     if not 0 < quote < _QUOTE_MAX:
-        problems.append(Violation(f"value.{name}", ReasonCode.OUT_OF_RANGE, f"{quote} BRL is not a plausible quote"))
+        problems.append(
+            Violation(f"value.{name}", ReasonCode.OUT_OF_RANGE, f"{quote} BRL is not a plausible quote")
+        )
         return None
     return quote
 
 
-def read_ptax(source: Source, *, currency: str | None = None, filename: str | None = None) -> Iterator[Outcome]:
+def read_ptax(
+    source: Source, *, currency: str | None = None, filename: str | None = None
+) -> Iterator[Outcome]:
     """Yield the daily closing quotes of one PTAX response (see the module docstring)."""
     code = (currency or currency_from_filename(filename or source_name(source)) or "").lower()
     if not re.fullmatch(r"[a-z]{3}", code):
@@ -80,27 +86,36 @@ def read_ptax(source: Source, *, currency: str | None = None, filename: str | No
     closings: dict[date, tuple[datetime, int, Decimal, Decimal]] = {}
     for line_no, element in enumerate(values, start=1):
         if not isinstance(element, dict):
-            yield file_error("value", ReasonCode.INVALID_FORMAT, "expected an object", line_no, element_raw(element))
+            yield file_error(
+                "value", ReasonCode.INVALID_FORMAT, "expected an object", line_no, element_raw(element)
+            )
             continue
         problems: list[Violation] = []
         bulletin = element.get("tipoBoletim")
         if not isinstance(bulletin, str) or bulletin not in _BULLETINS:
             problems.append(
-                Violation("value.tipoBoletim", ReasonCode.UNKNOWN_VALUE, f"{bulletin!r} is not a PTAX bulletin")
+                Violation(
+                    "value.tipoBoletim", ReasonCode.UNKNOWN_VALUE, f"{bulletin!r} is not a PTAX bulletin"
+                )
             )
         stamp_text = element.get("dataHoraCotacao")
         stamp = None
         if not isinstance(stamp_text, str) or not _TIMESTAMP.fullmatch(stamp_text):
             problems.append(
-                Violation("value.dataHoraCotacao", ReasonCode.INVALID_FORMAT,
-                          f"{stamp_text!r} is not a timestamp like 2025-04-23 13:06:30.443")
+                Violation(
+                    "value.dataHoraCotacao",
+                    ReasonCode.INVALID_FORMAT,
+                    f"{stamp_text!r} is not a timestamp like 2025-04-23 13:06:30.443",
+                )
             )
         else:
             try:
                 stamp = datetime.fromisoformat(stamp_text)
             except ValueError:
                 problems.append(
-                    Violation("value.dataHoraCotacao", ReasonCode.INVALID_FORMAT, f"{stamp_text!r} is not a date")
+                    Violation(
+                        "value.dataHoraCotacao", ReasonCode.INVALID_FORMAT, f"{stamp_text!r} is not a date"
+                    )
                 )
         sell = _quote(element, "cotacaoVenda", problems)
         buy = _quote(element, "cotacaoCompra", problems)
@@ -108,7 +123,11 @@ def read_ptax(source: Source, *, currency: str | None = None, filename: str | No
             yield ParseError.of(line_no, problems, element_raw(element))
             continue
         if bulletin != CLOSING:
-            yield Skipped(line_no, SkipReason.NOT_CLOSING_BULLETIN, f"{bulletin} bulletin; the day's rate is the closing")
+            yield Skipped(
+                line_no,
+                SkipReason.NOT_CLOSING_BULLETIN,
+                f"{bulletin} bulletin; the day's rate is the closing",
+            )
             continue
         day = stamp.date()
         earlier = closings.get(day)
@@ -117,7 +136,9 @@ def read_ptax(source: Source, *, currency: str | None = None, filename: str | No
             if dropped is None:
                 yield Skipped(line_no, SkipReason.SUPERSEDED_CLOSING, f"a later closing of {day} is kept")
                 continue
-            yield Skipped(dropped[1], SkipReason.SUPERSEDED_CLOSING, f"closing of {day} republished on line {line_no}")
+            yield Skipped(
+                dropped[1], SkipReason.SUPERSEDED_CLOSING, f"closing of {day} republished on line {line_no}"
+            )
             closings[day] = kept
         else:
             closings[day] = (stamp, line_no, sell, buy)

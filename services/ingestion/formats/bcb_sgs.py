@@ -15,7 +15,7 @@ from datetime import date
 from decimal import Decimal
 
 from services.ingestion.formats.jsondoc import element_raw, load_json
-from services.ingestion.formats.outcome import Outcome, ParseError, Parsed, Source, file_error, source_name
+from services.ingestion.formats.outcome import Outcome, Parsed, ParseError, Source, file_error, source_name
 from services.ingestion.formats.values import ValueProblem, parse_decimal
 from services.ingestion.records import ExternalObservation
 from services.ingestion.validation import ReasonCode, Violation, validate
@@ -35,7 +35,7 @@ _BR_DATE = re.compile(r"(\d{2})/(\d{2})/(\d{4})", re.ASCII)
 
 
 def series_from_filename(filename: str) -> tuple[str, str] | None:
-    """"bcb_sgs_selic.json" -> ("selic.target_pct_year", "% a.a.")."""
+    """ "bcb_sgs_selic.json" -> ("selic.target_pct_year", "% a.a.")."""
     match = _NAME.search(filename)
     return KNOWN_SERIES.get(match.group(1).lower()) if match else None
 
@@ -46,7 +46,9 @@ def read_sgs(
     """Yield one observation per element (line number = 1-based position in the array)."""
     known = series_from_filename(filename or source_name(source))
     if series_id is None and known is None:
-        yield file_error("series_id", ReasonCode.REQUIRED, "series id not given and not known from the file name")
+        yield file_error(
+            "series_id", ReasonCode.REQUIRED, "series id not given and not known from the file name"
+        )
         return
     if series_id is None and known is not None:
         series_id, unit = known[0], unit or known[1]
@@ -74,13 +76,17 @@ def _read(source: Source, series_id: str, unit: str) -> Iterator[Outcome]:
         text = element.get("data")
         match = _BR_DATE.fullmatch(text) if isinstance(text, str) else None
         if match is None:
-            problems.append(Violation("data.data", ReasonCode.INVALID_FORMAT, f"{text!r} is not a date dd/mm/yyyy"))
+            problems.append(
+                Violation("data.data", ReasonCode.INVALID_FORMAT, f"{text!r} is not a date dd/mm/yyyy")
+            )
         else:
             d, m, y = (int(g) for g in match.groups())
             try:
                 day = date(y, m, d)
             except ValueError:
-                problems.append(Violation("data.data", ReasonCode.INVALID_FORMAT, f"{text!r} is not a calendar date"))
+                problems.append(
+                    Violation("data.data", ReasonCode.INVALID_FORMAT, f"{text!r} is not a calendar date")
+                )
         value = None
         raw_value = element.get("valor")
         if raw_value is None or (isinstance(raw_value, str) and not raw_value.strip()):
@@ -93,7 +99,9 @@ def _read(source: Source, series_id: str, unit: str) -> Iterator[Outcome]:
         elif isinstance(raw_value, Decimal | int) and not isinstance(raw_value, bool):
             value = Decimal(raw_value)
         else:
-            problems.append(Violation("data.valor", ReasonCode.INVALID_FORMAT, f"expected a number, got {raw_value!r}"))
+            problems.append(
+                Violation("data.valor", ReasonCode.INVALID_FORMAT, f"expected a number, got {raw_value!r}")
+            )
         if problems or day is None or value is None:
             yield ParseError.of(line_no, problems, raw)
             continue

@@ -28,16 +28,16 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TextIO
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from services.ingestion.formats.outcome import (
     MAX_RAW,
     Outcome,
-    ParseError,
     Parsed,
-    SkipReason,
+    ParseError,
     Skipped,
+    SkipReason,
     Source,
     file_error,
     open_binary,
@@ -60,7 +60,7 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def record_class(record_type: str | type[Record]) -> type[Record]:
-    """The record class for a ``record_type`` name ("consumption") or the class itself; KeyError if unknown."""
+    """The class of a ``record_type`` name ("consumption"), or the class itself; KeyError if unknown."""
     if isinstance(record_type, type) and issubclass(record_type, Record):
         return record_type
     return RECORD_TYPES[str(record_type)]
@@ -127,7 +127,9 @@ class _Coercer:
             return value
         elif kind is tuple and isinstance(value, list | tuple):
             return tuple(self.enum(self.spec.item, str(v)) for v in value)
-        raise ValueProblem(ReasonCode.INVALID_FORMAT, f"expected {self._kind_name()}, got {type(value).__name__}")
+        raise ValueProblem(
+            ReasonCode.INVALID_FORMAT, f"expected {self._kind_name()}, got {type(value).__name__}"
+        )
 
     def _kind_name(self) -> str:
         return getattr(self.spec.kind, "__name__", str(self.spec.kind))
@@ -167,7 +169,9 @@ class _Coercer:
         if kind is datetime:
             return parse_iso_datetime(text)
         if kind is tuple:
-            return tuple(self.enum(self.spec.item, part) for part in text.split(FLAG_SEPARATOR) if part.strip())
+            return tuple(
+                self.enum(self.spec.item, part) for part in text.split(FLAG_SEPARATOR) if part.strip()
+            )
         if isinstance(kind, type) and issubclass(kind, StrEnum):
             return self.enum(kind, text)
         raise ValueProblem(ReasonCode.INVALID_FORMAT, f"unsupported field type {self._kind_name()}")
@@ -186,14 +190,22 @@ class _RowBuilder:
         seen: set[str] = set()
         for column in columns:
             if column not in self.specs:
-                problems.append(Violation(f"header.{column}", ReasonCode.INVALID_SCHEMA,
-                                          f"{column!r} is not a field of {self.cls.record_type}"))
+                shown = repr(column)[1:-1][:60]  # a column name is untrusted text: escaped, cut
+                problems.append(
+                    Violation(
+                        f"header.{shown}",
+                        ReasonCode.INVALID_SCHEMA,
+                        f"{column!r} is not a field of {self.cls.record_type}",
+                    )
+                )
             elif column in seen:
                 problems.append(Violation(f"header.{column}", ReasonCode.INVALID_SCHEMA, "column repeated"))
             seen.add(column)
         for name, spec in self.specs.items():
             if name not in seen and spec.default is MISSING:
-                problems.append(Violation(f"header.{name}", ReasonCode.INVALID_SCHEMA, f"column {name} is missing"))
+                problems.append(
+                    Violation(f"header.{name}", ReasonCode.INVALID_SCHEMA, f"column {name} is missing")
+                )
         return problems
 
     def build(self, line_no: int, row: dict[str, object], raw: str) -> Outcome:
@@ -233,13 +245,18 @@ def _replace_flags(record: Consumption) -> Consumption:
 # -------------------------------------------------------------------------------------------------- CSV
 
 
-def read_csv(source: Source, record_type: str | type[Record], *, encoding: str = "utf-8-sig") -> Iterator[Outcome]:
+def read_csv(
+    source: Source, record_type: str | type[Record], *, encoding: str = "utf-8-sig"
+) -> Iterator[Outcome]:
     """Stream a generic CSV of ``record_type`` records."""
     try:
         builder = _RowBuilder(record_class(record_type))
     except KeyError:
-        yield file_error("record_type", ReasonCode.UNKNOWN_VALUE,
-                         f"{record_type!r} is not one of: {', '.join(RECORD_TYPES)}")
+        yield file_error(
+            "record_type",
+            ReasonCode.UNKNOWN_VALUE,
+            f"{record_type!r} is not one of: {', '.join(RECORD_TYPES)}",
+        )
         return
     with open_binary(source) as handle:
         text = io.TextIOWrapper(handle, encoding=encoding, errors="surrogateescape", newline="")
@@ -278,8 +295,13 @@ def _read_csv_rows(text: TextIO, builder: _RowBuilder) -> Iterator[Outcome]:
             yield Skipped(line_no, SkipReason.BLANK, "empty line")
             continue
         if len(values) != len(header):
-            yield file_error("line", ReasonCode.INVALID_SCHEMA,
-                             f"expected {len(header)} fields, got {len(values)}", line_no=line_no, raw=raw)
+            yield file_error(
+                "line",
+                ReasonCode.INVALID_SCHEMA,
+                f"expected {len(header)} fields, got {len(values)}",
+                line_no=line_no,
+                raw=raw,
+            )
             continue
         yield builder.build(line_no, dict(zip(header, values, strict=True)), raw)
 
@@ -318,13 +340,18 @@ def write_csv(records: Iterable[Record], sink: TextIO, record_type: str | type[R
 # ---------------------------------------------------------------------------------------------- Parquet
 
 
-def read_parquet(source: Source, record_type: str | type[Record], *, batch_size: int = 4096) -> Iterator[Outcome]:
+def read_parquet(
+    source: Source, record_type: str | type[Record], *, batch_size: int = 4096
+) -> Iterator[Outcome]:
     """Stream a generic Parquet file of ``record_type`` records, one row group batch at a time."""
     try:
         builder = _RowBuilder(record_class(record_type))
     except KeyError:
-        yield file_error("record_type", ReasonCode.UNKNOWN_VALUE,
-                         f"{record_type!r} is not one of: {', '.join(RECORD_TYPES)}")
+        yield file_error(
+            "record_type",
+            ReasonCode.UNKNOWN_VALUE,
+            f"{record_type!r} is not one of: {', '.join(RECORD_TYPES)}",
+        )
         return
     with open_binary(source) as handle:
         try:
@@ -344,6 +371,8 @@ def read_parquet(source: Source, record_type: str | type[Record], *, batch_size:
                     line_no += 1
                     yield builder.build(line_no, row, repr(row)[:MAX_RAW])
         except (pa.ArrowException, OSError, ValueError, OverflowError) as exc:
-            yield file_error("file", ReasonCode.INVALID_FORMAT, f"unreadable Parquet data: {exc}", line_no=line_no + 1)
+            yield file_error(
+                "file", ReasonCode.INVALID_FORMAT, f"unreadable Parquet data: {exc}", line_no=line_no + 1
+            )
         finally:
             parquet.close()

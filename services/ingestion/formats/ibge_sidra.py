@@ -16,10 +16,10 @@ from decimal import Decimal
 from services.ingestion.formats.jsondoc import element_raw, load_json
 from services.ingestion.formats.outcome import (
     Outcome,
-    ParseError,
     Parsed,
-    SkipReason,
+    ParseError,
     Skipped,
+    SkipReason,
     Source,
     file_error,
 )
@@ -72,7 +72,9 @@ def _row(line_no: int, element: object) -> Outcome:
     problems: list[Violation] = []
     level = element.get("NC")
     if level != "1":
-        problems.append(Violation("row.NC", ReasonCode.UNKNOWN_VALUE, f"territorial level {level!r}: only 1 (Brasil)"))
+        problems.append(
+            Violation("row.NC", ReasonCode.UNKNOWN_VALUE, f"territorial level {level!r}: only 1 (Brasil)")
+        )
     variable = element.get("D2C")
     series_id = VARIABLES.get(variable) if isinstance(variable, str) else None
     if series_id is None:
@@ -96,7 +98,9 @@ def _row(line_no: int, element: object) -> Outcome:
     elif text.strip() == "-":
         value = Decimal(0)
     elif text.strip() in _NOT_AVAILABLE:
-        problems.append(Violation("row.V", ReasonCode.REQUIRED, f"value {_NOT_AVAILABLE[text.strip()]} ({text!r})"))
+        problems.append(
+            Violation("row.V", ReasonCode.REQUIRED, f"value {_NOT_AVAILABLE[text.strip()]} ({text!r})")
+        )
     else:
         try:
             value = parse_decimal(text, ".")

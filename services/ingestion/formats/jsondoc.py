@@ -29,7 +29,9 @@ def load_json(source: Source) -> object | ParseError:
     with open_binary(source) as handle:
         data = handle.read(MAX_JSON_BYTES + 1)
     if len(data) > MAX_JSON_BYTES:
-        return file_error("file", ReasonCode.OUT_OF_RANGE, f"JSON document larger than {MAX_JSON_BYTES} bytes")
+        return file_error(
+            "file", ReasonCode.OUT_OF_RANGE, f"JSON document larger than {MAX_JSON_BYTES} bytes"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -38,7 +40,9 @@ def load_json(source: Source) -> object | ParseError:
         return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         return file_error(
-            "file", ReasonCode.INVALID_FORMAT, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            "file",
+            ReasonCode.INVALID_FORMAT,
+            f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
         )
     except (ValueError, RecursionError) as exc:
         return file_error("file", ReasonCode.INVALID_FORMAT, f"invalid JSON: {exc}")

@@ -25,10 +25,10 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from services.ingestion.formats.jsondoc import load_json
 from services.ingestion.formats.outcome import (
     Outcome,
-    ParseError,
     Parsed,
-    SkipReason,
+    ParseError,
     Skipped,
+    SkipReason,
     Source,
     file_error,
     source_name,
@@ -72,7 +72,7 @@ _HOUR = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:00", re.ASCII)  # whole hours only
 
 
 def city_from_filename(filename: str) -> str | None:
-    """"openmeteo_hourly_rio_de_janeiro_rj.json" -> "rio_de_janeiro" (a trailing state code is dropped)."""
+    """ "openmeteo_hourly_rio_de_janeiro_rj.json" -> "rio_de_janeiro" (a trailing state code is dropped)."""
     match = _FILENAME.search(filename)
     if not match:
         return None
@@ -104,20 +104,30 @@ def read_openmeteo(
         yield document
         return
     hourly = document.get("hourly") if isinstance(document, dict) else None
-    if not isinstance(document, dict) or not isinstance(hourly, dict) or not isinstance(hourly.get("time"), list):
-        yield file_error("hourly", ReasonCode.INVALID_SCHEMA, 'expected an object with "hourly": {"time": [...]}')
+    if (
+        not isinstance(document, dict)
+        or not isinstance(hourly, dict)
+        or not isinstance(hourly.get("time"), list)
+    ):
+        yield file_error(
+            "hourly", ReasonCode.INVALID_SCHEMA, 'expected an object with "hourly": {"time": [...]}'
+        )
         return
     times: list[object] = hourly["time"]
     offset = document.get("utc_offset_seconds", 0)
     if isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > 18 * 3600:
-        yield file_error("utc_offset_seconds", ReasonCode.INVALID_FORMAT, f"{offset!r} is not an offset in seconds")
+        yield file_error(
+            "utc_offset_seconds", ReasonCode.INVALID_FORMAT, f"{offset!r} is not an offset in seconds"
+        )
         return
     units = document.get("hourly_units") if isinstance(document.get("hourly_units"), dict) else {}
     arrays: dict[str, list[object]] = {}
     for name, spec in VARIABLES.items():
         array = hourly.get(name)
         if not isinstance(array, list) or len(array) != len(times):
-            yield file_error(f"hourly.{name}", ReasonCode.INVALID_SCHEMA, f"expected {len(times)} hourly values")
+            yield file_error(
+                f"hourly.{name}", ReasonCode.INVALID_SCHEMA, f"expected {len(times)} hourly values"
+            )
             continue
         unit = units.get(name) if isinstance(units, dict) else None
         if unit != spec.unit:
@@ -132,23 +142,30 @@ def read_openmeteo(
     yield from _days(slug, times, arrays, shift)
 
 
-def _days(slug: str, times: list[object], arrays: dict[str, list[object]], shift: timedelta) -> Iterator[Outcome]:
+def _days(
+    slug: str, times: list[object], arrays: dict[str, list[object]], shift: timedelta
+) -> Iterator[Outcome]:
     current: _Day | None = None
     first_day: date | None = None
     previous: datetime | None = None
     for index, stamp_text in enumerate(times):
         line_no = index + 1
         if not isinstance(stamp_text, str) or not _HOUR.fullmatch(stamp_text):
-            yield file_error("hourly.time", ReasonCode.INVALID_FORMAT, f"{stamp_text!r} is not an hour", line_no)
+            yield file_error(
+                "hourly.time", ReasonCode.INVALID_FORMAT, f"{stamp_text!r} is not an hour", line_no
+            )
             continue
         try:
             local = datetime.fromisoformat(stamp_text) + shift
         except (ValueError, OverflowError):
-            yield file_error("hourly.time", ReasonCode.INVALID_FORMAT, f"{stamp_text!r} is not an hour", line_no)
+            yield file_error(
+                "hourly.time", ReasonCode.INVALID_FORMAT, f"{stamp_text!r} is not an hour", line_no
+            )
             continue
         if previous is not None and local <= previous:
-            yield file_error("hourly.time", ReasonCode.INCONSISTENT, f"{stamp_text} is not after the hour before",
-                             line_no)
+            yield file_error(
+                "hourly.time", ReasonCode.INCONSISTENT, f"{stamp_text} is not after the hour before", line_no
+            )
             continue
         previous = local
         if current is None or local.date() != current.day:
@@ -169,14 +186,19 @@ def _add(day: _Day, name: str, value: object, line_no: int) -> None:
         return  # counted as a missing hour at flush time
     if isinstance(value, bool) or not isinstance(value, Decimal | int):
         day.problems.setdefault(name, []).append(
-            Violation(f"hourly.{name}", ReasonCode.INVALID_FORMAT, f"hour {line_no}: {value!r} is not a number")
+            Violation(
+                f"hourly.{name}", ReasonCode.INVALID_FORMAT, f"hour {line_no}: {value!r} is not a number"
+            )
         )
         return
     number = Decimal(value)
     if not spec.low <= number <= spec.high:
         day.problems.setdefault(name, []).append(
-            Violation(f"hourly.{name}", ReasonCode.OUT_OF_RANGE,
-                      f"hour {line_no}: {number} {spec.unit} outside {spec.low}..{spec.high}")
+            Violation(
+                f"hourly.{name}",
+                ReasonCode.OUT_OF_RANGE,
+                f"hour {line_no}: {number} {spec.unit} outside {spec.low}..{spec.high}",
+            )
         )
         return
     day.values.setdefault(name, []).append(number)
@@ -201,14 +223,27 @@ def _flush(slug: str, day: _Day, arrays: dict[str, list[object]], *, edge: bool)
             continue
         if len(values) < _HOURS:
             if edge and len(values) == day.hours:
-                yield Skipped(day.first_line, SkipReason.PARTIAL_DAY,
-                              f"{day.day}: {day.hours} of 24 local hours in the file ({series})")
+                yield Skipped(
+                    day.first_line,
+                    SkipReason.PARTIAL_DAY,
+                    f"{day.day}: {day.hours} of 24 local hours in the file ({series})",
+                )
             else:
-                yield ParseError.of(day.first_line, [Violation(f"hourly.{name}", ReasonCode.INCOMPLETE,
-                                                              f"{day.day}: {len(values)} of 24 hours")],
-                                    f"{day.day} {name}")
+                yield ParseError.of(
+                    day.first_line,
+                    [
+                        Violation(
+                            f"hourly.{name}", ReasonCode.INCOMPLETE, f"{day.day}: {len(values)} of 24 hours"
+                        )
+                    ],
+                    f"{day.day} {name}",
+                )
             continue
         unit = VARIABLES[name].unit
-        record = ExternalObservation(f"weather.{slug}.{series}", day.day, _aggregate(values, how), unit, SOURCE)
+        record = ExternalObservation(
+            f"weather.{slug}.{series}", day.day, _aggregate(values, how), unit, SOURCE
+        )
         bad = validate(record)
-        yield ParseError.of(day.first_line, bad, f"{day.day} {name}") if bad else Parsed(day.first_line, record)
+        yield (
+            ParseError.of(day.first_line, bad, f"{day.day} {name}") if bad else Parsed(day.first_line, record)
+        )

@@ -90,7 +90,7 @@ Outcome = Parsed | ParseError | Skipped
 
 
 def printable(raw: str) -> str:
-    """``raw`` cut to ``MAX_RAW``, safe to store as text: lone surrogates (undecodable bytes) and NUL escaped."""
+    """``raw`` cut to ``MAX_RAW``, safe to store as text: undecodable bytes and NUL escaped."""
     cut = raw[:MAX_RAW]
     try:
         # Bytes a reader decoded with surrogateescape come back as themselves, then shown as \xNN.
@@ -100,8 +100,10 @@ def printable(raw: str) -> str:
     return data.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
 
 
-def file_error(field: str, reason: ReasonCode, description: str, line_no: int = 0, raw: str = "") -> ParseError:
-    """An error about the file as a whole (or from ``line_no`` on): unreadable, bad header, wrong structure."""
+def file_error(
+    field: str, reason: ReasonCode, description: str, line_no: int = 0, raw: str = ""
+) -> ParseError:
+    """An error about the whole file (or from ``line_no`` on): unreadable, bad header, wrong structure."""
     return ParseError.of(line_no, [Violation(field, reason, description)], raw)
 
 

@@ -1,10 +1,12 @@
 """Reader of the Senior Sapiens requisition export (xlsx, and the same table saved as CSV).
 
 Each data line yields the ``Consumption`` (or a ``ParseError``), preceded by the ``Material``, ``Site`` and
-``Supplier`` master records it names the first time they appear (deduplicated on their natural key, so the
-reader remembers one small entry per code: constant in the file length for a given catalogue).
+``Supplier`` master records it names the first time they appear (deduplicated on their natural key). Rows are
+streamed (openpyxl read-only, csv module); what the reader remembers is one small entry per material, site
+and supplier code, and one counter per (requisition, material) pair for the line keys: about 4,000 entries
+for this export, bounded by the number of requisition lines rather than by their size.
 
-Decisions on the export's traps (see data/README in the shared folder):
+Decisions on the export's known traps:
 
 =============================  ========================================================================
 "N/A" in DEPÓSITO              kept as the explicit site code "N/A" (site type unknown), line flagged
@@ -33,8 +35,8 @@ site codes cut at 10 chars     kept as exported ("PIP-LSR-00" may be PIP-LSR-002
 
 CSV form: same header. The delimiter is ";" or "," (whichever the header line uses). Decimal separator:
 "," for ";" files (what Excel writes in a pt-BR locale; "." is then only a thousands separator in full groups
-of three), "." for "," files (then "11,650" is rejected, not guessed). Dates: DD/MM/YYYY (pt-BR Excel), with an
-optional " 00:00[:00]", or ISO YYYY-MM-DD; MM/DD is never accepted. Encoding UTF-8 (BOM optional); an
+of three), "." for "," files (then "11,650" is rejected, not guessed). Dates: DD/MM/YYYY (pt-BR Excel),
+with an optional " 00:00[:00]", or ISO YYYY-MM-DD; MM/DD is never accepted. Encoding UTF-8 (BOM optional); an
 undecodable byte rejects its line with INVALID_FORMAT on the field that holds it.
 
 Hidden sheet DADOS: three independent drop-down lists side by side (sites numbered 1..267, cost centres
@@ -55,16 +57,16 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, BinaryIO
 
-from openpyxl import load_workbook
-from openpyxl.utils.datetime import from_excel
+from openpyxl import load_workbook  # type: ignore[import-untyped]
+from openpyxl.utils.datetime import from_excel  # type: ignore[import-untyped]
 
 from services.ingestion.formats.outcome import (
     MAX_RAW,
     Outcome,
-    ParseError,
     Parsed,
-    SkipReason,
+    ParseError,
     Skipped,
+    SkipReason,
     Source,
     file_error,
     open_binary,
@@ -109,7 +111,7 @@ NA = "N/A"
 UNKNOWN_SITE = NA
 """The site code kept for lines whose DEPÓSITO is "N/A"."""
 
-# Column -> (record field path, what "N/A" or an empty cell means: "keep" | "none" | "required").
+# The export's column names ("N/A" policy per column: see the module docstring and ``_Assembler.line``).
 _SITE, _CODE, _NAME, _FAMILY, _SUPPLIER, _QTY, _UNIT, _REQ_DATE, _REQ_ID, _SOL_DATE, _BUY_DATE = (
     "DEPÓSITO",
     "PRODUTO/SERVIÇO",
@@ -124,7 +126,17 @@ _SITE, _CODE, _NAME, _FAMILY, _SUPPLIER, _QTY, _UNIT, _REQ_DATE, _REQ_ID, _SOL_D
     "DATA DE COMPRA",
 )
 COLUMNS: tuple[str, ...] = (
-    _SITE, _CODE, _NAME, _FAMILY, _SUPPLIER, _QTY, _UNIT, _REQ_DATE, _REQ_ID, _SOL_DATE, _BUY_DATE
+    _SITE,
+    _CODE,
+    _NAME,
+    _FAMILY,
+    _SUPPLIER,
+    _QTY,
+    _UNIT,
+    _REQ_DATE,
+    _REQ_ID,
+    _SOL_DATE,
+    _BUY_DATE,
 )
 """The header of the export, in its order (the readers find the columns by name)."""
 
@@ -310,7 +322,12 @@ class _Assembler:
         self.ordinals: Counter[tuple[str, str]] = Counter()
 
     def _cell(
-        self, row: dict[str, Any], column: str, read: Callable[[object], Any], na: str, problems: list[Violation]
+        self,
+        row: dict[str, Any],
+        column: str,
+        read: Callable[[object], Any],
+        na: str,
+        problems: list[Violation],
     ) -> Any:
         value = row.get(column)
         if self.cells.is_empty(value) or self.cells.is_na(value):
@@ -485,7 +502,9 @@ def read_sapiens_xlsx(source: Source, *, sheet: str = SHEET) -> Iterator[Outcome
         try:
             if sheet not in workbook.sheetnames:
                 yield file_error(
-                    "file", ReasonCode.INVALID_SCHEMA, f"sheet {sheet!r} not found (sheets: {workbook.sheetnames})"
+                    "file",
+                    ReasonCode.INVALID_SCHEMA,
+                    f"sheet {sheet!r} not found (sheets: {workbook.sheetnames})",
                 )
                 return
             yield from _read_sheet(workbook[sheet], _XlsxCells(workbook.epoch))
@@ -538,7 +557,9 @@ def read_sapiens_csv(
             text.detach()  # leave the caller's file object open
 
 
-def _read_csv_text(text: io.TextIOWrapper, delimiter: str | None, decimal_separator: str | None) -> Iterator[Outcome]:
+def _read_csv_text(
+    text: io.TextIOWrapper, delimiter: str | None, decimal_separator: str | None
+) -> Iterator[Outcome]:
     first = text.readline()
     if not first.strip():
         yield file_error("header", ReasonCode.INVALID_SCHEMA, "no header line")
@@ -548,7 +569,9 @@ def _read_csv_text(text: io.TextIOWrapper, delimiter: str | None, decimal_separa
     if decimal_separator is None:
         decimal_separator = "," if delimiter == ";" else "."
     if decimal_separator not in (",", ".") or decimal_separator == delimiter:
-        yield file_error("header", ReasonCode.INVALID_SCHEMA, f"unusable decimal separator {decimal_separator!r}")
+        yield file_error(
+            "header", ReasonCode.INVALID_SCHEMA, f"unusable decimal separator {decimal_separator!r}"
+        )
         return
     try:
         header = next(csv.reader([first], delimiter=delimiter), [])
@@ -643,7 +666,9 @@ def read_dados_sites(source: Source) -> Iterator[Outcome]:
             )
             continue
         if code in seen:
-            yield Skipped(line_no, SkipReason.DUPLICATE_LINE, f"site {code!r} already listed on line {seen[code]}")
+            yield Skipped(
+                line_no, SkipReason.DUPLICATE_LINE, f"site {code!r} already listed on line {seen[code]}"
+            )
             continue
         seen[code] = line_no
         site_type, region = classify_site(code)

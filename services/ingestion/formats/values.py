@@ -29,7 +29,9 @@ _ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
 _BR_DATE = re.compile(r"(\d{2})/(\d{2})/(\d{4})", re.ASCII)
 # Excel's pt-BR CSV writes midnight date cells with a time when the cell format has one.
 _BR_DATETIME_MIDNIGHT = re.compile(r"(\d{2})/(\d{2})/(\d{4}) 00:00(:00)?", re.ASCII)
-_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?", re.ASCII)
+_ISO_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?", re.ASCII
+)
 _YYYYMM = re.compile(r"(\d{4})(\d{2})", re.ASCII)
 
 
@@ -94,7 +96,9 @@ def parse_br_or_iso_date(text: str) -> date:
         return _date(y, m, d, text)
     if _ISO_DATE.fullmatch(value):
         return parse_iso_date(value)
-    raise ValueProblem(ReasonCode.INVALID_FORMAT, f"{_excerpt(text)} is not a date like 31/03/2025 or 2025-03-31")
+    raise ValueProblem(
+        ReasonCode.INVALID_FORMAT, f"{_excerpt(text)} is not a date like 31/03/2025 or 2025-03-31"
+    )
 
 
 def parse_iso_datetime(text: str) -> datetime:

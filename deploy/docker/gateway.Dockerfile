@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1.7
+# gateway: `python -m gateway` (HTTP :8080) over the services' gRPC APIs.
+# Build from the repository root (the context must hold pyproject.toml and uv.lock):
+#   docker build -f deploy/docker/gateway.Dockerfile -t nova-corrente/gateway:0.1.0 .
+
+# ---------------------------------------------------------------------------------------------------------
+FROM python:3.11-slim-bookworm AS builder
+# uv at the version that wrote uv.lock, from PyPI; the interpreter is the base image's own, so the
+# virtualenv's python link is valid in the runtime stage (same base image).
+RUN pip install --no-cache-dir --disable-pip-version-check uv==0.13.9
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
+WORKDIR /src
+# Dependencies first, from the lock alone: this layer is rebuilt only when pyproject.toml or uv.lock change,
+# not on every code change.
+# Base dependencies only: no training stack (tests/deploy/test_dependency_sets.py).
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-project
+# Then the project, as a regular (non-editable) install: the runtime stage needs nothing from /src.
+COPY README.md ./
+COPY protos/python/ protos/python/
+COPY services/ services/
+COPY gateway/ gateway/
+COPY ml_training/ ml_training/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable
+
+# ---------------------------------------------------------------------------------------------------------
+# The same base image as the builder: the virtualenv's python link points into it.
+FROM python:3.11-slim-bookworm AS runtime
+# A fixed uid/gid, the one Kubernetes (runAsUser: 10001) and compose (user: "10001:10001") name.
+RUN groupadd --system --gid 10001 nova \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin nova
+COPY --from=builder /opt/venv /opt/venv
+# Bytecode was compiled at build time (UV_COMPILE_BYTECODE); at run time the root filesystem is read-only,
+# so Python must not try to write it. HOME points at /tmp for libraries that keep a per-user cache.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    NOVA_GATEWAY_HOST=0.0.0.0 \
+    NOVA_GATEWAY_PORT=8080
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8080
+# For `docker run`; compose and Kubernetes declare their own checks (the kubelet ignores this one).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/healthz', timeout=3)"]
+# Exec form: python is PID 1 and receives SIGTERM itself (health NOT_SERVING, drain, close pools).
+ENTRYPOINT ["python", "-m", "gateway"]

@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1.7
+# checkov:skip=CKV_DOCKER_2: a batch job that runs to completion has nothing to health-check
+# training: `python -m ml_training train`, the offline job that writes the model repository.
+# Build from the repository root (the context must hold pyproject.toml and uv.lock):
+#   docker build -f deploy/docker/training.Dockerfile -t nova-corrente/training:0.1.0 .
+
+# ---------------------------------------------------------------------------------------------------------
+FROM python:3.11-slim-bookworm AS builder
+# uv at the version that wrote uv.lock, from PyPI; the interpreter is the base image's own, so the
+# virtualenv's python link is valid in the runtime stage (same base image).
+RUN pip install --no-cache-dir --disable-pip-version-check uv==0.13.9
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
+WORKDIR /src
+# Dependencies first, from the lock alone: this layer is rebuilt only when pyproject.toml or uv.lock change,
+# not on every code change.
+# The base dependencies plus the `training` extra (LightGBM, scikit-learn, statsforecast...): this image only.
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --extra training --no-install-project
+# Then the project, as a regular (non-editable) install: the runtime stage needs nothing from /src.
+COPY README.md ./
+COPY protos/python/ protos/python/
+COPY services/ services/
+COPY gateway/ gateway/
+COPY ml_training/ ml_training/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --extra training --no-editable
+
+# ---------------------------------------------------------------------------------------------------------
+# The same base image as the builder: the virtualenv's python link points into it.
+FROM python:3.11-slim-bookworm AS runtime
+# Mount point of the model repository, written by this job; a fresh named volume inherits this owner.
+# A fixed uid/gid, the one Kubernetes (runAsUser: 10001) and compose (user: "10001:10001") name.
+RUN groupadd --system --gid 10001 nova \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin nova \
+ && mkdir -p /models && chown 10001:10001 /models
+COPY --from=builder /opt/venv /opt/venv
+# Bytecode was compiled at build time (UV_COMPILE_BYTECODE); at run time the root filesystem is read-only,
+# so Python must not try to write it. HOME points at /tmp for libraries that keep a per-user cache.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    NOVA_FORECAST_MODEL_REPOSITORY=/models \
+    NUMBA_CACHE_DIR=/tmp/numba \
+    MPLCONFIGDIR=/tmp/matplotlib
+WORKDIR /app
+USER 10001:10001
+# Exec form: python is PID 1 and receives SIGTERM itself (health NOT_SERVING, drain, close pools).
+ENTRYPOINT ["python", "-m", "ml_training"]
+CMD ["train"]

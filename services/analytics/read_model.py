@@ -1,0 +1,705 @@
+"""The DuckDB read model: schema, and how committed records and forecasts are applied to it.
+
+Idempotency and order. Ingestion numbers every committed record with a global, gap-free sequence. The read
+model keeps the highest sequence applied (``state.applied_seq``, the data watermark) and an inbox of the event
+ids it applied; a record with a sequence at or below the watermark is skipped, so a redelivered event (or
+an export page that overlaps one) changes nothing. Records are applied in sequence order, which is commit
+order, hence in order per natural key. One event is one transaction: records, watermark, inbox and
+dimension watermarks commit together or not at all.
+
+Why no primary keys on the large tables: DuckDB maintains an ART index per key, which costs memory and
+insert time at company scale, and its DELETE-then-INSERT of the same key inside one transaction is fragile.
+A record that is new to ingestion (``supersedes`` false) cannot exist here, since sequences only grow; only
+a correction replaces a row, and corrections are rare, so they are the only rows deleted by key.
+
+Dimension watermarks (what cached answers are keyed by, see ``cache_keys``). Each applied record "bumps"
+the dimension values it belongs to (its material, site, family, supplier, and its site's client and region)
+to its sequence, for its record kind; a correction also bumps the values of the version it replaces (a line
+moved from site X to Y changes the answers about X). Dimensions reached through master data (the family of
+a material, the client and region of a site) use the master data current when the record is applied, and a
+master record bumps both its old and new family / client / region, so a key built from these watermarks
+moves whenever an answer may have moved. Replaying the same sequence of records gives the same watermarks,
+so replicas and rebuilt read models agree on keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from novacorrente.events.v1 import events_pb2
+from novacorrente.ingestion.v1 import records_pb2
+
+from services.analytics.converters import date_of, micros_of, row_of
+from services.analytics.engine import Job, one
+from services.analytics.slices import Dim, Kind
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ApplyResult",
+    "MasterIndex",
+    "ReadModel",
+    "Watermarks",
+    "forecast_series_key",
+]
+
+SCHEMA_VERSION = "1"
+
+_QTY = "DECIMAL(18, 6)"
+"""Quantities and values are stored as exact decimals (the sources write decimal text): sums are then exact,
+hence independent of the order rows are scanned in, so a rebuilt replica gives byte-identical answers."""
+
+# table -> (kind, key columns, [(column, duckdb type, arrow type)])
+_S, _D, _F, _I, _B = pa.string(), pa.date32(), pa.float64(), pa.int64(), pa.bool_()
+TABLES: dict[str, tuple[str, tuple[str, ...], tuple[tuple[str, str, pa.DataType], ...]]] = {
+    "materials": (
+        Kind.MATERIAL,
+        ("code",),
+        (
+            ("code", "VARCHAR", _S),
+            ("name", "VARCHAR", _S),
+            ("family", "VARCHAR", _S),
+            ("unit", "VARCHAR", _S),
+            ("criticality", "INTEGER", _I),
+            ("abc_class", "VARCHAR", _S),
+            ("stocked", "BOOLEAN", _B),
+        ),
+    ),
+    "sites": (
+        Kind.SITE,
+        ("code",),
+        (
+            ("code", "VARCHAR", _S),
+            ("client", "VARCHAR", _S),
+            ("region", "VARCHAR", _S),
+            ("site_type", "INTEGER", _I),
+            ("criticality", "INTEGER", _I),
+        ),
+    ),
+    "suppliers": (Kind.SUPPLIER, ("code",), (("code", "VARCHAR", _S), ("name", "VARCHAR", _S))),
+    "consumption": (
+        Kind.CONSUMPTION,
+        ("requisition_id", "line_key"),
+        (
+            ("requisition_id", "VARCHAR", _S),
+            ("line_key", "VARCHAR", _S),
+            ("material_code", "VARCHAR", _S),
+            ("site_code", "VARCHAR", _S),
+            ("supplier_code", "VARCHAR", _S),
+            ("quantity", _QTY, _F),
+            ("unit", "VARCHAR", _S),
+            ("demand_date", "DATE", _D),
+            ("requested_date", "DATE", _D),
+            ("solicited_date", "DATE", _D),
+            ("purchase_date", "DATE", _D),
+            ("lead_time_days", "INTEGER", _I),
+            ("family", "VARCHAR", _S),
+            ("flags", "VARCHAR[]", pa.list_(_S)),
+        ),
+    ),
+    "stock_snapshots": (
+        Kind.STOCK,
+        ("material_code", "site_code", "as_of"),
+        (
+            ("material_code", "VARCHAR", _S),
+            ("site_code", "VARCHAR", _S),
+            ("as_of", "DATE", _D),
+            ("on_hand", _QTY, _F),
+            ("simulated", "BOOLEAN", _B),
+        ),
+    ),
+    "stock_movements": (
+        Kind.STOCK,
+        ("reference",),
+        (
+            ("reference", "VARCHAR", _S),
+            ("kind", "INTEGER", _I),
+            ("material_code", "VARCHAR", _S),
+            ("site_code", "VARCHAR", _S),
+            ("to_site_code", "VARCHAR", _S),
+            ("quantity", _QTY, _F),
+            ("moved_at", "TIMESTAMP", pa.timestamp("us")),
+            ("day", "DATE", _D),
+            ("simulated", "BOOLEAN", _B),
+        ),
+    ),
+    "purchase_orders": (
+        Kind.PO,
+        ("po_id", "material_code"),
+        (
+            ("po_id", "VARCHAR", _S),
+            ("material_code", "VARCHAR", _S),
+            ("site_code", "VARCHAR", _S),
+            ("supplier_code", "VARCHAR", _S),
+            ("quantity", _QTY, _F),
+            ("placed_date", "DATE", _D),
+            ("expected_date", "DATE", _D),
+            ("received_date", "DATE", _D),
+            ("simulated", "BOOLEAN", _B),
+        ),
+    ),
+    "external_observations": (
+        Kind.EXTERNAL,
+        ("series_id", "date"),
+        (
+            ("series_id", "VARCHAR", _S),
+            ("date", "DATE", _D),
+            ("value", _QTY, _F),
+            ("unit", "VARCHAR", _S),
+            ("source", "VARCHAR", _S),
+        ),
+    ),
+}
+_MASTER_TABLES = ("materials", "sites", "suppliers")
+
+_FORECAST_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
+    ("series_key", "VARCHAR", _S),
+    ("level", "INTEGER", _I),
+    ("material_code", "VARCHAR", _S),
+    ("site_code", "VARCHAR", _S),
+    ("family", "VARCHAR", _S),
+    ("region", "VARCHAR", _S),
+    ("origin", "DATE", _D),
+    ("week_start", "DATE", _D),
+    ("mean", "DOUBLE", _F),
+    ("q_levels", "DOUBLE[]", pa.list_(_F)),
+    ("q_values", "DOUBLE[]", pa.list_(_F)),
+    ("method", "VARCHAR", _S),
+    ("unit", "VARCHAR", _S),
+    ("model_name", "VARCHAR", _S),
+    ("model_version", "VARCHAR", _S),
+    ("data_watermark", "VARCHAR", _S),
+    ("generated_at_us", "BIGINT", _I),
+    ("event_id", "VARCHAR", _S),
+)
+_POLICY_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
+    ("material_code", "VARCHAR", _S),
+    ("site_code", "VARCHAR", _S),
+    ("safety_stock", "DOUBLE", _F),
+    ("reorder_point", "DOUBLE", _F),
+    ("order_up_to", "DOUBLE", _F),
+    ("suggested_order_quantity", "DOUBLE", _F),
+    ("lead_time_mean_days", "DOUBLE", _F),
+    ("lead_time_p90_days", "DOUBLE", _F),
+    ("lead_time_scope", "VARCHAR", _S),
+    ("unit", "VARCHAR", _S),
+    ("method", "VARCHAR", _S),
+    ("model_name", "VARCHAR", _S),
+    ("model_version", "VARCHAR", _S),
+    ("data_watermark", "VARCHAR", _S),
+    ("generated_at_us", "BIGINT", _I),
+)
+
+
+def _ddl() -> list[str]:
+    statements = [
+        "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+        "CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY, applied_seq BIGINT NOT NULL)",
+        "INSERT INTO state VALUES (1, 0) ON CONFLICT DO NOTHING",
+        "CREATE TABLE IF NOT EXISTS inbox (event_id VARCHAR PRIMARY KEY, applied_at TIMESTAMP)",
+        "CREATE TABLE IF NOT EXISTS dim_watermarks (kind VARCHAR, dim VARCHAR, value VARCHAR, "
+        "version BIGINT NOT NULL, PRIMARY KEY (kind, dim, value))",
+        "CREATE TABLE IF NOT EXISTS kind_watermarks (kind VARCHAR PRIMARY KEY, version BIGINT NOT NULL)",
+    ]
+    for table, (_, key, columns) in TABLES.items():
+        cols = ", ".join(f"{name} {sqltype}" for name, sqltype, _ in columns)
+        primary = f", PRIMARY KEY ({', '.join(key)})" if table in _MASTER_TABLES else ""
+        statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, seq BIGINT NOT NULL{primary})")
+    cols = ", ".join(f"{name} {sqltype}" for name, sqltype, _ in _FORECAST_COLUMNS)
+    statements.append(f"CREATE TABLE IF NOT EXISTS forecasts ({cols})")
+    cols = ", ".join(f"{name} {sqltype}" for name, sqltype, _ in _POLICY_COLUMNS)
+    statements.append(f"CREATE TABLE IF NOT EXISTS policies ({cols}, PRIMARY KEY (material_code, site_code))")
+    return statements
+
+
+def _arrow(
+    columns: Sequence[tuple[str, str, pa.DataType]], rows: Sequence[tuple[object, ...]], *, seq: bool
+) -> pa.Table:
+    names = [c[0] for c in columns] + (["seq"] if seq else [])
+    types = [c[2] for c in columns] + ([_I] if seq else [])
+    arrays = [pa.array([row[i] for row in rows], type=t) for i, t in enumerate(types)]
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _key_arrow(table: str, keys: Sequence[tuple[object, ...]]) -> pa.Table:
+    """Arrow table of natural keys, columns in key order."""
+    _, key_cols, columns = TABLES[table]
+    types = {name: arrow_type for name, _, arrow_type in columns}
+    return pa.Table.from_arrays(
+        [pa.array([k[i] for k in keys], type=types[c]) for i, c in enumerate(key_cols)], names=list(key_cols)
+    )
+
+
+def forecast_series_key(level: int, material: str, site: str, family: str, region: str) -> str:
+    """Identity of a forecast series; fields that do not apply at the level are blank."""
+    return f"{level}|{material}|{site}|{family}|{region}"
+
+
+class MasterIndex:
+    """Small in-memory maps the apply path needs: material -> family, site -> (client, region)."""
+
+    def __init__(self) -> None:
+        self.family: dict[str, str] = {}
+        self.site: dict[str, tuple[str, str]] = {}
+
+    def load(self, job: Job) -> None:
+        cur = job.cursor
+        self.family = dict(cur.execute("SELECT code, family FROM materials").fetchall())
+        self.site = {
+            code: (client, region)
+            for code, client, region in cur.execute("SELECT code, client, region FROM sites").fetchall()
+        }
+
+
+class Watermarks:
+    """Dimension and kind watermarks held in memory for cache lookups (the table is the durable copy)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dims: dict[tuple[str, str, str], int] = {}
+        self._kinds: dict[str, int] = {}
+
+    def load(self, job: Job) -> None:
+        dims = {
+            (k, d, v): int(s)
+            for k, d, v, s in job.cursor.execute(
+                "SELECT kind, dim, value, version FROM dim_watermarks"
+            ).fetchall()
+        }
+        kinds = dict(job.cursor.execute("SELECT kind, version FROM kind_watermarks").fetchall())
+        with self._lock:
+            self._dims, self._kinds = dims, {k: int(v) for k, v in kinds.items()}
+
+    def update(
+        self,
+        dims: Mapping[tuple[str, str, str], int],
+        kinds: Mapping[str, int],
+        *,
+        data_end: int | None = None,
+    ) -> None:
+        with self._lock:
+            if data_end is not None:
+                self._kinds[Kind.DATA_END] = data_end
+            for key, version in dims.items():
+                if version > self._dims.get(key, 0):
+                    self._dims[key] = version
+            for kind, version in kinds.items():
+                if version > self._kinds.get(kind, 0):
+                    self._kinds[kind] = version
+
+    def lookup(self) -> tuple[Mapping[tuple[str, str, str], int], Mapping[str, int]]:
+        """The live maps (read without copying: values only ever grow, and a stale read is a valid key)."""
+        return self._dims, self._kinds
+
+
+@dataclass
+class ApplyResult:
+    """What one apply did."""
+
+    applied: int = 0
+    skipped: int = 0
+    duplicate_event: bool = False
+    watermark: int = 0
+    pairs: set[tuple[str, str]] = field(default_factory=set)
+    """(material, site) pairs whose stock, orders, demand or policy changed: the alert candidates."""
+
+
+class _Bumps:
+    def __init__(self) -> None:
+        self.dims: dict[tuple[str, str, str], int] = {}
+        self.kinds: dict[str, int] = {}
+        self.data_end: int | None = None
+
+    def add(self, kind: str, dims: Iterable[tuple[str, str]], version: int) -> None:
+        for dim, value in dims:
+            key = (kind, dim, value)
+            if version > self.dims.get(key, 0):
+                self.dims[key] = version
+        if version > self.kinds.get(kind, 0):
+            self.kinds[kind] = version
+
+
+class _Masters:
+    """The master maps as of the record being applied: committed state plus this batch's changes."""
+
+    def __init__(self, base: MasterIndex):
+        self.base = base
+        self.family: dict[str, str] = {}
+        self.site: dict[str, tuple[str, str]] = {}
+
+    def family_of(self, material: str, fallback: str = "") -> str:
+        if material in self.family:
+            return self.family[material]
+        return self.base.family.get(material, fallback) or fallback
+
+    def geo_of(self, site: str) -> tuple[str, str]:
+        if site in self.site:
+            return self.site[site]
+        return self.base.site.get(site, ("", ""))
+
+    def geo_dims(self, site: str) -> list[tuple[str, str]]:
+        client, region = self.geo_of(site)
+        return [(Dim.SITE, site), (Dim.CLIENT, client), (Dim.REGION, region)]
+
+
+def _dims_of(table: str, row: tuple[object, ...], masters: _Masters) -> list[tuple[str, str]]:
+    """Dimension values a row belongs to (see the module docstring)."""
+    if table == "consumption":
+        material, site, supplier, family = row[2], row[3], row[4], row[12]
+        return [
+            (Dim.MATERIAL, material),
+            (Dim.FAMILY, masters.family_of(material, family)),  # type: ignore[arg-type]
+            (Dim.SUPPLIER, supplier),
+            *masters.geo_dims(site),  # type: ignore[arg-type]
+        ]  # type: ignore[list-item]
+    if table == "stock_snapshots":
+        material, site = row[0], row[1]
+        return [(Dim.MATERIAL, material), (Dim.FAMILY, masters.family_of(material)), *masters.geo_dims(site)]  # type: ignore[arg-type,list-item]
+    if table == "stock_movements":
+        material, site, to_site = row[2], row[3], row[4]
+        dims = [(Dim.MATERIAL, material), (Dim.FAMILY, masters.family_of(material)), *masters.geo_dims(site)]  # type: ignore[arg-type]
+        if to_site:
+            dims.extend(masters.geo_dims(to_site))  # type: ignore[arg-type]
+        return dims  # type: ignore[return-value]
+    if table == "purchase_orders":
+        material, site, supplier = row[1], row[2], row[3]
+        return [
+            (Dim.MATERIAL, material),
+            (Dim.FAMILY, masters.family_of(material)),  # type: ignore[arg-type]
+            (Dim.SUPPLIER, supplier),
+            *masters.geo_dims(site),  # type: ignore[arg-type]
+        ]  # type: ignore[list-item]
+    if table == "materials":
+        return [(Dim.MATERIAL, row[0]), (Dim.FAMILY, row[2])]  # type: ignore[list-item]
+    if table == "sites":
+        return [(Dim.SITE, row[0]), (Dim.CLIENT, row[1]), (Dim.REGION, row[2])]  # type: ignore[list-item]
+    if table == "suppliers":
+        return [(Dim.SUPPLIER, row[0])]  # type: ignore[list-item]
+    if table == "external_observations":
+        return [(Dim.SERIES, row[0])]  # type: ignore[list-item]
+    raise ValueError(table)
+
+
+def _pairs_of(table: str, row: tuple[object, ...]) -> list[tuple[str, str]]:
+    if table == "consumption":
+        return [(str(row[2]), str(row[3]))]
+    if table == "stock_snapshots":
+        return [(str(row[0]), str(row[1]))]
+    if table == "stock_movements":
+        pairs = [(str(row[2]), str(row[3]))]
+        if row[4]:
+            pairs.append((str(row[2]), str(row[4])))
+        return pairs
+    if table == "purchase_orders":
+        return [(str(row[1]), str(row[2]))]
+    return []
+
+
+class ReadModel:
+    """Schema and apply logic; every method taking a ``Job`` runs on an engine thread."""
+
+    def __init__(self) -> None:
+        self.master = MasterIndex()
+        self.watermarks = Watermarks()
+        self.applied_seq = 0
+        self._lock = threading.Lock()
+
+    # -- start-up -------------------------------------------------------------------------------------
+
+    def open(self, job: Job) -> None:
+        """Create or check the schema and load the in-memory state. A schema from another version is dropped
+        (the read model is derived data: the caller rebuilds it from the export)."""
+        cur = job.cursor
+        cur.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        found = one(cur.execute("SELECT value FROM meta WHERE key = 'schema_version'"))
+        if found is not None and found[0] != SCHEMA_VERSION:
+            for (name,) in cur.execute("SELECT table_name FROM duckdb_tables()").fetchall():
+                cur.execute(f'DROP TABLE IF EXISTS "{name}"')
+        cur.execute("BEGIN")
+        for statement in _ddl():
+            cur.execute(statement)
+        cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        cur.execute("COMMIT")
+        self.reload(job)
+
+    def reload(self, job: Job) -> None:
+        self.master.load(job)
+        self.watermarks.load(job)
+        row = one(job.cursor.execute("SELECT applied_seq FROM state WHERE id = 1"))
+        self.applied_seq = int(row[0]) if row else 0
+
+    # -- ingestion records ----------------------------------------------------------------------------
+
+    def apply_records(
+        self, job: Job, records: Sequence[records_pb2.CommittedRecord], event_id: str | None = None
+    ) -> ApplyResult:
+        """Apply committed records (sequence order) in one transaction; see the module docstring."""
+        cur = job.cursor
+        result = ApplyResult()
+        if event_id is not None:
+            if one(cur.execute("SELECT 1 FROM inbox WHERE event_id = ?", [event_id])):
+                result.duplicate_event = True
+                result.watermark = self.applied_seq
+                return result
+        watermark = self.applied_seq
+        fresh = sorted((r for r in records if r.sequence > watermark), key=lambda r: r.sequence)
+        result.skipped = len(records) - len(fresh)
+        rows: dict[str, dict[tuple[object, ...], tuple[object, ...]]] = {t: {} for t in TABLES}
+        superseding: dict[str, set[tuple[object, ...]]] = {t: set() for t in TABLES}
+        converted: list[tuple[str, tuple[object, ...], bool]] = []
+        for committed in fresh:
+            item = row_of(committed)
+            if item is None:
+                continue
+            table, row = item
+            converted.append((table, row, committed.supersedes))
+            if committed.supersedes or table in _MASTER_TABLES:
+                superseding[table].add(self._key(table, row))
+        previous = self._previous_rows(job, superseding)
+        masters = _Masters(self.master)
+        bumps = _Bumps()
+        for table, row, _ in converted:
+            kind = TABLES[table][0]
+            key = self._key(table, row)
+            seq = int(row[-1])  # type: ignore[call-overload]
+            old = previous.get(table, {}).get(key)
+            if old is not None:
+                bumps.add(kind, _dims_of(table, old, masters), seq)
+                result.pairs.update(_pairs_of(table, old))
+            if table == "materials":
+                masters.family[str(row[0])] = str(row[2])
+            elif table == "sites":
+                masters.site[str(row[0])] = (str(row[1]), str(row[2]))
+            bumps.add(kind, _dims_of(table, row, masters), seq)
+            result.pairs.update(_pairs_of(table, row))
+            previous.setdefault(table, {})[key] = row
+            rows[table][key] = row
+            watermark = seq
+        job.check()
+        cur.execute("BEGIN")
+        for table, by_key in rows.items():
+            if not by_key:
+                continue
+            _, key_cols, columns = TABLES[table]
+            staged = _arrow(columns, list(by_key.values()), seq=True)
+            cur.register("staged_rows", staged)
+            if table in _MASTER_TABLES:
+                cur.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM staged_rows")
+            else:
+                replaced = [k for k in by_key if k in superseding[table]]
+                if replaced:
+                    cur.register("staged_keys", _key_arrow(table, replaced))
+                    match = " AND ".join(f"t.{c} = k.{c}" for c in key_cols)
+                    cur.execute(f"DELETE FROM {table} t USING staged_keys k WHERE {match}")
+                    cur.unregister("staged_keys")
+                cur.execute(f"INSERT INTO {table} SELECT * FROM staged_rows")
+            cur.unregister("staged_rows")
+            result.applied += len(by_key)
+        if rows["consumption"]:
+            # Open-ended date ranges end at the last demand date: answers that use it depend on it.
+            end = one(cur.execute("SELECT max(demand_date) FROM consumption"))
+            bumps.data_end = end[0].toordinal() if end and end[0] else 0
+        self._write_bumps(job, bumps)
+        if watermark > self.applied_seq:
+            cur.execute("UPDATE state SET applied_seq = ? WHERE id = 1", [watermark])
+        if event_id is not None:
+            cur.execute("INSERT INTO inbox VALUES (?, now()::TIMESTAMP)", [event_id])
+        cur.execute("COMMIT")
+        self._committed(masters, bumps, watermark)
+        result.watermark = watermark
+        return result
+
+    @staticmethod
+    def _key(table: str, row: tuple[object, ...]) -> tuple[object, ...]:
+        _, key_cols, columns = TABLES[table]
+        names = [c[0] for c in columns]
+        return tuple(row[names.index(k)] for k in key_cols)
+
+    def _previous_rows(
+        self, job: Job, keys: Mapping[str, set[tuple[object, ...]]]
+    ) -> dict[str, dict[tuple[object, ...], tuple[object, ...]]]:
+        """Current rows of the keys about to be replaced (their dimensions are bumped too)."""
+        found: dict[str, dict[tuple[object, ...], tuple[object, ...]]] = {}
+        cur = job.cursor
+        for table, wanted in keys.items():
+            if not wanted:
+                continue
+            key_cols = TABLES[table][1]
+            cur.register("wanted_keys", _key_arrow(table, list(wanted)))
+            match = " AND ".join(f"t.{c} = k.{c}" for c in key_cols)
+            rows = cur.execute(f"SELECT t.* FROM {table} t JOIN wanted_keys k ON {match}").fetchall()
+            cur.unregister("wanted_keys")
+            found[table] = {self._key(table, r): tuple(r) for r in rows}
+        return found
+
+    def _write_bumps(self, job: Job, bumps: _Bumps) -> None:
+        cur = job.cursor
+        if bumps.dims:
+            keys = list(bumps.dims)
+            table = pa.table(
+                {
+                    "kind": [k[0] for k in keys],
+                    "dim": [k[1] for k in keys],
+                    "value": [k[2] for k in keys],
+                    "version": [bumps.dims[k] for k in keys],
+                }
+            )
+            cur.register("bumps", table)
+            cur.execute(
+                "INSERT INTO dim_watermarks SELECT kind, dim, value, version FROM bumps "
+                "ON CONFLICT (kind, dim, value) DO UPDATE SET version = greatest(version, excluded.version)"
+            )
+            cur.unregister("bumps")
+        for kind, version in bumps.kinds.items():
+            cur.execute(
+                "INSERT INTO kind_watermarks VALUES (?, ?) "
+                "ON CONFLICT (kind) DO UPDATE SET version = greatest(version, excluded.version)",
+                [kind, version],
+            )
+        if bumps.data_end is not None:
+            cur.execute(
+                "INSERT OR REPLACE INTO kind_watermarks VALUES (?, ?)", [Kind.DATA_END, bumps.data_end]
+            )
+
+    def _committed(self, masters: _Masters, bumps: _Bumps, watermark: int) -> None:
+        with self._lock:
+            self.master.family.update(masters.family)
+            self.master.site.update(masters.site)
+            self.watermarks.update(bumps.dims, bumps.kinds, data_end=bumps.data_end)
+            self.applied_seq = max(self.applied_seq, watermark)
+
+    # -- forecasts ------------------------------------------------------------------------------------
+
+    def apply_forecasts(self, job: Job, event: events_pb2.ForecastsUpdated) -> ApplyResult:
+        """Store the forecasts (all versions: accuracy needs the past ones) and keep the newest policy per
+        material x site. Versions are the forecasts' generated_at, in microseconds."""
+        cur = job.cursor
+        result = ApplyResult(watermark=self.applied_seq)
+        if one(cur.execute("SELECT 1 FROM inbox WHERE event_id = ?", [event.event_id])):
+            result.duplicate_event = True
+            return result
+        masters = _Masters(self.master)
+        bumps = _Bumps()
+        received = int(time.time() * 1_000_000)
+        forecast_rows: list[tuple[object, ...]] = []
+        for fc in event.forecasts:
+            ref = fc.series
+            level = int(ref.level) or 1
+            version = micros_of(fc.provenance.generated_at) or received
+            family = ref.family or (masters.family_of(ref.material_code) if ref.material_code else "")
+            client, region = masters.geo_of(ref.site_code) if ref.site_code else ("", "")
+            region = ref.region or region
+            key = forecast_series_key(level, ref.material_code, ref.site_code, ref.family, ref.region)
+            origin = min(
+                (d for d in (date_of(w.week_start) for w in fc.weeks) if d is not None), default=None
+            )
+            for week in fc.weeks:
+                forecast_rows.append(
+                    (
+                        key,
+                        level,
+                        ref.material_code,
+                        ref.site_code,
+                        ref.family,
+                        ref.region,
+                        origin,
+                        date_of(week.week_start),
+                        week.mean,
+                        [q.level for q in week.quantiles],
+                        [q.value for q in week.quantiles],
+                        fc.method,
+                        fc.unit,
+                        fc.provenance.model_name,
+                        fc.provenance.model_version,
+                        fc.provenance.data_watermark,
+                        version,
+                        event.event_id,
+                    )
+                )
+            dims = [(Dim.FAMILY, family), (Dim.REGION, region)]
+            if ref.material_code:
+                dims.append((Dim.MATERIAL, ref.material_code))
+            if ref.site_code:
+                dims.extend([(Dim.SITE, ref.site_code), (Dim.CLIENT, client)])
+            bumps.add(Kind.FORECAST, dims, version)
+            if ref.material_code and ref.site_code:
+                result.pairs.add((ref.material_code, ref.site_code))
+        policy_rows: dict[tuple[str, str], tuple[object, ...]] = {}
+        for policy in event.policies:
+            ref = policy.series
+            if not (ref.material_code and ref.site_code):
+                continue
+            version = micros_of(policy.provenance.generated_at) or received
+            d = policy.decomposition
+            row = (
+                ref.material_code,
+                ref.site_code,
+                policy.safety_stock,
+                policy.reorder_point,
+                policy.order_up_to,
+                policy.suggested_order_quantity,
+                d.lead_time_mean_days,
+                d.lead_time_p90_days,
+                d.lead_time_scope,
+                policy.unit,
+                policy.method,
+                policy.provenance.model_name,
+                policy.provenance.model_version,
+                policy.provenance.data_watermark,
+                version,
+            )
+            pair = (ref.material_code, ref.site_code)
+            if pair not in policy_rows or version >= int(policy_rows[pair][-1]):  # type: ignore[call-overload]
+                policy_rows[pair] = row
+            client, region = masters.geo_of(ref.site_code)
+            bumps.add(
+                Kind.FORECAST,
+                [
+                    (Dim.MATERIAL, ref.material_code),
+                    (Dim.FAMILY, masters.family_of(ref.material_code)),
+                    (Dim.SITE, ref.site_code),
+                    (Dim.CLIENT, client),
+                    (Dim.REGION, region),
+                ],
+                version,
+            )
+            result.pairs.add(pair)
+        job.check()
+        cur.execute("BEGIN")
+        if forecast_rows:
+            cur.register("staged_forecasts", _arrow(_FORECAST_COLUMNS, forecast_rows, seq=False))
+            cur.execute("INSERT INTO forecasts SELECT * FROM staged_forecasts")
+            cur.unregister("staged_forecasts")
+        if policy_rows:
+            cur.register("staged_policies", _arrow(_POLICY_COLUMNS, list(policy_rows.values()), seq=False))
+            # Keep whichever version is newer: an older policy delivered late must not win.
+            cur.execute(
+                "INSERT INTO policies SELECT * FROM staged_policies ON CONFLICT (material_code, site_code) "
+                "DO UPDATE SET "
+                + ", ".join(
+                    f"{name} = CASE WHEN excluded.generated_at_us >= policies.generated_at_us "
+                    f"THEN excluded.{name} ELSE policies.{name} END"
+                    for name, _, _ in _POLICY_COLUMNS[2:]
+                )
+            )
+            cur.unregister("staged_policies")
+        self._write_bumps(job, bumps)
+        cur.execute("INSERT INTO inbox VALUES (?, now()::TIMESTAMP)", [event.event_id])
+        cur.execute("COMMIT")
+        self._committed(masters, bumps, 0)
+        return result
+
+    # -- misc -----------------------------------------------------------------------------------------
+
+    def is_empty(self, job: Job) -> bool:
+        """True for a new (or lost and recreated) read model: nothing applied yet."""
+        row = one(job.cursor.execute("SELECT applied_seq FROM state WHERE id = 1"))
+        return not row or int(row[0]) == 0
+
+    @staticmethod
+    def today() -> dt.date:
+        return dt.datetime.now(dt.UTC).date()

@@ -1,0 +1,295 @@
+"""What forecast-serving reads from analytics-query: weekly histories (cached), lead times, stock positions.
+
+Histories travel many series to a call (``GetSeriesHistory``, ``history_batch_size`` per call) and are cached
+per series in the cache port. The port has no delete, and a replica that did not consume a batch event must
+still stop using what the batch made stale, so invalidation goes through a per-series *generation* entry:
+
+    gen:<material>|<site>            -> token of the series' current generation
+    hist:<material>|<site>@<token>   -> the cached history of that generation
+
+The re-forecast consumer writes a new token (the batch's last sequence) for every series a batch touched;
+every replica then misses on the old entry and fetches again. A missing generation entry (evicted, or never
+written) is a miss that starts a fresh random generation, so an eviction can never resurrect old data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from grpc_status import rpc_status
+from novacorrente.analytics.v1 import analytics_pb2 as apb
+from novacorrente.analytics.v1 import analytics_pb2_grpc as apb_grpc
+from novacorrente.common.v1 import common_pb2 as cpb
+
+from services.forecast.metrics import ForecastMetrics
+from services.kit.errors import DomainError, Unavailable, from_status
+from services.ports.cache import Cache
+
+__all__ = [
+    "AnalyticsReader",
+    "History",
+    "LeadTimes",
+    "SeriesKey",
+    "StockPosition",
+    "parse_watermark",
+]
+
+SeriesKey = tuple[str, str]
+"""(material_code, site_code)."""
+
+
+def parse_watermark(text: str) -> int | None:
+    """``"seq:4207"`` -> 4207; None when the watermark is not in that form."""
+    _, _, number = text.partition(":")
+    return int(number) if number.isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Weekly history of one series with its static attributes and the watermark it reflects."""
+
+    material_code: str
+    site_code: str
+    first_week: np.datetime64
+    weekly: np.ndarray
+    family: str
+    unit: str
+    material_criticality: int
+    site_criticality: int
+    unknown: bool
+    watermark: str
+    from_cache: bool = False
+
+    @property
+    def week_starts(self) -> np.ndarray:
+        return self.first_week + 7 * np.arange(self.weekly.size).astype("timedelta64[D]")
+
+    @property
+    def last_week(self) -> np.datetime64 | None:
+        return None if self.weekly.size == 0 else self.week_starts[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class LeadTimes:
+    """Observed supplier lead times (days) of a series' slice, as analytics chose it."""
+
+    days: np.ndarray
+    scope: str
+    watermark: str
+
+
+@dataclass(frozen=True, slots=True)
+class StockPosition:
+    """Stock position of a series; ``known`` is False when analytics has no inventory row for it."""
+
+    value: float
+    known: bool
+    note: str
+
+
+def _date(value: cpb.Date) -> np.datetime64:
+    return np.datetime64(f"{value.year:04d}-{value.month:02d}-{value.day:02d}", "D")
+
+
+def _history(series: apb.SeriesHistory, watermark: str, from_cache: bool) -> History:
+    first = _date(series.first_week) if series.first_week.year else np.datetime64("1970-01-05", "D")
+    return History(
+        material_code=series.key.material_code,
+        site_code=series.key.site_code,
+        first_week=first,
+        weekly=np.asarray(series.weekly_quantity, dtype=np.float64),
+        family=series.family,
+        unit=series.unit,
+        material_criticality=series.material_criticality,
+        site_criticality=series.site_criticality,
+        unknown=series.unknown or len(series.weekly_quantity) == 0,
+        watermark=watermark,
+        from_cache=from_cache,
+    )
+
+
+def _peer_error(exc: grpc.aio.AioRpcError, what: str) -> DomainError:
+    """Re-raise a peer's status faithfully (its domain error), or UNAVAILABLE for transport failures."""
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    if status is not None:
+        error = from_status(status)
+        if error is not None:
+            return error
+    return Unavailable(
+        f"analytics {what} failed: {exc.code().name} {exc.details()}", reason="ANALYTICS_UNAVAILABLE"
+    )
+
+
+class AnalyticsReader:
+    """Client of analytics-query for forecast-serving, with the per-series history cache."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        cache: Cache | None,
+        *,
+        batch_size: int = 500,
+        ttl_seconds: float = 6 * 3600.0,
+        timeout_seconds: float = 5.0,
+        metrics: ForecastMetrics | None = None,
+    ):
+        self._stub = apb_grpc.AnalyticsServiceStub(channel)
+        self._cache = cache
+        self._batch = batch_size
+        self._ttl = ttl_seconds
+        self._timeout = timeout_seconds
+        self._metrics = metrics
+
+    # -- histories -----------------------------------------------------------------------------------
+
+    async def _cached(self, key: SeriesKey) -> tuple[str, History | None]:
+        """(generation token, cached history or None)."""
+        assert self._cache is not None
+        series = f"{key[0]}|{key[1]}"
+        token = await self._cache.get(f"gen:{series}")
+        if token is None:
+            return "", None
+        blob = await self._cache.get(f"hist:{series}@{token.decode()}")
+        if blob is None:
+            return token.decode(), None
+        response = apb.GetSeriesHistoryResponse.FromString(blob)
+        return token.decode(), _history(response.series[0], response.provenance.data_watermark, True)
+
+    async def _store(
+        self, key: SeriesKey, token: str, series: apb.SeriesHistory, provenance: cpb.Provenance
+    ) -> None:
+        assert self._cache is not None
+        name = f"{key[0]}|{key[1]}"
+        if not token:
+            token = uuid.uuid4().hex
+            await self._cache.set(f"gen:{name}", token.encode(), self._ttl)
+        blob = apb.GetSeriesHistoryResponse(series=[series], provenance=provenance).SerializeToString()
+        await self._cache.set(f"hist:{name}@{token}", blob, self._ttl)
+
+    async def _fetch(self, keys: Sequence[SeriesKey]) -> tuple[list[apb.SeriesHistory], cpb.Provenance]:
+        out: list[apb.SeriesHistory] = []
+        provenance = cpb.Provenance()
+        for start in range(0, len(keys), self._batch):
+            chunk = keys[start : start + self._batch]
+            request = apb.GetSeriesHistoryRequest(
+                series=[apb.SeriesKey(material_code=m, site_code=s) for m, s in chunk]
+            )
+            try:
+                response = await self._stub.GetSeriesHistory(request, timeout=self._timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise _peer_error(exc, "GetSeriesHistory") from exc
+            if len(response.series) != len(chunk):
+                raise Unavailable(
+                    f"analytics answered {len(response.series)} histories for {len(chunk)} series",
+                    reason="ANALYTICS_CONTRACT",
+                )
+            out.extend(response.series)
+            provenance = response.provenance
+        return out, provenance
+
+    async def histories(self, keys: Sequence[SeriesKey]) -> list[History]:
+        """Histories of ``keys`` in order: cached ones from the cache, the rest in batched calls."""
+        found: dict[SeriesKey, History] = {}
+        tokens: dict[SeriesKey, str] = {}
+        unique = list(dict.fromkeys(keys))
+        if self._cache is not None:
+            results = await asyncio.gather(*(self._cached(k) for k in unique))
+            for key, (token, history) in zip(unique, results, strict=True):
+                tokens[key] = token
+                if history is not None:
+                    found[key] = history
+        missing = [k for k in unique if k not in found]
+        if self._metrics is not None:
+            self._metrics.history_cache.labels("hit").inc(len(found))
+            self._metrics.history_cache.labels("miss").inc(len(missing))
+        if missing:
+            fetched, provenance = await self._fetch(missing)
+            stores = []
+            for key, series in zip(missing, fetched, strict=True):
+                found[key] = _history(series, provenance.data_watermark, False)
+                if self._cache is not None and not series.unknown:
+                    stores.append(self._store(key, tokens.get(key, ""), series, provenance))
+            await asyncio.gather(*stores)
+        return [found[k] for k in keys]
+
+    async def invalidate(self, keys: Iterable[SeriesKey], token: str) -> None:
+        """Start generation ``token`` for every series in ``keys``: cached histories of them go stale."""
+        if self._cache is None:
+            return
+        await asyncio.gather(
+            *(self._cache.set(f"gen:{m}|{s}", token.encode(), self._ttl) for m, s in dict.fromkeys(keys))
+        )
+
+    async def watermark(self) -> int | None:
+        """Highest ingestion sequence the read model has applied."""
+        try:
+            response = await self._stub.GetWatermark(apb.GetWatermarkRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(exc, "GetWatermark") from exc
+        return int(response.sequence)
+
+    # -- aggregates ----------------------------------------------------------------------------------
+
+    async def demand_series(
+        self, filter_: cpb.Filter, use_lines: bool
+    ) -> tuple[np.datetime64, np.ndarray, str, str]:
+        """(first week, weekly values, unit, watermark) of a slice: quantities, or requisition lines."""
+        request = apb.GetDemandSeriesRequest(filter=filter_, grain=cpb.TIME_GRAIN_WEEK)
+        try:
+            response = await self._stub.GetDemandSeries(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(exc, "GetDemandSeries") from exc
+        points = [p for p in response.points if not p.is_forecast]
+        values = np.array([p.lines if use_lines else p.quantity for p in points], dtype=np.float64)
+        first = _date(points[0].period_start) if points else np.datetime64("1970-01-05", "D")
+        unit = "lines" if use_lines else response.unit
+        return first, values, unit, response.provenance.data_watermark
+
+    async def material_family(self, material_code: str) -> str:
+        try:
+            response = await self._stub.ListMaterials(
+                apb.ListMasterDataRequest(query=material_code), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(exc, "ListMaterials") from exc
+        return next((m.family for m in response.materials if m.code == material_code), "")
+
+    # -- policy inputs -------------------------------------------------------------------------------
+
+    async def lead_times(self, material_code: str, site_code: str) -> LeadTimes:
+        request = apb.GetLeadTimesRequest(
+            filter=cpb.Filter(material_codes=[material_code], site_codes=[site_code] if site_code else [])
+        )
+        try:
+            response = await self._stub.GetLeadTimes(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(exc, "GetLeadTimes") from exc
+        days = np.asarray(response.days, dtype=np.float64)
+        return LeadTimes(
+            days[np.isfinite(days) & (days >= 0)], response.scope, response.provenance.data_watermark
+        )
+
+    async def stock_position(self, material_code: str, site_code: str) -> StockPosition:
+        request = apb.ListInventoryStatusRequest(
+            filter=cpb.Filter(material_codes=[material_code], site_codes=[site_code]),
+            page=cpb.PageRequest(page_size=10),
+        )
+        try:
+            response = await self._stub.ListInventoryStatus(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND):
+                return StockPosition(
+                    0.0, False, "no inventory status in analytics: stock position taken as 0"
+                )
+            raise _peer_error(exc, "ListInventoryStatus") from exc
+        row = next(
+            (r for r in response.rows if r.material_code == material_code and r.site_code == site_code), None
+        )
+        if row is None:
+            return StockPosition(0.0, False, "no inventory row for this series: stock position taken as 0")
+        return StockPosition(float(row.stock_position), True, "from analytics inventory status")

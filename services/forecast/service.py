@@ -1,0 +1,422 @@
+"""Use cases of forecast-serving, transport-agnostic: forecast series, derive reorder policies, re-forecast.
+
+Method per series, in order:
+
+* the series has no history at all -> a zero forecast, ``fallback`` with the reason;
+* no model version is loaded, the history is shorter than ``min_history_weeks`` or the series' family is not
+  in the model's vocabulary -> the intermittent-demand fallback (``fallback`` = true, with the reason);
+* training recorded an intermittent method (Croston, SBA, TSB) as the better one for the series (or its
+  demand class) -> that method with the model's conformal offsets (a choice, not a fallback);
+* otherwise the ONNX quantile model, all series of a call in one onnxruntime run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from novacorrente.common.v1 import common_pb2 as cpb
+
+from services.forecast import features
+from services.forecast.history import AnalyticsReader, History, SeriesKey, StockPosition
+from services.forecast.intermittent import METHODS, intermittent_distribution
+from services.forecast.metrics import ForecastMetrics
+from services.forecast.policy import PolicyNumbers, compute_policy, quantile_atoms, target_service_level
+from services.forecast.repository import LoadedModel, ModelRepository
+from services.forecast.runner import InferenceRunner
+from services.forecast.settings import ForecastSettings
+from services.kit.errors import FailedPrecondition, FieldViolation, InvalidArgument
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "LEVEL_NAMES",
+    "ForecastResult",
+    "ForecastUseCases",
+    "PolicyResult",
+    "SeriesSpec",
+]
+
+DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
+"""Quantile levels of fallback forecasts when no model (and so no model levels) is loaded."""
+
+LEVEL_NAMES = {1: "material_site", 2: "material", 3: "family", 4: "region", 5: "national"}
+_MODEL_METHOD = "lightgbm-quantile"
+_CHOSEN = {"croston": "croston", "sba": "sba", "tsb": "tsb"}
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSpec:
+    """A series to forecast: aggregation level (common AggregationLevel numbers) and its keys."""
+
+    level: int = 1
+    material_code: str = ""
+    site_code: str = ""
+    family: str = ""
+    region: str = ""
+
+    @property
+    def key(self) -> SeriesKey:
+        return (self.material_code, self.site_code)
+
+
+@dataclass
+class ForecastResult:
+    """Forecast of one series with everything its provenance needs."""
+
+    series: SeriesSpec
+    week_starts: list[dt.date]
+    levels: tuple[float, ...]
+    quantiles: np.ndarray  # [H, K]
+    means: np.ndarray  # [H]
+    demand_class: str
+    method: str
+    fallback: bool
+    fallback_reason: str
+    unit: str
+    model_name: str
+    model_version: str
+    watermark: str
+    generated_at: dt.datetime
+    history: History | None = field(default=None, repr=False)
+
+
+@dataclass
+class PolicyResult:
+    """Reorder policy of one series, the forecast it came from and the lead-time sample scope."""
+
+    forecast: ForecastResult
+    numbers: PolicyNumbers
+    service_target_source: str
+    lead_time_scope: str
+    stock: StockPosition
+
+
+def _to_date(value: np.datetime64) -> dt.date:
+    return dt.date.fromisoformat(str(value.astype("datetime64[D]")))
+
+
+class ForecastUseCases:
+    """The service core. ``clock`` returns the current UTC time (tests pin it)."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        runner: InferenceRunner,
+        reader: AnalyticsReader,
+        settings: ForecastSettings,
+        *,
+        metrics: ForecastMetrics | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ):
+        self._repository = repository
+        self._runner = runner
+        self._reader = reader
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+
+    # -- validation ------------------------------------------------------------------------------------
+
+    def _horizon(self, requested: int, model: LoadedModel | None) -> int:
+        limit = self._settings.max_horizon_weeks
+        if model is not None and model.max_horizon is not None:
+            limit = min(limit, model.max_horizon)
+        if requested < 0 or requested > limit:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "horizon_weeks", f"must be between 1 and {limit} (0 for the default), got {requested}"
+                    )
+                ]
+            )
+        return requested or min(self._settings.default_horizon_weeks, limit)
+
+    def _check_series(self, series: Sequence[SeriesSpec], material_site_only: bool = False) -> None:
+        if not series:
+            raise InvalidArgument([FieldViolation("series", "at least one series is required")])
+        if len(series) > self._settings.max_series_per_request:
+            raise InvalidArgument(
+                [FieldViolation("series", f"at most {self._settings.max_series_per_request} series per call")]
+            )
+        violations = []
+        for i, spec in enumerate(series):
+            if spec.level not in LEVEL_NAMES:
+                violations.append(
+                    FieldViolation(f"series[{i}].level", f"unknown aggregation level {spec.level}")
+                )
+            elif material_site_only and spec.level != 1:
+                violations.append(
+                    FieldViolation(f"series[{i}].level", "reorder policies are per material x site")
+                )
+            elif spec.level in (1, 2) and not spec.material_code:
+                violations.append(FieldViolation(f"series[{i}].material_code", "required at this level"))
+            elif spec.level == 1 and not spec.site_code:
+                violations.append(
+                    FieldViolation(f"series[{i}].site_code", "required at the material_site level")
+                )
+            elif spec.level == 3 and not spec.family:
+                violations.append(FieldViolation(f"series[{i}].family", "required at the family level"))
+            elif spec.level == 4 and not spec.region:
+                violations.append(FieldViolation(f"series[{i}].region", "required at the region level"))
+        if violations:
+            raise InvalidArgument(violations)
+
+    # -- histories -------------------------------------------------------------------------------------
+
+    async def _aggregate_history(self, spec: SeriesSpec) -> tuple[History, dict[str, str]]:
+        level = LEVEL_NAMES[spec.level]
+        if level == "material":
+            filter_ = cpb.Filter(material_codes=[spec.material_code])
+            family = await self._reader.material_family(spec.material_code)
+            attrs = features.static_attributes(family, "ALL", "material", "ALL")
+        elif level == "family":
+            filter_, family = cpb.Filter(families=[spec.family]), spec.family
+            attrs = features.static_attributes(spec.family, "ALL", "family", "ALL")
+        elif level == "region":
+            filter_, family = cpb.Filter(regions=[spec.region]), ""
+            attrs = features.static_attributes("", "ALL", "region", spec.region)
+        else:
+            filter_, family = cpb.Filter(), ""
+            attrs = features.static_attributes("", "ALL", "national", "ALL")
+        first, values, unit, watermark = await self._reader.demand_series(
+            filter_, use_lines=level != "material"
+        )
+        history = History(
+            material_code=spec.material_code or "ALL",
+            site_code="ALL",
+            first_week=first,
+            weekly=values,
+            family=family,
+            unit=unit,
+            material_criticality=0,
+            site_criticality=0,
+            unknown=values.size == 0,
+            watermark=watermark,
+        )
+        return history, attrs
+
+    async def _histories(self, series: Sequence[SeriesSpec]) -> list[tuple[History, dict[str, str]]]:
+        site_specs = [s for s in series if s.level == 1]
+        site_histories = iter(await self._reader.histories([s.key for s in site_specs]) if site_specs else [])
+        aggregates = await asyncio.gather(*(self._aggregate_history(s) for s in series if s.level != 1))
+        agg_iter = iter(aggregates)
+        out = []
+        for spec in series:
+            if spec.level == 1:
+                history = next(site_histories)
+                attrs = features.static_attributes(history.family, spec.site_code, "material_site")
+                out.append((history, attrs))
+            else:
+                out.append(next(agg_iter))
+        return out
+
+    # -- forecasting -----------------------------------------------------------------------------------
+
+    def _choose(
+        self,
+        spec: SeriesSpec,
+        history: History,
+        attrs: dict[str, str],
+        model: LoadedModel | None,
+        demand_class: str,
+    ) -> tuple[str, str]:
+        """(method key, fallback reason or ''): method key is 'model', an intermittent method, or 'zero'."""
+        if history.unknown or not np.any(history.weekly > 0):
+            return "zero", "no demand recorded for this series"
+        if model is None:
+            return (
+                self._settings.fallback_method,
+                f"no version of model '{self._settings.model_name}' is loaded",
+            )
+        width = model.inputs[0].shape[-1] if model.inputs[0].shape else -1
+        if width not in (-1, len(features.FEATURE_NAMES)):
+            return self._settings.fallback_method, (
+                f"{model.name} version {model.version} takes {width} features, this service builds "
+                f"{len(features.FEATURE_NAMES)}"
+            )
+        if history.weekly.size < self._settings.min_history_weeks:
+            return self._settings.fallback_method, (
+                f"history has {history.weekly.size} weeks, fewer than {self._settings.min_history_weeks}"
+            )
+        family_vocab = model.vocabularies.get("family", ())
+        if attrs["family"] not in family_vocab and attrs["level"] in ("material_site", "material", "family"):
+            return self._settings.fallback_method, (
+                f"family '{attrs['family']}' is unknown to {model.name} version {model.version}"
+            )
+        key = f"{spec.material_code}|{spec.site_code if spec.level == 1 else 'ALL'}"
+        recorded = model.series_methods.get(key) or model.class_methods.get(demand_class, "")
+        if recorded in _CHOSEN:
+            return _CHOSEN[recorded], ""
+        return "model", ""
+
+    async def forecast(self, series: Sequence[SeriesSpec], horizon_weeks: int) -> list[ForecastResult]:
+        self._check_series(series)
+        model = self._repository.serving(self._settings.model_name)
+        horizon = self._horizon(horizon_weeks, model)
+        start = time.perf_counter()
+        histories = await self._histories(series)
+        results = await self._forecast_histories(series, histories, model, horizon)
+        if self._metrics is not None:
+            version = model.version if model is not None else "none"
+            self._metrics.requests.labels("Forecast", self._settings.model_name, version).inc()
+            self._metrics.request_latency.labels("Forecast", self._settings.model_name, version).observe(
+                time.perf_counter() - start
+            )
+        return results
+
+    async def _forecast_histories(
+        self,
+        series: Sequence[SeriesSpec],
+        histories: Sequence[tuple[History, dict[str, str]]],
+        model: LoadedModel | None,
+        horizon: int,
+    ) -> list[ForecastResult]:
+        now = self._clock()
+        levels = model.quantiles if model is not None else DEFAULT_LEVELS
+        plans = []
+        blocks: list[np.ndarray] = []
+        for spec, (history, attrs) in zip(series, histories, strict=True):
+            demand_class = features.classify_demand(history.weekly) if history.weekly.size else "insufficient"
+            method, reason = self._choose(spec, history, attrs, model, demand_class)
+            if method == "model":
+                assert model is not None
+                codes = features.encode_static(attrs, model.vocabularies)
+                blocks.append(
+                    features.build_features(
+                        history.weekly, history.week_starts, codes, horizon, region=attrs["region"]
+                    )
+                )
+            plans.append((spec, history, demand_class, method, reason))
+        model_out = iter(())
+        if blocks:
+            assert model is not None
+            stacked = np.concatenate(blocks, axis=0)
+            (quantiles,) = await self._runner.run(
+                model, {model.inputs[0].name: stacked}, [model.outputs[0].name]
+            )
+            model_out = iter(np.split(np.asarray(quantiles, dtype=np.float64), len(blocks)))
+        results = []
+        for spec, history, demand_class, method, reason in plans:
+            last = history.last_week if history.last_week is not None else np.datetime64(now.date(), "D")
+            weeks = [_to_date(last + np.timedelta64(7 * h, "D")) for h in range(1, horizon + 1)]
+            if method == "model":
+                values = np.maximum.accumulate(np.maximum(next(model_out), 0.0), axis=1)
+                means = quantile_atoms(levels, values).mean(axis=1)
+                name, version, method_name = model.name, model.version, _MODEL_METHOD  # type: ignore[union-attr]
+            elif method == "zero":
+                values, means = np.zeros((horizon, len(levels))), np.zeros(horizon)
+                name, version, method_name = "", "", "zero"
+            elif model is not None:
+                offsets = model.sidecar.get("intermittent_models", {}).get("offsets_scaled", {}).get(method)
+                if offsets is None or len(offsets) != len(levels):
+                    dist = intermittent_distribution(history.weekly, levels, method)
+                    values = np.tile(dist.quantiles, (horizon, 1))
+                else:
+                    values = features.intermittent_quantiles(history.weekly, method, offsets, horizon).astype(
+                        np.float64
+                    )
+                means = np.full(horizon, features.intermittent_forecast(history.weekly, method))
+                name, version, method_name = model.name, model.version, METHODS[method]
+            else:
+                dist = intermittent_distribution(history.weekly, levels, method)
+                values, means = np.tile(dist.quantiles, (horizon, 1)), np.full(horizon, dist.mean)
+                name, version, method_name = "", "", METHODS[method]
+            if reason and self._metrics is not None:
+                self._metrics.fallbacks.labels(reason.split(" ")[0]).inc()
+            results.append(
+                ForecastResult(
+                    series=spec,
+                    week_starts=weeks,
+                    levels=tuple(levels),
+                    quantiles=values,
+                    means=means,
+                    demand_class=demand_class,
+                    method=method_name,
+                    fallback=bool(reason),
+                    fallback_reason=reason,
+                    unit=history.unit,
+                    model_name=name,
+                    model_version=version,
+                    watermark=history.watermark,
+                    generated_at=now,
+                    history=history,
+                )
+            )
+        return results
+
+    # -- policies --------------------------------------------------------------------------------------
+
+    async def _policy(
+        self, forecast: ForecastResult, service_level: float, review_period_days: float
+    ) -> PolicyResult:
+        spec, history = forecast.series, forecast.history
+        assert history is not None
+        lead, stock = await asyncio.gather(
+            self._reader.lead_times(spec.material_code, spec.site_code),
+            self._reader.stock_position(spec.material_code, spec.site_code),
+        )
+        if lead.days.size == 0:
+            raise FailedPrecondition(
+                f"no observed lead times for material {spec.material_code} (site {spec.site_code})",
+                reason="NO_LEAD_TIMES",
+                metadata={"material_code": spec.material_code, "site_code": spec.site_code},
+            )
+        if service_level > 0:
+            target, source = service_level, "request"
+        else:
+            target = target_service_level(history.material_criticality, history.site_criticality)
+            source = "criticality"
+        numbers = compute_policy(
+            forecast.levels,
+            forecast.quantiles,
+            lead.days,
+            service_level=target,
+            stock_position=stock.value,
+            today=self._clock().date(),
+            review_period_days=review_period_days,
+            order_cycle_days=self._settings.order_cycle_days,
+        )
+        return PolicyResult(forecast, numbers, source, lead.scope, stock)
+
+    async def reorder_policies(
+        self, series: Sequence[SeriesSpec], service_level: float, review_period_days: float
+    ) -> list[PolicyResult]:
+        if not 0 <= service_level < 1:
+            raise InvalidArgument(
+                [FieldViolation("service_level", "must be in (0, 1), or 0 for the criticality table")]
+            )
+        if review_period_days < 0:
+            raise InvalidArgument([FieldViolation("review_period_days", "must be >= 0")])
+        self._check_series(series, material_site_only=True)
+        forecasts = await self.forecast(series, 0)
+        return list(
+            await asyncio.gather(*(self._policy(f, service_level, review_period_days) for f in forecasts))
+        )
+
+    # -- re-forecast (batch events) --------------------------------------------------------------------
+
+    async def reforecast(self, keys: Sequence[SeriesKey]) -> tuple[list[ForecastResult], list[PolicyResult]]:
+        """Forecasts and policies of material x site series; series without lead times get no policy."""
+        specs = [SeriesSpec(1, m, s) for m, s in keys]
+        model = self._repository.serving(self._settings.model_name)
+        horizon = self._horizon(0, model)
+        histories = await self._histories(specs)
+        forecasts = await self._forecast_histories(specs, histories, model, horizon)
+        policies: list[PolicyResult] = []
+        outcomes = await asyncio.gather(
+            *(self._policy(f, 0.0, 0.0) for f in forecasts), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, FailedPrecondition):
+                continue  # no lead times yet: a forecast without a policy
+            if isinstance(outcome, BaseException):
+                raise outcome
+            policies.append(outcome)
+        return forecasts, policies
+
+    def models(self) -> LoadedModel | None:
+        return self._repository.serving(self._settings.model_name)

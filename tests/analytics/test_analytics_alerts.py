@@ -1,0 +1,250 @@
+"""Alerts: the AlertStore contract on both adapters, and the end-to-end flow (raise once per episode, watch,
+acknowledge with an audit trail, two replicas sharing PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from novacorrente.analytics.v1 import analytics_pb2 as a
+from novacorrente.common.v1 import common_pb2 as c
+
+from services.analytics.alerts import (
+    ACKNOWLEDGED,
+    COVER_BELOW_LEAD_TIME,
+    OPEN,
+    REORDER_POINT,
+    RESOLVED,
+    AlertCandidate,
+    AlertQuery,
+    AlertStore,
+    DuckAlertStore,
+    PostgresAlertStore,
+)
+from services.kit.errors import FailedPrecondition, NotFound
+from tests.analytics.analytics_data import forecast_event, snapshot
+from tests.analytics.conftest import Replica, World, eventually
+from tests.conftest import fresh_pg_database
+
+
+def _candidate(material: str = "M1", site: str = "S1", kind: int = REORDER_POINT, **kw: object) -> AlertCandidate:
+    values: dict[str, object] = {
+        "kind": kind,
+        "material": material,
+        "site": site,
+        "message": f"{material} at {site}",
+        "stock_position": 3.0,
+        "reorder_point": 10.0,
+        "days_of_cover": 4.0,
+        "lead_time_days": 6.0,
+        "data_watermark": "seq:10",
+        "family": "EPI",
+        "client": "ATC",
+        "region": "BA",
+    }
+    values.update(kw)
+    return AlertCandidate(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgresql", marks=pytest.mark.integration)])
+async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[AlertStore]:  # type: ignore[no-untyped-def]
+    if request.param == "duckdb":
+        duck = DuckAlertStore(str(tmp_path / "alerts.duckdb"))
+        await duck.migrate()
+        yield duck
+        await duck.close()
+        return
+    async with fresh_pg_database() as url:
+        pg = await PostgresAlertStore.connect(url)
+        await pg.migrate()
+        await pg.migrate()  # idempotent
+        yield pg
+        await pg.close()
+
+
+async def test_store_raises_once_per_episode(store: AlertStore) -> None:
+    first = await store.raise_alert(_candidate(), (10, 0))
+    assert first is not None and first.state == OPEN
+    assert [(e.state, e.actor) for e in first.history] == [(OPEN, "system")]
+    assert await store.raise_alert(_candidate(), (11, 0)) is None  # same episode: still active
+    assert await store.raise_alert(_candidate(kind=COVER_BELOW_LEAD_TIME), (11, 0)) is not None  # other kind
+    assert await store.active_keys() == {("M1", "S1", REORDER_POINT), ("M1", "S1", COVER_BELOW_LEAD_TIME)}
+    cleared = await store.clear("M1", "S1", REORDER_POINT, (12, 0))
+    assert cleared is not None and cleared.alert_id == first.alert_id and cleared.state == RESOLVED
+    assert [(e.state, e.actor) for e in cleared.history] == [(OPEN, "system"), (RESOLVED, "system")]
+    again = await store.raise_alert(_candidate(), (13, 0))  # a new episode, a new alert
+    assert again is not None and again.alert_id != first.alert_id
+
+
+async def test_store_ignores_transitions_from_an_older_evaluation(store: AlertStore) -> None:
+    assert await store.raise_alert(_candidate(), (10, 5)) is not None
+    assert await store.clear("M1", "S1", REORDER_POINT, (9, 99)) is None  # a replica lagging behind
+    assert await store.clear("M1", "S1", REORDER_POINT, (10, 5)) is None  # not newer
+    assert await store.clear("M1", "S1", REORDER_POINT, (10, 6)) is not None  # same data, newer policy
+    assert await store.raise_alert(_candidate(), (10, 6)) is None  # the clear at that version stands
+
+
+async def test_store_concurrent_raises_of_one_key_raise_one_alert(store: AlertStore) -> None:
+    results = await asyncio.gather(*(store.raise_alert(_candidate(), (20, 0)) for _ in range(8)))
+    assert sum(r is not None for r in results) == 1
+    alerts, total = await store.list(AlertQuery())
+    assert total == 1 and len(alerts) == 1
+
+
+async def test_store_acknowledge_and_resolve_keep_an_audit_trail(store: AlertStore) -> None:
+    raised = await store.raise_alert(_candidate(), (1, 0))
+    assert raised is not None
+    acked = await store.transition(raised.alert_id, ACKNOWLEDGED, "pat", "ordering today")
+    assert acked.state == ACKNOWLEDGED
+    assert [(e.state, e.actor, e.comment) for e in acked.history][1:] == [(ACKNOWLEDGED, "pat", "ordering today")]
+    same = await store.transition(raised.alert_id, ACKNOWLEDGED, "sam", "")
+    assert len(same.history) == 2  # repeating the state changes nothing
+    resolved = await store.transition(raised.alert_id, RESOLVED, "sam", "received")
+    assert resolved.state == RESOLVED and resolved.history[-1].actor == "sam"
+    assert resolved.history[0].at <= resolved.history[-1].at
+    with pytest.raises(FailedPrecondition):
+        await store.transition(raised.alert_id, ACKNOWLEDGED, "pat", "")
+    with pytest.raises(NotFound):
+        await store.transition("no-such-alert", RESOLVED, "pat", "")
+    assert await store.get("no-such-alert") is None
+
+
+async def test_store_lists_newest_first_with_filters_and_paging(store: AlertStore) -> None:
+    for i in range(5):
+        alert = await store.raise_alert(_candidate(material=f"M{i}", family="EPI" if i % 2 else "CIVIL"), (i + 1, 0))
+        assert alert is not None
+        await asyncio.sleep(0.002)
+    alerts, total = await store.list(AlertQuery(limit=2))
+    assert total == 5 and [x.material for x in alerts] == ["M4", "M3"]
+    alerts, _ = await store.list(AlertQuery(limit=2, offset=2))
+    assert [x.material for x in alerts] == ["M2", "M1"]
+    alerts, total = await store.list(AlertQuery(families=("EPI",)))
+    assert total == 2 and {x.material for x in alerts} == {"M1", "M3"}
+    first, _ = await store.list(AlertQuery(materials=("M0",)))
+    await store.transition(first[0].alert_id, RESOLVED, "pat", "")
+    _, open_total = await store.list(AlertQuery(states=(OPEN,)))
+    assert open_total == 4
+    today = dt.datetime.now(dt.UTC).date()
+    _, dated = await store.list(AlertQuery(start=today - dt.timedelta(days=1), end=today + dt.timedelta(days=1)))
+    assert dated == 5
+    _, none = await store.list(AlertQuery(end=today - dt.timedelta(days=2)))
+    assert none == 0
+
+
+async def test_store_outbox_lists_every_change_until_published(store: AlertStore) -> None:
+    raised = await store.raise_alert(_candidate(), (1, 0))
+    assert raised is not None
+    await store.transition(raised.alert_id, ACKNOWLEDGED, "pat", "")
+    pending = await store.pending(10)
+    assert [n.alert.alert_id for n in pending] == [raised.alert_id] * 2
+    assert len({n.event_id for n in pending}) == 2
+    await store.mark_published([pending[0].event_id])
+    assert [n.event_id for n in await store.pending(10)] == [pending[1].event_id]
+    await store.mark_published([pending[1].event_id])
+    assert await store.pending(10) == []
+    assert await store.check()
+
+
+# -- end to end ----------------------------------------------------------------------------------------
+
+MATERIAL, SITE = "010932", "ALMOX-BA"
+
+
+async def _policy(world: World, *, at: dt.datetime) -> None:
+    await world.publish(
+        forecast_event(
+            MATERIAL,
+            SITE,
+            [(dt.date(2025, 11, 3) + dt.timedelta(weeks=i), 0.5, 1.0, 2.0) for i in range(4)],
+            generated_at=at,
+            safety_stock=5.0,
+            reorder_point=30.0,
+            order_up_to=60.0,
+            lead_time_mean_days=6.0,
+        )
+    )
+
+
+async def _alerts(replica: Replica, *states: int) -> list[a.Alert]:
+    response = await replica.stub.ListAlerts(
+        a.ListAlertsRequest(filter=c.Filter(material_codes=[MATERIAL]), states=states), metadata=replica.md()
+    )
+    return list(response.alerts)
+
+
+async def _collect(replica: Replica, into: list[a.Alert]) -> None:
+    call = replica.stub.WatchAlerts(a.WatchAlertsRequest(filter=c.Filter(site_codes=[SITE])), metadata=replica.md())
+    async for alert in call:
+        into.append(alert)
+
+
+async def test_alert_is_raised_once_streamed_acknowledged_and_ends_with_its_episode(world: World, real_records) -> None:
+    replica = await world.replica()
+    await world.commit(real_records)
+    streamed: list[a.Alert] = []
+    watcher = asyncio.create_task(_collect(replica, streamed))
+    await eventually(lambda: replica.app.service.hub.watchers == 1)
+
+    await world.commit([snapshot(MATERIAL, SITE, 10.0, dt.date(2025, 10, 20))])
+    await _policy(world, at=dt.datetime(2025, 10, 21, tzinfo=dt.UTC))
+    await eventually(lambda: len(streamed) == 1)
+    alert = streamed[0]
+    assert alert.kind == a.ALERT_KIND_REORDER_POINT and alert.state == a.ALERT_STATE_OPEN
+    assert alert.stock_position == 10.0 and alert.reorder_point == 30.0
+    assert alert.provenance.data_watermark.startswith("seq:")
+
+    # Later refreshes that still find the position below the reorder point raise nothing new.
+    await world.commit([snapshot(MATERIAL, SITE, 8.0, dt.date(2025, 10, 21))])
+    await _policy(world, at=dt.datetime(2025, 10, 22, tzinfo=dt.UTC))
+    await asyncio.sleep(0.3)
+    assert len(await _alerts(replica)) == 1
+
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await replica.stub.AcknowledgeAlert(a.AlertActionRequest(alert_id=alert.alert_id), metadata=replica.md())
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    acked = await replica.stub.AcknowledgeAlert(
+        a.AlertActionRequest(alert_id=alert.alert_id, comment="PO 123 placed"),
+        metadata=replica.md("planner", subject="pat"),
+    )
+    assert acked.state == a.ALERT_STATE_ACKNOWLEDGED
+    assert (acked.history[-1].actor, acked.history[-1].comment) == ("pat", "PO 123 placed")
+    await eventually(lambda: len(streamed) == 2)
+    assert streamed[1].state == a.ALERT_STATE_ACKNOWLEDGED
+
+    # Stock recovers: the episode ends and the system resolves the alert; a new drop is a new episode.
+    await world.commit([snapshot(MATERIAL, SITE, 100.0, dt.date(2025, 10, 22))])
+    await eventually(lambda: len(streamed) == 3)
+    assert streamed[2].state == a.ALERT_STATE_RESOLVED and streamed[2].history[-1].actor == "system"
+    await world.commit([snapshot(MATERIAL, SITE, 4.0, dt.date(2025, 10, 23))])
+    await eventually(lambda: len(streamed) >= 4)
+    assert streamed[3].alert_id != alert.alert_id and streamed[3].state == a.ALERT_STATE_OPEN
+    assert len(await _alerts(replica, a.ALERT_STATE_OPEN)) == 1
+    watcher.cancel()
+
+
+@pytest.mark.integration
+async def test_two_replicas_sharing_postgresql_raise_the_alert_once(world: World, real_records) -> None:
+    async with fresh_pg_database() as url:
+        first = await world.replica(database_url=url)
+        second = await world.replica(database_url=url)
+        await world.commit(real_records)
+        streamed: list[a.Alert] = []
+        watcher = asyncio.create_task(_collect(second, streamed))
+        await eventually(lambda: second.app.service.hub.watchers == 1)
+        await world.commit([snapshot(MATERIAL, SITE, 10.0, dt.date(2025, 10, 20))])
+        await _policy(world, at=dt.datetime(2025, 10, 21, tzinfo=dt.UTC))
+        await eventually(lambda: len(streamed) == 1)
+        await asyncio.sleep(0.5)  # both replicas evaluated: still one alert, streamed once
+        assert len(streamed) == 1
+        assert len(await _alerts(first)) == len(await _alerts(second)) == 1
+        acked = await first.stub.AcknowledgeAlert(
+            a.AlertActionRequest(alert_id=streamed[0].alert_id), metadata=first.md("admin", subject="ana")
+        )
+        assert acked.history[-1].actor == "ana"
+        await eventually(lambda: len(streamed) == 2)  # seen through the other replica
+        watcher.cancel()
+        await world.stop(first)
+        await world.stop(second)

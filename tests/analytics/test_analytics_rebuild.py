@@ -1,0 +1,139 @@
+"""Losing the read model (or starting a new replica) rebuilds it from ingestion's export, with the same
+answers; every replica consumes every event on a queue of its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from novacorrente.analytics.v1 import analytics_pb2 as a
+from novacorrente.common.v1 import common_pb2 as c
+
+from services.ports.bus import open_bus
+from tests.analytics.analytics_data import consumption_record, forecast_event, line_key_of, snapshot
+from tests.analytics.conftest import Replica, World, eventually
+
+
+def _stable(message: Message) -> bytes:
+    """The answer without the parts that say when and how it was served."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    if "provenance" in copy.DESCRIPTOR.fields_by_name:
+        copy.provenance.ClearField("generated_at")  # type: ignore[attr-defined]
+        copy.provenance.from_cache = False  # type: ignore[attr-defined]
+    return copy.SerializeToString(deterministic=True)
+
+
+async def _answers(replica: Replica) -> list[bytes]:
+    md = replica.md()
+    s = replica.stub
+    family = c.Filter(families=["EPI"], date_range=c.DateRange(start=c.Date(year=2025, month=1, day=1)))
+    calls = [
+        s.GetKpis(a.GetKpisRequest(), metadata=md),
+        s.GetKpis(a.GetKpisRequest(filter=family), metadata=md),
+        s.GetDemandSeries(a.GetDemandSeriesRequest(filter=family, grain=c.TIME_GRAIN_DAY), metadata=md),
+        s.GetSeriesHistory(
+            a.GetSeriesHistoryRequest(
+                series=[a.SeriesKey(material_code="010932", site_code="ALMOX-BA"),
+                        a.SeriesKey(material_code="010323", site_code="N/A")]
+            ),
+            metadata=md,
+        ),
+        s.ListInventoryStatus(a.ListInventoryStatusRequest(), metadata=md),
+        s.GetLeadTimes(a.GetLeadTimesRequest(filter=c.Filter(material_codes=["010323"])), metadata=md),
+        s.ListMaterials(a.ListMasterDataRequest(page=c.PageRequest(page_size=1000)), metadata=md),
+        s.ListSuppliers(a.ListMasterDataRequest(query="a"), metadata=md),
+        s.GetWatermark(a.GetWatermarkRequest(), metadata=md),
+    ]
+    return [_stable(await call) for call in calls]
+
+
+async def _feed(world: World, rows, real_records) -> None:  # type: ignore[no-untyped-def]
+    await world.commit(real_records[:2500])
+    await world.commit(real_records[2500:])
+    target = next(i for i, r in enumerate(rows) if r.material == "010323")
+    corrected = consumption_record(rows[target], line_key_of(rows, target))
+    corrected.consumption.site_code = "ALMOX-BA"  # a correction that moves a line to another site
+    await world.commit([corrected], supersedes=True)
+    await world.commit(
+        [snapshot("010932", "ALMOX-BA", v, dt.date(2025, 3, d)) for d, v in ((1, 9.0), (15, 2.0), (29, 0.0))]
+    )
+
+
+async def test_deleting_the_read_model_and_restarting_rebuilds_identical_answers(
+    world: World, rows, real_records, tmp_path
+) -> None:
+    await world.start_export()
+    path = tmp_path / "analytics.duckdb"
+    first = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
+    await _feed(world, rows, real_records)
+    before = await _answers(first)
+    watermarks_before = first.app.service.model.watermarks.lookup()
+    dims_before, kinds_before = dict(watermarks_before[0]), dict(watermarks_before[1])
+    await world.stop(first)
+
+    for leftover in tmp_path.glob("analytics.duckdb*"):
+        leftover.unlink()
+    rebuilt = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
+    assert world.export is not None and world.export.calls[-1] == 0  # a full rebuild from the start
+    assert rebuilt.app.service.model.applied_seq == world.sequencer.watermark
+    assert await _answers(rebuilt) == before
+    # Same records in the same order give the same cache-key watermarks: replicas share cache entries.
+    dims_after, kinds_after = rebuilt.app.service.model.watermarks.lookup()
+    assert dict(dims_after) == dims_before and dict(kinds_after) == kinds_before
+
+
+async def test_a_restarted_replica_catches_up_only_what_it_missed(world: World, real_records, tmp_path) -> None:
+    await world.start_export()
+    path = tmp_path / "analytics.duckdb"
+    first = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
+    await world.commit(real_records[:3000])
+    await world.stop(first)
+    world.sequencer.commit(real_records[3000:])  # committed while the replica was down
+    again = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
+    assert world.export is not None and world.export.calls[-1] == 3000
+    assert again.app.service.model.applied_seq == world.sequencer.watermark
+
+
+async def test_a_new_replica_is_not_ready_until_it_caught_up(world: World, real_records) -> None:
+    world.sequencer.commit(real_records)
+    replica = await world.replica(ingestion_target="127.0.0.1:1", wait=False)  # ingestion unreachable
+    health = health_pb2_grpc.HealthStub(replica.channel)
+    answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert not replica.app.service.caught_up
+
+
+async def test_every_replica_consumes_every_event_on_its_own_queue(world: World, real_records) -> None:
+    one = await world.replica(replica_id="pod-a")
+    two = await world.replica(replica_id="pod-b")
+    assert one.app.read_model_queue == "analytics.readmodel.pod-a"
+    assert two.app.read_model_queue == "analytics.readmodel.pod-b"
+    await world.commit(real_records[:1500])
+    await world.commit(real_records[1500:])
+    assert one.app.service.model.applied_seq == two.app.service.model.applied_seq == world.sequencer.watermark
+    assert await _answers(one) == await _answers(two)
+
+
+@pytest.mark.integration
+async def test_replicas_on_rabbitmq_each_get_every_event(jwt_key, tmp_path, amqp_url, real_records) -> None:  # type: ignore[no-untyped-def]
+    world = World(jwt_key=jwt_key, tmp_path=tmp_path, bus_url=amqp_url)
+    world.buses.append(await open_bus(amqp_url, exchange=f"analytics-test-{uuid.uuid4().hex[:8]}"))
+    try:
+        one = await world.replica()
+        two = await world.replica()
+        await world.commit(real_records[:2000])
+        await world.commit(real_records[2000:])
+        await world.publish(world.sequencer.commit(real_records[:1]))
+        await eventually(lambda: one.app.service.model.applied_seq == two.app.service.model.applied_seq)
+        await world.settled()
+        forecast = forecast_event(
+            "010932", "ALMOX-BA", [(dt.date(2025, 11, 3), 1, 2, 3)], generated_at=dt.datetime.now(dt.UTC)
+        )
+        await world.publish(forecast)
+        await eventually(lambda: all(r.app.service.model.watermarks.lookup()[1].get("forecast") for r in (one, two)))
+    finally:
+        await world.close()

@@ -1,0 +1,127 @@
+"""Login against the users file, development users, throttling."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from gateway.users import LoginThrottle, UserStore, add_user, create_dev_users, read_users
+from services.kit.auth import Role, verify_token
+from services.kit.errors import ResourceExhausted, Unauthenticated
+from tests.gateway.peers import DOUBLE_POLICY, Peers
+
+
+def test_dev_users_file_holds_only_hashes(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "users.json"
+    passwords = create_dev_users(path, rounds=4)
+    assert set(passwords) == {"planner", "viewer", "admin"}
+    assert len(set(passwords.values())) == 3 and all(len(p) >= 16 for p in passwords.values())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert not any(p in text for p in passwords.values())
+    users = read_users(path)
+    assert {u.role for u in users.values()} == {Role.PLANNER, Role.VIEWER, Role.ADMIN}
+    assert bcrypt.checkpw(passwords["planner"].encode(), users["planner"].password_hash.encode())
+    # A second set-up hands out new passwords; the old ones stop working.
+    again = create_dev_users(path, rounds=4)
+    assert again["planner"] != passwords["planner"]
+    assert not bcrypt.checkpw(passwords["planner"].encode(), read_users(path)["planner"].password_hash.encode())
+
+
+def test_broken_users_files_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    for content in ("[]", '{"version": 2, "users": []}', '{"version": 1, "users": [{"username": "a", "role": "boss", '
+                    '"password_hash": "$2b$04$x"}]}', '{"version": 1, "users": [{"username": "a", "role": "admin", '
+                    '"password_hash": "plain"}]}'):  # fmt: skip
+        path.write_text(content)
+        with pytest.raises(ValueError, match="users"):
+            read_users(path)
+
+
+async def test_store_picks_up_new_users_and_hides_which_part_was_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    passwords = create_dev_users(path, rounds=4)
+    store = UserStore(path)
+    assert (await store.verify("viewer", passwords["viewer"])).role == Role.VIEWER
+    messages = set()
+    for user, password in (("viewer", "wrong"), ("nobody", "wrong"), ("viewer", passwords["viewer"] + "x" * 80)):
+        with pytest.raises(Unauthenticated) as info:
+            await store.verify(user, password)
+        messages.add(info.value.message)
+    assert messages == {"wrong username or password"}
+    add_user(path, "carla", "planner", "s3nha-forte", rounds=4)
+    assert (await store.verify("carla", "s3nha-forte")).role == Role.PLANNER
+
+
+def test_throttle_window() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(3, 60, clock=lambda: now[0])
+    for _ in range(3):
+        throttle.check("a", "1.2.3.4")
+        throttle.failed("a", "1.2.3.4")
+    with pytest.raises(ResourceExhausted) as info:
+        throttle.check("a", "1.2.3.4")
+    assert info.value.retry_after_seconds == pytest.approx(60)
+    throttle.check("a", "5.6.7.8")  # another client is not affected
+    throttle.check("b", "1.2.3.4")  # nor another user
+    now[0] += 61
+    throttle.check("a", "1.2.3.4")
+
+
+async def test_login_returns_a_platform_token(
+    client: httpx.AsyncClient, users_file: tuple[Path, dict[str, str]], jwt_key: bytes
+) -> None:
+    r = await client.post("/api/v1/login", json={"username": "planner", "password": users_file[1]["planner"]})
+    assert r.status_code == 200
+    body = r.json()
+    principal = verify_token(jwt_key, body["access_token"])
+    assert (principal.subject, principal.role) == ("planner", Role.PLANNER)
+    assert body["role"] == "planner" and body["token_type"] == "bearer" and body["expires_in"] == 8 * 3600
+    # The token works on the API like any other.
+    kpis = await client.get("/api/v1/kpis", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert kpis.status_code == 200
+
+
+async def test_login_failures(client: httpx.AsyncClient, users_file: tuple[Path, dict[str, str]]) -> None:
+    wrong = await client.post("/api/v1/login", json={"username": "viewer", "password": "nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["reason"] == "INVALID_CREDENTIALS"
+    unknown = await client.post("/api/v1/login", json={"username": "ghost", "password": "nope"})
+    assert unknown.json()["error"]["message"] == wrong.json()["error"]["message"]
+    assert (await client.post("/api/v1/login", json={"username": "viewer"})).status_code == 400
+    assert (await client.post("/api/v1/login", content=b"{not json", headers={"content-type": "application/json"})).status_code == 400
+    for _ in range(4):
+        await client.post("/api/v1/login", json={"username": "admin", "password": "guess"})
+    throttled = await client.post("/api/v1/login", json={"username": "admin", "password": users_file[1]["admin"]})
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) > 0
+
+
+async def test_login_without_users_file(
+    gateway_settings: GatewaySettings, peers: Peers, jwt_key: bytes, token_for: Callable[..., str]
+) -> None:
+    settings = gateway_settings.model_copy(update={"users_file": None})
+    app = create_app(settings, channels=peers.channels, policy=DOUBLE_POLICY, jwt_key=jwt_key)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.post("/api/v1/login", json={"username": "planner", "password": "x"})
+        assert r.status_code == 409 and r.json()["error"]["reason"] == "LOGIN_NOT_CONFIGURED"
+        ok = await c.get("/api/v1/kpis", headers={"Authorization": f"Bearer {token_for('viewer')}"})
+        assert ok.status_code == 200
+
+
+def test_users_cli_writes_dev_users(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.__main__ import main
+
+    path = tmp_path / "users.json"
+    assert main(["users", "create-dev", "--file", str(path)]) == 0
+    printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line)
+    assert set(printed) == {"planner", "viewer", "admin"}
+    stored = json.loads(path.read_text())
+    assert bcrypt.checkpw(printed["admin"].encode(), stored["users"][2]["password_hash"].encode())
