@@ -60,6 +60,10 @@ def test_secrets_come_from_files_never_inline(compose_model: Model) -> None:
         assert "NOVA_JWT_SECRET" not in env and "NOVA_DATABASE_URL" not in env, name
         for value in env.values():
             assert "@" not in str(value), f"{name}: credentials in an environment value"
+    assert "database_url" not in {s["source"] for s in services["forecast"]["secrets"]}, (
+        "forecast has no database"
+    )
+    assert {s["source"] for s in services["gateway"]["secrets"]} == {"jwt_secret"}
 
 
 def test_models_volume_read_only_in_forecast_written_by_training(compose_model: Model) -> None:

@@ -53,6 +53,10 @@ def test_runtime_stage_is_non_root_and_read_only_friendly(name: str) -> None:
     env = " ".join(args for keyword, args in runtime if keyword == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env
     assert "HOME=/tmp" in env
+    copies = [args for keyword, args in runtime if keyword == "COPY"]
+    assert copies[:2] == ["--from=builder /opt/venv /opt/venv", "--from=builder /app /app"]
+    # services/ingestion/sql.py finds the migrations beside the code, as in a checkout.
+    assert ("deploy/migrations/ /app/deploy/migrations/" in copies) == (name == "ingestion")
     entrypoint = [args for keyword, args in runtime if keyword == "ENTRYPOINT"]
     module, port = IMAGES[name]
     assert json.loads(entrypoint[0]) == ["python", "-m", module], "exec form, no shell"

@@ -92,20 +92,20 @@ def test_every_container_has_requests_and_limits_and_a_fixed_image(rendered: Ren
 def test_grpc_services_use_native_grpc_probes(rendered: Rendered, overlay: str) -> None:
     for name, port in GRPC_PORTS.items():
         server = find(rendered[overlay], "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert server[probe]["grpc"] == {"port": port}, (overlay, name, probe)
+        # Readiness follows the dependency-driven overall status; startup and liveness only the process,
+        # so that an outage of PostgreSQL or RabbitMQ never restarts pods.
+        assert server["readinessProbe"]["grpc"] == {"port": port}, (overlay, name)
+        for probe in ("startupProbe", "livenessProbe"):
+            assert server[probe]["grpc"] == {"port": port, "service": "liveness"}, (overlay, name, probe)
 
 
 def test_mtls_probes_call_the_health_check_over_tls(rendered: Rendered) -> None:
     # The kubelet's gRPC probe cannot present a client certificate.
     for name, port in GRPC_PORTS.items():
         server = find(rendered["prod-mtls"], "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
-        assert server["readinessProbe"]["exec"]["command"] == [
-            "python",
-            "-m",
-            "services.kit.healthcheck",
-            str(port),
-        ]
+        check = ["python", "-m", "services.kit.healthcheck", str(port)]
+        assert server["readinessProbe"]["exec"]["command"] == check
+        assert server["livenessProbe"]["exec"]["command"] == [*check, "127.0.0.1", "liveness"]
         assert {"NOVA_TLS_CERT_FILE", "NOVA_TLS_KEY_FILE", "NOVA_TLS_CA_FILE"} <= set(env_of(server))
 
 
@@ -114,12 +114,25 @@ def test_termination_grace_outlasts_the_service_drain(rendered: Rendered) -> Non
         for name in SERVICES:
             spec = find(docs, "Deployment", name)["spec"]["template"]["spec"]
             server = spec["containers"][0]
-            grace = int(env_of(server)[f"NOVA_{name.removeprefix('nova-').upper()}_GRACE_SECONDS"]["value"])
+            prefix = f"NOVA_{name.removeprefix('nova-').upper()}"
+            env = env_of(server)
+            grace = float(env[f"{prefix}_GRACE_SECONDS"]["value"])
+            delay = float(env.get(f"{prefix}_SHUTDOWN_DELAY_SECONDS", {}).get("value", 0))
             pre_stop = server.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-            assert spec["terminationGracePeriodSeconds"] > grace + pre_stop, name
+            assert spec["terminationGracePeriodSeconds"] > grace + delay + pre_stop, name
             if name in GRPC_PORTS:
-                # gRPC clients follow the server's GOAWAY; no preStop hook (and no shell to run one).
+                # gRPC clients follow the server's GOAWAY and the server delays its own refusal: no preStop
+                # hook (and no shell to run one).
                 assert "lifecycle" not in server, name
+                assert delay > 0, name
+
+
+def test_analytics_replicas_are_distinct_and_sized_to_their_limit(rendered: Rendered) -> None:
+    for docs in rendered.values():
+        env = env_of(find(docs, "Deployment", "nova-analytics")["spec"]["template"]["spec"]["containers"][0])
+        assert env["NOVA_ANALYTICS_REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        threads = env["NOVA_ANALYTICS_DUCKDB_THREADS"]["valueFrom"]["resourceFieldRef"]
+        assert threads["resource"] == "limits.cpu"
 
 
 def test_forecast_mounts_models_read_only_and_only_training_writes_them(rendered: Rendered) -> None:
@@ -160,6 +173,19 @@ def test_secrets_are_referenced_never_rendered(rendered: Rendered) -> None:
             if "secret" in source
         }
         assert {"nova-backing", "nova-jwt"} <= referenced, overlay
+        # Least privilege: forecast has no database, the gateway no backing service at all.
+        for name, keys in (
+            ("nova-forecast", {"broker-url", "cache-url", "jwt-secret"}),
+            ("nova-gateway", {"jwt-secret"}),
+        ):
+            volumes = find(docs, "Deployment", name)["spec"]["template"]["spec"]["volumes"]
+            mounted = {
+                item["key"]
+                for volume in volumes
+                for source in volume.get("projected", {}).get("sources", [])
+                for item in source.get("secret", {}).get("items", [])
+            }
+            assert mounted == keys, (overlay, name)
         for _, spec in workloads(docs):
             for container in all_containers(spec):
                 # Credentials travel as files, never as environment values.
@@ -197,7 +223,8 @@ def test_network_policies_deny_by_default_and_follow_the_data_flow(rendered: Ren
     }
     assert _peers(policies["forecast"]["egress"], "to") == {("analytics", 50052)}
     assert _peers(policies["analytics"]["ingress"], "from") == {("gateway", 50052), ("forecast", 50052)}
-    assert ("gateway", 50051) in _peers(policies["ingestion"]["ingress"], "from")
+    assert _peers(policies["analytics"]["egress"], "to") == {("ingestion", 50051)}
+    assert {("gateway", 50051), ("analytics", 50051)} <= _peers(policies["ingestion"]["ingress"], "from")
     assert _peers(policies["forecast"]["ingress"], "from") == {("gateway", 50053)}
     ingress_to_gateway = policies["gateway"]["ingress"][0]["from"][0]
     assert "namespaceSelector" in ingress_to_gateway

@@ -21,7 +21,8 @@ from novacorrente.forecast.v1 import forecast_pb2_grpc as fpb_grpc
 
 from services.forecast import features
 from tests.conftest import bearer
-from tests.forecast.conftest import MODEL_NAME, tiny_onnx, tiny_sidecar, write_version
+from tests.conftest import MODEL_NAME
+from tests.forecast.conftest import tiny_onnx, tiny_sidecar, write_version
 
 PROBE = Path(__file__).with_name("triton_probe.py")
 

@@ -50,7 +50,9 @@ class CDPError(RuntimeError):
 
 
 class Chromium:
-    def __init__(self, process: asyncio.subprocess.Process, reader: asyncio.StreamReader, write_fd: int, profile: str):
+    def __init__(
+        self, process: asyncio.subprocess.Process, reader: asyncio.StreamReader, write_fd: int, profile: str
+    ):
         self._process = process
         self._reader = reader
         self._write_fd = write_fd
@@ -128,7 +130,12 @@ class Chromium:
                 future.set_exception(CDPError("browser closed the pipe"))
 
     async def send(
-        self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None, timeout: float = 30
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        session: str | None = None,
+        timeout: float = 30,
     ) -> dict[str, Any]:
         msg_id = next(self._ids)
         message: dict[str, Any] = {"id": msg_id, "method": method, "params": params or {}}
@@ -254,9 +261,13 @@ class Page:
             method, params = event.get("method"), event.get("params", {})
             if method == "Runtime.exceptionThrown":
                 details = params.get("exceptionDetails", {})
-                out.append(details.get("exception", {}).get("description") or details.get("text", "exception"))
+                out.append(
+                    details.get("exception", {}).get("description") or details.get("text", "exception")
+                )
             elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
-                out.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+                out.append(
+                    " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+                )
             elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
                 entry = params["entry"]
                 out.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}")

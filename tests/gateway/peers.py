@@ -29,7 +29,7 @@ from novacorrente.ingestion.v1 import ingestion_pb2_grpc
 
 from gateway.policy import ANALYTICS, FORECAST, INGESTION
 from services.kit.auth import PLAN, READ, WRITE, MethodPolicy, principal_var
-from services.kit.errors import DomainError, FailedPrecondition, NotFound
+from services.kit.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.kit.server import GrpcServer
 from services.kit.settings import ServiceSettings
 from services.ports.bus import Delivery, EventBus, Subscription
@@ -38,10 +38,16 @@ __all__ = ["DOUBLE_POLICY", "FakeAnalytics", "FakeForecast", "FakeIngestion", "P
 
 DOUBLE_POLICY = MethodPolicy(
     {
-        **{f"/{ANALYTICS}/{name}": READ for name in apb.DESCRIPTOR.services_by_name["AnalyticsService"].methods_by_name},
+        **{
+            f"/{ANALYTICS}/{name}": READ
+            for name in apb.DESCRIPTOR.services_by_name["AnalyticsService"].methods_by_name
+        },
         f"/{ANALYTICS}/AcknowledgeAlert": PLAN,
         f"/{ANALYTICS}/ResolveAlert": PLAN,
-        **{f"/{FORECAST}/{name}": READ for name in fpb.DESCRIPTOR.services_by_name["ForecastService"].methods_by_name},
+        **{
+            f"/{FORECAST}/{name}": READ
+            for name in fpb.DESCRIPTOR.services_by_name["ForecastService"].methods_by_name
+        },
         f"/{INGESTION}/GetWatermark": WRITE | READ,
     }
 )
@@ -108,7 +114,9 @@ class Row:
             reorder_point=self.reorder_point,
             days_of_cover=cover,
             status=self.status(),
-            suggested_order_quantity=max(0.0, self.reorder_point * 2 - position) if self.status() > 1 else 0.0,
+            suggested_order_quantity=max(0.0, self.reorder_point * 2 - position)
+            if self.status() > 1
+            else 0.0,
             risk=round(self.reorder_point / max(position, 0.5), 3),
             family=self.family,
             unit=self.unit,
@@ -119,7 +127,18 @@ def default_rows() -> list[Row]:
     return [
         Row("010601", "ALMOX-BA", "CABO DE COBRE NU 16MM", "MATERIAL ELETRICO", "M", 120, 0, 40, 90, 35),
         Row("020310", "ALMOX-BA", "LUVA DE PROTECAO ISOLANTE", "EPI", "PAR", 8, 0, 10, 18, 6),
-        Row("030115", "TORRE-SSA-0042", "PARAFUSO GALVANIZADO 5/8", "MATERIAL CIVIL", "UN", 200, 100, 50, 120, 60),
+        Row(
+            "030115",
+            "TORRE-SSA-0042",
+            "PARAFUSO GALVANIZADO 5/8",
+            "MATERIAL CIVIL",
+            "UN",
+            200,
+            100,
+            50,
+            120,
+            60,
+        ),
         Row("040220", "ALMOX-BA", "DISJUNTOR BIPOLAR 40A", "MATERIAL ELETRICO", "UN", 14, 0, 6, 16, 4),
     ]
 
@@ -154,12 +173,16 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         await self._enter("GetKpis", context)
         rows = self._rows(request.filter)
         kpis = [
-            apb.Kpi(name="total_demand", value=sum(r.weekly for r in rows) * 52, unit="units", available=True),
+            apb.Kpi(
+                name="total_demand", value=sum(r.weekly for r in rows) * 52, unit="units", available=True
+            ),
             apb.Kpi(name="fill_rate", unit="%", available=False, note="no stock ledger in the export"),
             apb.Kpi(name="stockout_rate", unit="%", available=False, note="no stock ledger in the export"),
             apb.Kpi(name="days_of_cover", value=23.5, unit="days", available=True, note="simulated stock"),
             apb.Kpi(name="lead_time_p90_days", value=14.0, unit="days", available=True),
-            apb.Kpi(name="sla_risk_series", value=sum(r.status() > 1 for r in rows), unit="series", available=True),
+            apb.Kpi(
+                name="sla_risk_series", value=sum(r.status() > 1 for r in rows), unit="series", available=True
+            ),
             apb.Kpi(name="forecast_wape", value=71.2, unit="%", available=True),
             apb.Kpi(name="forecast_interval_coverage", value=87.0, unit="%", available=True),
         ]
@@ -175,7 +198,9 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         for i in range(-20, 0):
             quantity = max(0.0, weekly + ((i * 7919) % 13 - 6) * weekly / 10) if i % 3 else 0.0
             points.append(
-                apb.DemandPoint(period_start=_date(MONDAY + dt.timedelta(weeks=i)), quantity=quantity, lines=2)
+                apb.DemandPoint(
+                    period_start=_date(MONDAY + dt.timedelta(weeks=i)), quantity=quantity, lines=2
+                )
             )
         single = len(rows) == 1 and request.include_forecast
         for i in range(8 if single else 0):
@@ -202,11 +227,15 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         rows = [r for r in rows if r.status >= request.min_status]
         rows.sort(key=lambda r: -r.risk)
         size = request.page.page_size or 50
+        if size > 1000 or not (request.page.page_token or "0").isdigit():
+            raise InvalidArgument([FieldViolation("page", "bad page_size or page_token")])
         start = int(request.page.page_token or 0)
         page = rows[start : start + size]
         token = str(start + size) if start + size < len(rows) else ""
         return apb.ListInventoryStatusResponse(
-            rows=page, page=cpb.PageInfo(next_page_token=token, total_size=len(rows)), provenance=self._provenance()
+            rows=page,
+            page=cpb.PageInfo(next_page_token=token, total_size=len(rows)),
+            provenance=self._provenance(),
         )
 
     async def GetLeadTimes(self, request, context):  # noqa: N802
@@ -268,13 +297,17 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         await self._enter(method, context)
         alert = self.alerts.get(request.alert_id)
         if alert is None:
-            raise NotFound(f"alert {request.alert_id} not found", resource_type="alert", resource_name=request.alert_id)
+            raise NotFound(
+                f"alert {request.alert_id} not found", resource_type="alert", resource_name=request.alert_id
+            )
         if alert.state == apb.ALERT_STATE_RESOLVED:
             raise FailedPrecondition("alert is already resolved", reason="ALERT_RESOLVED")
         principal = principal_var.get()
         alert.state = state
         alert.history.append(
-            apb.AlertEvent(state=state, actor=principal.subject if principal else "?", at=_now(), comment=request.comment)
+            apb.AlertEvent(
+                state=state, actor=principal.subject if principal else "?", at=_now(), comment=request.comment
+            )
         )
         self._broadcast(alert)
         return alert
@@ -328,10 +361,18 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
             if sid not in catalog:
                 raise NotFound(f"unknown series {sid}", resource_type="external_series", resource_name=sid)
             unit, source, value = catalog[sid]
-            dates = [] if not request.series_ids else [_date(MONDAY - dt.timedelta(weeks=k)) for k in range(26, 0, -1)]
+            dates = (
+                []
+                if not request.series_ids
+                else [_date(MONDAY - dt.timedelta(weeks=k)) for k in range(26, 0, -1)]
+            )
             series.append(
                 apb.ExternalSeries(
-                    series_id=sid, unit=unit, source=source, dates=dates, values=[value(i) for i in range(len(dates))]
+                    series_id=sid,
+                    unit=unit,
+                    source=source,
+                    dates=dates,
+                    values=[value(i) for i in range(len(dates))],
                 )
             )
         return apb.GetExternalSeriesResponse(series=series, provenance=self._provenance())
@@ -356,16 +397,32 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
                         if row.on_hand + row.on_order <= row.reorder_point:
                             self.raise_alert(row.material, row.site)
 
-        return await bus.subscribe(f"gateway-test.{uuid.uuid4().hex[:8]}", ["ingestion.batch.committed"], on_batch)
+        return await bus.subscribe(
+            f"gateway-test.{uuid.uuid4().hex[:8]}", ["ingestion.batch.committed"], on_batch
+        )
 
 
 BACKTEST = {
     "cutoffs": ["2025-06-02", "2025-06-30", "2025-07-28", "2025-08-25"],
     "metrics": {
         "lightgbm-quantile": {
-            "overall": {"scaled_pinball": 0.412, "mase": 0.88, "wape": 0.71, "bias": -0.04, "coverage_p90": 0.87}
+            "overall": {
+                "scaled_pinball": 0.412,
+                "mase": 0.88,
+                "wape": 0.71,
+                "bias": -0.04,
+                "coverage_p90": 0.87,
+            }
         },
-        "tsb": {"overall": {"scaled_pinball": 0.455, "mase": 0.93, "wape": 0.76, "bias": 0.05, "coverage_p90": 0.84}},
+        "tsb": {
+            "overall": {
+                "scaled_pinball": 0.455,
+                "mase": 0.93,
+                "wape": 0.76,
+                "bias": 0.05,
+                "coverage_p90": 0.84,
+            }
+        },
         "seasonal-naive": {
             "overall": {"scaled_pinball": 0.61, "mase": 1.0, "wape": 0.98, "bias": 0.01, "coverage_p90": 0.71}
         },
@@ -377,6 +434,8 @@ class FakeForecast(forecast_pb2_grpc.ForecastServiceServicer):
     async def Forecast(self, request, context):  # noqa: N802
         await _maybe_fail("Forecast", context)
         horizon = request.horizon_weeks or 8
+        if not 1 <= horizon <= 26:
+            raise InvalidArgument([FieldViolation("horizon_weeks", "must be 1..26")])
         out = []
         for ref in request.series:
             weeks = [
@@ -389,9 +448,17 @@ class FakeForecast(forecast_pb2_grpc.ForecastServiceServicer):
             ]
             out.append(
                 fpb.SeriesForecast(
-                    series=ref, weeks=weeks, demand_class=fpb.DEMAND_CLASS_INTERMITTENT, method="lightgbm-quantile",
-                    unit="M", provenance=cpb.Provenance(data_watermark="seq:4207", model_name="demand_forecast",
-                                                        model_version="3", generated_at=_now()),
+                    series=ref,
+                    weeks=weeks,
+                    demand_class=fpb.DEMAND_CLASS_INTERMITTENT,
+                    method="lightgbm-quantile",
+                    unit="M",
+                    provenance=cpb.Provenance(
+                        data_watermark="seq:4207",
+                        model_name="demand_forecast",
+                        model_version="3",
+                        generated_at=_now(),
+                    ),
                 )  # fmt: skip
             )
         return fpb.ForecastResponse(forecasts=out)
@@ -457,7 +524,9 @@ class Peers:
         await self.server.stop(0)
 
 
-async def start_peers(jwt_key: bytes, *, ingestion: bool = True, policy: MethodPolicy = DOUBLE_POLICY) -> Peers:
+async def start_peers(
+    jwt_key: bytes, *, ingestion: bool = True, policy: MethodPolicy = DOUBLE_POLICY
+) -> Peers:
     """The three doubles on one port (the gateway's three channels may all point at it)."""
     server = GrpcServer(
         ServiceSettings(port=0, health_poll_seconds=3600),

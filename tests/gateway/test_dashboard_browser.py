@@ -177,7 +177,9 @@ async def test_planner_flow(stack: Stack, tmp_path: Path) -> None:
 
         # Acknowledge it from the bell.
         await page.click("#bell")
-        await page.wait_for(f"document.querySelector('#bell-panel button.ack[data-alert=\"{alert_id}\"]') !== null")
+        await page.wait_for(
+            f"document.querySelector('#bell-panel button.ack[data-alert=\"{alert_id}\"]') !== null"
+        )
         await page.click(f'#bell-panel button.ack[data-alert="{alert_id}"]')
         await page.wait_for(f"Number(document.getElementById('bell-count').textContent) === {before}")
         alert = stack.peers.analytics.alerts[alert_id]

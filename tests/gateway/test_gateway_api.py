@@ -15,7 +15,9 @@ Auth = Callable[[str], dict[str, str]]
 
 
 async def test_kpis_with_names_and_provenance(client: httpx.AsyncClient, auth: Auth) -> None:
-    r = await client.get("/api/v1/kpis", params={"name": ["fill_rate", "lead_time_p90_days"]}, headers=auth("viewer"))
+    r = await client.get(
+        "/api/v1/kpis", params={"name": ["fill_rate", "lead_time_p90_days"]}, headers=auth("viewer")
+    )
     assert r.status_code == 200
     body = m.KpisOut.model_validate(r.json())
     assert [k.name for k in body.kpis] == ["fill_rate", "lead_time_p90_days"]
@@ -28,7 +30,9 @@ async def test_kpis_with_names_and_provenance(client: httpx.AsyncClient, auth: A
 
 async def test_demand_series_with_forecast_band(client: httpx.AsyncClient, auth: Auth) -> None:
     params = {"material": "010601", "site": "ALMOX-BA", "grain": "week", "start": "2025-01-01"}
-    body = m.DemandSeriesOut.model_validate((await client.get("/api/v1/demand", params=params, headers=auth("viewer"))).json())
+    body = m.DemandSeriesOut.model_validate(
+        (await client.get("/api/v1/demand", params=params, headers=auth("viewer"))).json()
+    )
     actual = [p for p in body.points if not p.is_forecast]
     ahead = [p for p in body.points if p.is_forecast]
     assert len(actual) == 20 and len(ahead) == 8
@@ -49,28 +53,38 @@ async def test_inventory_filters_paging_and_unbounded_cover(
     risks = [row["risk"] for row in first["rows"]]
     assert risks == sorted(risks, reverse=True)
     second = await client.get(
-        "/api/v1/inventory", params={"page_size": 3, "page_token": first["page"]["next_page_token"]}, headers=auth("viewer")
+        "/api/v1/inventory",
+        params={"page_size": 3, "page_token": first["page"]["next_page_token"]},
+        headers=auth("viewer"),
     )
     assert len(second.json()["rows"]) == 1 and second.json()["page"]["next_page_token"] == ""
 
     peers.analytics.rows[0].weekly = 0  # no demand: infinite cover, which JSON cannot carry
-    row = (await client.get("/api/v1/inventory", params={"material": "010601"}, headers=auth("viewer"))).json()["rows"][0]
+    row = (
+        await client.get("/api/v1/inventory", params={"material": "010601"}, headers=auth("viewer"))
+    ).json()["rows"][0]
     assert row["days_of_cover"] is None
 
 
-async def test_alert_lifecycle(client: httpx.AsyncClient, auth: Auth, peers: Peers, token_for: Callable[..., str]) -> None:
+async def test_alert_lifecycle(
+    client: httpx.AsyncClient, auth: Auth, peers: Peers, token_for: Callable[..., str]
+) -> None:
     raised = peers.analytics.raise_alert("020310", "ALMOX-BA")
     listed = (await client.get("/api/v1/alerts", params={"state": "open"}, headers=auth("viewer"))).json()
     assert [a["alert_id"] for a in listed["alerts"]] == [raised.alert_id]
 
     planner = {"Authorization": f"Bearer {token_for('planner', subject='joana')}"}
-    ack = await client.post(f"/api/v1/alerts/{raised.alert_id}/acknowledge", json={"comment": "pedido"}, headers=planner)
+    ack = await client.post(
+        f"/api/v1/alerts/{raised.alert_id}/acknowledge", json={"comment": "pedido"}, headers=planner
+    )
     assert ack.status_code == 200
     alert = m.AlertOut.model_validate(ack.json())
     assert alert.state == "acknowledged"
     assert (alert.history[-1].actor, alert.history[-1].comment) == ("joana", "pedido")
 
-    resolved = await client.post(f"/api/v1/alerts/{raised.alert_id}/resolve", headers=planner)  # body optional
+    resolved = await client.post(
+        f"/api/v1/alerts/{raised.alert_id}/resolve", headers=planner
+    )  # body optional
     assert resolved.json()["state"] == "resolved"
     again = await client.post(f"/api/v1/alerts/{raised.alert_id}/acknowledge", headers=planner)
     assert again.status_code == 409 and again.json()["error"]["reason"] == "ALERT_RESOLVED"
@@ -80,7 +94,9 @@ async def test_alert_lifecycle(client: httpx.AsyncClient, auth: Auth, peers: Pee
         f"/api/v1/alerts/{raised.alert_id}/acknowledge", json={"comment": "x" * 2001}, headers=planner
     )
     assert too_long.status_code == 400
-    assert (await client.get("/api/v1/alerts", params={"state": "closed"}, headers=auth("viewer"))).status_code == 400
+    assert (
+        await client.get("/api/v1/alerts", params={"state": "closed"}, headers=auth("viewer"))
+    ).status_code == 400
 
 
 async def test_master_data_search(client: httpx.AsyncClient, auth: Auth) -> None:
@@ -97,7 +113,11 @@ async def test_external_series(client: httpx.AsyncClient, auth: Auth) -> None:
     catalog = (await client.get("/api/v1/external-series", headers=auth("viewer"))).json()
     assert {s["series_id"] for s in catalog["series"]} >= {"ptax.usd.sell"}
     assert all(s["dates"] == [] for s in catalog["series"])
-    one = (await client.get("/api/v1/external-series", params={"series": "ptax.usd.sell"}, headers=auth("viewer"))).json()
+    one = (
+        await client.get(
+            "/api/v1/external-series", params={"series": "ptax.usd.sell"}, headers=auth("viewer")
+        )
+    ).json()
     series = one["series"][0]
     assert len(series["dates"]) == len(series["values"]) == 26 and series["unit"] == "BRL"
     unknown = await client.get("/api/v1/external-series", params={"series": "nope"}, headers=auth("viewer"))
@@ -112,17 +132,29 @@ async def test_forecast_policy_and_models(client: httpx.AsyncClient, auth: Auth)
     assert len(forecast.weeks) == 12
     assert forecast.series.level == "material_site" and forecast.series.material_code == "010601"
     assert forecast.demand_class == "intermittent"
-    family = (await client.get("/api/v1/forecast", params={"level": "family", "family": "EPI"}, headers=auth("viewer"))).json()
+    family = (
+        await client.get(
+            "/api/v1/forecast", params={"level": "family", "family": "EPI"}, headers=auth("viewer")
+        )
+    ).json()
     assert family["series"]["level"] == "family" and family["series"]["family"] == "EPI"
 
     policy = m.ReorderPolicyOut.model_validate(
-        (await client.get("/api/v1/reorder-policy", params={"material": "010601", "site": "ALMOX-BA"}, headers=auth("viewer"))).json()
+        (
+            await client.get(
+                "/api/v1/reorder-policy",
+                params={"material": "010601", "site": "ALMOX-BA"},
+                headers=auth("viewer"),
+            )
+        ).json()
     )
     d = policy.decomposition
     assert d.expected_lead_time_demand + d.demand_part + d.lead_time_variability_part == policy.reorder_point
     assert policy.suggested_order_date is not None
 
-    models = m.ModelsOut.model_validate((await client.get("/api/v1/models", headers=auth("viewer"))).json()).models
+    models = m.ModelsOut.model_validate(
+        (await client.get("/api/v1/models", headers=auth("viewer"))).json()
+    ).models
     assert models[0].serving and isinstance(models[0].metrics, dict)
     assert "lightgbm-quantile" in models[0].metrics["metrics"]  # type: ignore[index]
     assert models[1].state == "refused" and models[1].metrics is None
@@ -148,18 +180,23 @@ async def test_probes_and_metrics(client: httpx.AsyncClient, auth: Auth) -> None
     text = (await client.get("/metrics")).text
     assert 'nova_http_requests_total{method="GET",route="/api/v1/kpis",status="200"} 1.0' in text
     assert 'route="unmatched",status="404"' in text
-    assert 'nova_gateway_upstream_calls_total{code="OK",method="/novacorrente.analytics.v1.AnalyticsService/GetKpis"}' in text
+    assert (
+        'nova_gateway_upstream_calls_total{code="OK",method="/novacorrente.analytics.v1.AnalyticsService/GetKpis"}'
+        in text
+    )
 
 
 async def test_dashboard_is_served_with_a_strict_policy(client: httpx.AsyncClient) -> None:
     index = await client.get("/")
-    assert index.status_code == 200 and "<main id=\"view\"" in index.text
+    assert index.status_code == 200 and '<main id="view"' in index.text
     csp = index.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     for asset in ("/static/js/app.js", "/static/app.css", "/static/vendor/uPlot.iife.min.js"):
         assert (await client.get(asset)).status_code == 200, asset
     # No CDN at run time: every script and stylesheet the page names is served from here.
-    assert "http" not in "".join(line for line in index.text.splitlines() if "src=" in line or "href=" in line)
+    assert "http" not in "".join(
+        line for line in index.text.splitlines() if "src=" in line or "href=" in line
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(converters.ENUM_PREFIXES))

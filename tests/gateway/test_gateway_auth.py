@@ -83,7 +83,10 @@ def test_route_walk_sees_every_route_of_the_openapi_document(app: FastAPI) -> No
     sees, and no /api/v1 route may hide from the document."""
     walked = {(verb, r.path) for r in api_routes(app) for verb in r.methods}
     documented = {
-        (verb.upper(), path) for path, ops in app.openapi()["paths"].items() if path.startswith("/api/v1") for verb in ops
+        (verb.upper(), path)
+        for path, ops in app.openapi()["paths"].items()
+        if path.startswith("/api/v1")
+        for verb in ops
     }
     assert walked == documented
     assert all(r.include_in_schema for r in api_routes(app))
@@ -99,7 +102,9 @@ def test_every_data_route_declares_its_grpc_method(app: FastAPI) -> None:
     assert {r.path for r in api_routes(app)} >= OPEN_API_ROUTES
 
 
-async def test_auth_matrix(app: FastAPI, client: httpx.AsyncClient, token_for: Callable[..., str], jwt_key: bytes) -> None:
+async def test_auth_matrix(
+    app: FastAPI, client: httpx.AsyncClient, token_for: Callable[..., str], jwt_key: bytes
+) -> None:
     checked = 0
     for verb, path, rpc in data_routes(app):
         missing = await client.request(verb, path)
@@ -110,7 +115,9 @@ async def test_auth_matrix(app: FastAPI, client: httpx.AsyncClient, token_for: C
         wrong_scheme = await client.request(verb, path, headers={"Authorization": "Basic dXNlcjpwYXNz"})
         assert wrong_scheme.status_code == 401, (verb, path)
 
-        expired = await client.request(verb, path, headers={"Authorization": f"Bearer {expired_token(jwt_key)}"})
+        expired = await client.request(
+            verb, path, headers={"Authorization": f"Bearer {expired_token(jwt_key)}"}
+        )
         assert expired.status_code == 401, (verb, path, expired.text)
         assert expired.json()["error"]["reason"] == "TOKEN_EXPIRED"
         assert 'error="invalid_token"' in expired.headers["www-authenticate"]
@@ -121,13 +128,17 @@ async def test_auth_matrix(app: FastAPI, client: httpx.AsyncClient, token_for: C
 
         weak = weaker_role(DOUBLE_POLICY, rpc)
         if weak is not None:
-            denied = await client.request(verb, path, headers={"Authorization": f"Bearer {token_for(weak.value)}"})
+            denied = await client.request(
+                verb, path, headers={"Authorization": f"Bearer {token_for(weak.value)}"}
+            )
             assert denied.status_code == 403, (verb, path, weak, denied.text)
             assert denied.json()["error"]["code"] == "PERMISSION_DENIED"
 
         if not path.endswith("/stream"):
             ok = allowed_role(DOUBLE_POLICY, rpc)
-            granted = await client.request(verb, path, headers={"Authorization": f"Bearer {token_for(ok.value)}"})
+            granted = await client.request(
+                verb, path, headers={"Authorization": f"Bearer {token_for(ok.value)}"}
+            )
             # Past auth: the double may still refuse the empty request (404 for "some-id"...), never 401/403.
             assert granted.status_code not in (401, 403), (verb, path, ok, granted.text)
         checked += 1
@@ -138,7 +149,9 @@ async def test_stream_accepts_access_token_query(
     client: httpx.AsyncClient, token_for: Callable[..., str], jwt_key: bytes
 ) -> None:
     # (A granted stream would never end under ASGITransport; the streaming tests use a real server.)
-    assert (await client.get("/api/v1/alerts/stream", params={"access_token": expired_token(jwt_key)})).status_code == 401
+    assert (
+        await client.get("/api/v1/alerts/stream", params={"access_token": expired_token(jwt_key)})
+    ).status_code == 401
     weak = await client.get("/api/v1/alerts/stream", params={"access_token": token_for("ingestor")})
     assert weak.status_code == 403
     # Only the stream takes tokens from the URL.

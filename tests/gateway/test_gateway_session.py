@@ -33,7 +33,9 @@ def test_dev_users_file_holds_only_hashes(tmp_path: Path) -> None:
     # A second set-up hands out new passwords; the old ones stop working.
     again = create_dev_users(path, rounds=4)
     assert again["planner"] != passwords["planner"]
-    assert not bcrypt.checkpw(passwords["planner"].encode(), read_users(path)["planner"].password_hash.encode())
+    assert not bcrypt.checkpw(
+        passwords["planner"].encode(), read_users(path)["planner"].password_hash.encode()
+    )
 
 
 def test_broken_users_files_are_refused(tmp_path: Path) -> None:
@@ -52,7 +54,11 @@ async def test_store_picks_up_new_users_and_hides_which_part_was_wrong(tmp_path:
     store = UserStore(path)
     assert (await store.verify("viewer", passwords["viewer"])).role == Role.VIEWER
     messages = set()
-    for user, password in (("viewer", "wrong"), ("nobody", "wrong"), ("viewer", passwords["viewer"] + "x" * 80)):
+    for user, password in (
+        ("viewer", "wrong"),
+        ("nobody", "wrong"),
+        ("viewer", passwords["viewer"] + "x" * 80),
+    ):
         with pytest.raises(Unauthenticated) as info:
             await store.verify(user, password)
         messages.add(info.value.message)
@@ -96,10 +102,14 @@ async def test_login_failures(client: httpx.AsyncClient, users_file: tuple[Path,
     unknown = await client.post("/api/v1/login", json={"username": "ghost", "password": "nope"})
     assert unknown.json()["error"]["message"] == wrong.json()["error"]["message"]
     assert (await client.post("/api/v1/login", json={"username": "viewer"})).status_code == 400
-    assert (await client.post("/api/v1/login", content=b"{not json", headers={"content-type": "application/json"})).status_code == 400
-    for _ in range(4):
+    assert (
+        await client.post("/api/v1/login", content=b"{not json", headers={"content-type": "application/json"})
+    ).status_code == 400
+    for _ in range(5):  # NOVA_GATEWAY_LOGIN_MAX_FAILURES
         await client.post("/api/v1/login", json={"username": "admin", "password": "guess"})
-    throttled = await client.post("/api/v1/login", json={"username": "admin", "password": users_file[1]["admin"]})
+    throttled = await client.post(
+        "/api/v1/login", json={"username": "admin", "password": users_file[1]["admin"]}
+    )
     assert throttled.status_code == 429
     assert int(throttled.headers["retry-after"]) > 0
 

@@ -17,8 +17,12 @@ from tests.gateway.peers import DOUBLE_POLICY, FAIL, Peers
 
 
 @pytest.fixture
-async def server(gateway_settings: GatewaySettings, peers: Peers, jwt_key: bytes) -> AsyncIterator[GatewayServer]:
-    gateway = await build_gateway(gateway_settings, channels=peers.channels, policy=DOUBLE_POLICY, jwt_key=jwt_key)
+async def server(
+    gateway_settings: GatewaySettings, peers: Peers, jwt_key: bytes
+) -> AsyncIterator[GatewayServer]:
+    gateway = await build_gateway(
+        gateway_settings, channels=peers.channels, policy=DOUBLE_POLICY, jwt_key=jwt_key
+    )
     await gateway.start()
     try:
         yield gateway
@@ -58,7 +62,9 @@ def test_server_binds_port_zero(server: GatewayServer) -> None:
     assert server.port > 0 and server.url == f"http://127.0.0.1:{server.port}"
 
 
-async def test_alerts_arrive_as_events(server: GatewayServer, peers: Peers, token_for: Callable[..., str]) -> None:
+async def test_alerts_arrive_as_events(
+    server: GatewayServer, peers: Peers, token_for: Callable[..., str]
+) -> None:
     token = token_for("viewer")
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         params = {"access_token": token, "material": "020310"}
@@ -103,7 +109,9 @@ async def test_upstream_failure_becomes_an_error_event(
 ) -> None:
     FAIL["WatchAlerts"] = (grpc.StatusCode.UNAVAILABLE, "read model rebuilding")
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        async with client.stream("GET", "/api/v1/alerts/stream", params={"access_token": token_for("viewer")}) as r:
+        async with client.stream(
+            "GET", "/api/v1/alerts/stream", params={"access_token": token_for("viewer")}
+        ) as r:
             frames = [(n, d) async for n, d in _events(r) if not n.startswith(":")]
     assert frames[0][0] == "stream_error"
     error = json.loads(frames[0][1])["error"]
@@ -113,10 +121,14 @@ async def test_upstream_failure_becomes_an_error_event(
 async def test_stop_closes_open_streams(
     gateway_settings: GatewaySettings, peers: Peers, jwt_key: bytes, token_for: Callable[..., str]
 ) -> None:
-    gateway = await build_gateway(gateway_settings, channels=peers.channels, policy=DOUBLE_POLICY, jwt_key=jwt_key)
+    gateway = await build_gateway(
+        gateway_settings, channels=peers.channels, policy=DOUBLE_POLICY, jwt_key=jwt_key
+    )
     await gateway.start()
     async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
-        async with client.stream("GET", "/api/v1/alerts/stream", params={"access_token": token_for("viewer")}) as r:
+        async with client.stream(
+            "GET", "/api/v1/alerts/stream", params={"access_token": token_for("viewer")}
+        ) as r:
             await _wait_watchers(peers, 1)
             ready = await client.get("/readyz")
             assert ready.status_code == 200

@@ -69,7 +69,9 @@ async def test_status_mapping(
     assert error["code"] == expected_code
     assert response.headers["cache-control"] == "no-store"
     if name == "invalid":
-        assert error["field_violations"] == [{"field": "filter.date_range", "description": "end is before start"}]
+        assert error["field_violations"] == [
+            {"field": "filter.date_range", "description": "end is before start"}
+        ]
         assert error["reason"] == "INVALID_ARGUMENT"
     elif name == "exhausted":
         assert response.headers["retry-after"] == "3"  # rounded up
@@ -88,7 +90,9 @@ async def test_unreachable_upstream_is_503(
     gateway_settings: GatewaySettings, jwt_key: bytes, auth: Callable[[str], dict[str, str]]
 ) -> None:
     # Nothing listens on port 9 (discard) on loopback: connection refused, retried, then UNAVAILABLE.
-    settings = gateway_settings.model_copy(update={"analytics_target": "127.0.0.1:9", "request_timeout_seconds": 2})
+    settings = gateway_settings.model_copy(
+        update={"analytics_target": "127.0.0.1:9", "request_timeout_seconds": 2}
+    )
     app = create_app(settings, policy=DOUBLE_POLICY, jwt_key=jwt_key)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         response = await c.get("/api/v1/kpis", headers=auth("viewer"))
@@ -116,7 +120,9 @@ async def test_gateway_bug_is_500_with_request_id(
     assert "converter bug" not in response.text
 
 
-async def test_request_id_is_kept_and_forwarded(client: httpx.AsyncClient, auth: Callable[[str], dict[str, str]]) -> None:
+async def test_request_id_is_kept_and_forwarded(
+    client: httpx.AsyncClient, auth: Callable[[str], dict[str, str]]
+) -> None:
     FAIL["GetKpis"] = (C.INTERNAL, "boom")
     response = await client.get("/api/v1/kpis", headers={**auth("viewer"), "X-Request-ID": "req-42"})
     assert response.headers["x-request-id"] == "req-42"
@@ -136,8 +142,12 @@ async def test_gateway_validation_errors_use_the_same_body(
     for params in ({"service_level": "nan"}, {"review_period_days": "inf"}):
         bad = await client.get("/api/v1/reorder-policy", params=params, headers=auth("viewer"))
         assert bad.status_code == 400, params
-    assert (await client.get("/api/v1/inventory", params={"page_size": 2**31}, headers=auth("viewer"))).status_code == 400
-    assert (await client.get("/api/v1/demand", params={"grain": "year"}, headers=auth("viewer"))).status_code == 400
+    assert (
+        await client.get("/api/v1/inventory", params={"page_size": 2**31}, headers=auth("viewer"))
+    ).status_code == 400
+    assert (
+        await client.get("/api/v1/demand", params={"grain": "year"}, headers=auth("viewer"))
+    ).status_code == 400
     unknown = await client.get("/api/v1/nothing-here")
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "NOT_FOUND"

@@ -1,4 +1,5 @@
-"""Synthetic consumption exports: small, deterministic, with the real export's traps (censored tail, "N/A" sites,
+"""Synthetic consumption exports: small, deterministic, with the real export's traps (censored tail, "N/A"
+sites,
 services, negative lead times)."""
 
 from __future__ import annotations
@@ -29,21 +30,41 @@ def synthetic_rows(weeks: int = 40, materials: int = 24, seed: int = 5) -> list[
                 bought = day + np.timedelta64(lead, "D")
                 if bought > export_end:  # the export only holds purchased requisitions
                     continue
-                rows.append({
-                    "material": f"01{m:04d}",
-                    "site": sites[int(rng.integers(0, len(sites)))],
-                    "family": families[m % len(families)],
-                    "quantity": float(max(1, rng.poisson(size))),
-                    "unit": "UN",
-                    "requested_date": str(day),
-                    "purchase_date": str(bought),
-                })
+                rows.append(
+                    {
+                        "material": f"01{m:04d}",
+                        "site": sites[int(rng.integers(0, len(sites)))],
+                        "family": families[m % len(families)],
+                        "quantity": float(max(1, rng.poisson(size))),
+                        "unit": "UN",
+                        "requested_date": str(day),
+                        "purchase_date": str(bought),
+                    }
+                )
     for w in range(0, weeks, 3):  # services: never stock
         day = start + np.timedelta64(7 * w, "D")
-        rows.append({"material": "0001", "site": "N/A", "family": "SERVIÇOS TOMADOS", "quantity": 1.0, "unit": "SR",
-                     "requested_date": str(day), "purchase_date": str(day)})
-    rows.append({"material": "010999", "site": "ALMOX-BA", "family": "EPI", "quantity": 2.0, "unit": "UN",
-                 "requested_date": "N/A", "purchase_date": "N/A"})
+        rows.append(
+            {
+                "material": "0001",
+                "site": "N/A",
+                "family": "SERVIÇOS TOMADOS",
+                "quantity": 1.0,
+                "unit": "SR",
+                "requested_date": str(day),
+                "purchase_date": str(day),
+            }
+        )
+    rows.append(
+        {
+            "material": "010999",
+            "site": "ALMOX-BA",
+            "family": "EPI",
+            "quantity": 2.0,
+            "unit": "UN",
+            "requested_date": "N/A",
+            "purchase_date": "N/A",
+        }
+    )
     return rows
 
 

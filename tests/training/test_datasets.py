@@ -30,8 +30,14 @@ def _consumption(weekly_lines: list[int], lead_days: int = 3, end_gap: int = 0) 
     purchased[-1] += np.timedelta64(end_gap, "D")
     n = requested.size
     return Consumption(
-        material=["010001"] * n, site=["N/A"] * n, family=["EPI"] * n, quantity=np.ones(n), unit=["UN"] * n,
-        requested=requested, purchased=purchased, source="test",
+        material=["010001"] * n,
+        site=["N/A"] * n,
+        family=["EPI"] * n,
+        quantity=np.ones(n),
+        unit=["UN"] * n,
+        requested=requested,
+        purchased=purchased,
+        source="test",
     )
 
 
@@ -56,14 +62,26 @@ def test_tail_censored_by_lead_time_completeness() -> None:
     keep = purchased <= cut
     n = int(keep.sum())
     cons = Consumption(
-        material=["010001"] * n, site=["N/A"] * n, family=["EPI"] * n, quantity=np.ones(n), unit=["UN"] * n,
-        requested=requested[keep], purchased=purchased[keep], source="test",
+        material=["010001"] * n,
+        site=["N/A"] * n,
+        family=["EPI"] * n,
+        quantity=np.ones(n),
+        unit=["UN"] * n,
+        requested=requested[keep],
+        purchased=purchased[keep],
+        source="test",
     )
     window = detect_window(cons)
     median = float(np.median(list(window.weekly_lines.values())))
     assert 4 <= len(window.censored_tail) <= 7
-    assert all(window.completeness[w] < 0.9 for w in window.censored_tail[:-1] if window.weekly_lines[w] >= 0.35 * median)
-    assert any(window.weekly_lines[w] >= 0.35 * median for w in window.censored_tail)  # counts alone would miss it
+    assert all(
+        window.completeness[w] < 0.9
+        for w in window.censored_tail[:-1]
+        if window.weekly_lines[w] >= 0.35 * median
+    )
+    assert any(
+        window.weekly_lines[w] >= 0.35 * median for w in window.censored_tail
+    )  # counts alone would miss it
     assert window.completeness[str(window.last_week)] >= 0.9
 
 

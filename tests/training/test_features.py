@@ -86,7 +86,11 @@ def test_scaled_lags_and_demand_history() -> None:
 
 @pytest.mark.parametrize(
     ("year", "easter", "carnival"),
-    [(2024, "2024-03-31", "2024-02-13"), (2025, "2025-04-20", "2025-03-04"), (2026, "2026-04-05", "2026-02-17")],
+    [
+        (2024, "2024-03-31", "2024-02-13"),
+        (2025, "2025-04-20", "2025-03-04"),
+        (2026, "2026-04-05", "2026-02-17"),
+    ],
 )
 def test_easter_and_carnival(year: int, easter: str, carnival: str) -> None:
     assert F.easter_sunday(year) == np.datetime64(easter)
@@ -108,7 +112,7 @@ def test_fixed_and_state_holidays() -> None:
 def test_week_calendar() -> None:
     weeks = np.array(["2025-03-03", "2025-04-14", "2025-09-29", "2025-12-29"], dtype="datetime64[D]")
     cal = F.week_calendar(weeks, "BA")
-    woy, month, hol, bdays, carnival, holy, year_end, rainy = cal.T
+    woy, _month, hol, bdays, carnival, holy, year_end, rainy = cal.T
     assert list(carnival) == [1, 0, 0, 0]
     assert list(holy) == [0, 1, 0, 0]
     assert hol[0] == 2 and bdays[0] == 3  # carnival Monday + Tuesday
@@ -126,10 +130,20 @@ def test_site_attributes_and_static_encoding() -> None:
     assert F.site_attributes("N/A") == ("unknown", "UNKNOWN")
     assert F.site_attributes("ESCRITÓRIO") == ("office", "BA")
     attrs = F.static_attributes("EPI", "SAL031TM")
-    assert attrs == {"family": "EPI", "site_type": "tower_site", "criticality": "high", "region": "BA",
-                     "level": "material_site"}
-    vocab = {"family": [F.UNKNOWN, "EPI"], "site_type": [F.UNKNOWN, *F.SITE_TYPES],
-             "criticality": [F.UNKNOWN, *F.CRITICALITIES], "region": [F.UNKNOWN, "BA"], "level": [F.UNKNOWN, *F.LEVELS]}
+    assert attrs == {
+        "family": "EPI",
+        "site_type": "tower_site",
+        "criticality": "high",
+        "region": "BA",
+        "level": "material_site",
+    }
+    vocab = {
+        "family": [F.UNKNOWN, "EPI"],
+        "site_type": [F.UNKNOWN, *F.SITE_TYPES],
+        "criticality": [F.UNKNOWN, *F.CRITICALITIES],
+        "region": [F.UNKNOWN, "BA"],
+        "level": [F.UNKNOWN, *F.LEVELS],
+    }
     codes = F.encode_static(attrs, vocab)
     assert codes == {"family": 1, "site_type": 1, "criticality": 3, "region": 1, "level": 1}
     assert F.encode_static({**attrs, "family": "NEW FAMILY"}, vocab)["family"] == 0

@@ -14,7 +14,7 @@ import pytest
 from ml_training import export
 from ml_training.pipeline import RunConfig, train
 
-CHECK = r'''
+CHECK = r"""
 import hashlib, json, sys
 from pathlib import Path
 import numpy as np
@@ -31,7 +31,8 @@ assert [inp.name, out.name] == [side["inputs"][0]["name"], side["outputs"][0]["n
 assert inp.type == out.type == "tensor(float)"
 assert inp.shape[1] == side["inputs"][0]["shape"][1] == len(side["feature_names"])
 assert out.shape[1] == side["outputs"][0]["shape"][1] == len(side["quantiles"])
-assert side["feature_spec_version"] == F.FEATURE_SPEC_VERSION and side["feature_names"] == list(F.FEATURE_NAMES)
+assert side["feature_spec_version"] == F.FEATURE_SPEC_VERSION and side["feature_names"] ==
+list(F.FEATURE_NAMES)
 rng = np.random.default_rng(0)
 weeks = np.datetime64("2025-01-06") + 7 * np.arange(30)
 y = np.where(rng.random(30) < 0.4, rng.integers(1, 30, 30), 0).astype(float)
@@ -42,10 +43,11 @@ q = sess.run([out.name], {inp.name: X})[0]
 assert q.shape == (X.shape[0], len(side["quantiles"])) and q.dtype == np.float32
 assert np.all(np.diff(q, axis=1) >= 0), "quantiles cross"
 assert np.all(q >= 0) and np.all(np.isfinite(q))
-heavy = [m for m in ("lightgbm", "sklearn", "pandas", "statsforecast", "onnx", "onnxmltools") if m in sys.modules]
+heavy = [m for m in ("lightgbm", "sklearn", "pandas", "statsforecast", "onnx", "onnxmltools") if m in
+sys.modules]
 assert not heavy, heavy
 print("ok")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +66,24 @@ def test_layout_and_sidecar(trained: tuple[Path, Path]) -> None:
     version, _ = trained
     assert version.parent.name == "demand_forecast" and version.name == "1"
     side = json.loads((version / "model.json").read_text())
-    for key in ("name", "version", "created_at", "inputs", "outputs", "feature_spec_version", "feature_names",
-                "quantiles", "vocabularies", "training_data", "backtest", "model_choice", "conformal", "parity",
-                "sha256", "intermittent_models"):
+    for key in (
+        "name",
+        "version",
+        "created_at",
+        "inputs",
+        "outputs",
+        "feature_spec_version",
+        "feature_names",
+        "quantiles",
+        "vocabularies",
+        "training_data",
+        "backtest",
+        "model_choice",
+        "conformal",
+        "parity",
+        "sha256",
+        "intermittent_models",
+    ):
         assert key in side, key
     assert side["quantiles"] == [0.5, 0.8, 0.9, 0.95]
     assert side["parity"]["within_tolerance"] and side["parity"]["max_abs_diff"] <= 0.01
@@ -80,14 +97,20 @@ def test_layout_and_sidecar(trained: tuple[Path, Path]) -> None:
 
 def test_onnxruntime_alone_matches_sidecar(trained: tuple[Path, Path]) -> None:
     version, _ = trained
-    done = subprocess.run([sys.executable, "-c", CHECK, str(version)], capture_output=True, text=True, timeout=90,
-                          cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, str(version)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
 
 
-def test_second_run_gets_next_version_and_refuses_bad_parity(trained: tuple[Path, Path],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_run_gets_next_version_and_refuses_bad_parity(
+    trained: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     version, data = trained
 
     def broken(onnx_bytes: bytes, model: object, X: np.ndarray) -> dict:

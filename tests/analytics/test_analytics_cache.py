@@ -1,0 +1,112 @@
+"""The cache: answers identical with and without it, equivalent requests share an entry, Redis down is no
+error, and a real Redis works under its own key prefix."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from google.protobuf.message import Message
+from novacorrente.analytics.v1 import analytics_pb2 as a
+from novacorrente.common.v1 import common_pb2 as c
+
+from services.ports.cache import open_cache
+from tests.analytics.conftest import Replica, World
+from tests.conftest import REDIS_URL
+
+
+def _without_serving(message: Message) -> bytes:
+    copy = type(message)()
+    copy.CopyFrom(message)
+    copy.provenance.from_cache = False  # type: ignore[attr-defined]
+    return copy.SerializeToString(deterministic=True)
+
+
+def _without_time(message: Message) -> bytes:
+    copy = type(message)()
+    copy.CopyFrom(message)
+    copy.provenance.from_cache = False  # type: ignore[attr-defined]
+    copy.provenance.ClearField("generated_at")  # type: ignore[attr-defined]
+    return copy.SerializeToString(deterministic=True)
+
+
+def _requests() -> list[tuple[str, Message]]:
+    epi = c.Filter(families=["EPI", "MATERIAL CIVIL"])
+    return [
+        ("GetKpis", a.GetKpisRequest(filter=epi)),
+        ("GetDemandSeries", a.GetDemandSeriesRequest(filter=epi, grain=c.TIME_GRAIN_MONTH)),
+        ("GetSeriesHistory", a.GetSeriesHistoryRequest(series=[a.SeriesKey(material_code="010932", site_code="ALMOX-BA")])),
+        ("GetLeadTimes", a.GetLeadTimesRequest(filter=c.Filter(material_codes=["010323"]))),
+        ("ListInventoryStatus", a.ListInventoryStatusRequest()),
+    ]
+
+
+async def _ask(replica: Replica, method: str, request: Message) -> Message:
+    return await getattr(replica.stub, method)(request, metadata=replica.md())
+
+
+async def test_cached_answers_are_byte_identical_to_fresh_ones(world: World, real_records) -> None:
+    cached = await world.replica()
+    uncached_cache = open_cache(f"memory://{uuid.uuid4().hex}", max_entries=1)  # effectively no cache
+    fresh = await world.replica(cache=uncached_cache)
+    await world.commit(real_records)
+    for method, request in _requests():
+        first = await _ask(cached, method, request)
+        second = await _ask(cached, method, request)
+        assert not first.provenance.from_cache and second.provenance.from_cache  # type: ignore[attr-defined]
+        assert _without_serving(first) == _without_serving(second)  # same bytes, same generated_at
+        other = await _ask(fresh, method, request)
+        assert _without_time(other) == _without_time(first)
+
+
+async def test_equivalent_requests_share_one_entry(world: World, real_records) -> None:
+    replica = await world.replica()
+    await world.commit(real_records)
+    one = a.GetKpisRequest(filter=c.Filter(families=["EPI", "FERRO E AÇO"], site_codes=["ALMOX-BA"]))
+    same = a.GetKpisRequest(filter=c.Filter(families=["FERRO E AÇO", "EPI", "EPI"], site_codes=[" ALMOX-BA "]))
+    assert not (await _ask(replica, "GetKpis", one)).provenance.from_cache  # type: ignore[attr-defined]
+    assert (await _ask(replica, "GetKpis", same)).provenance.from_cache  # type: ignore[attr-defined]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_redis_down_means_no_cache_not_errors(world: World, real_records) -> None:
+    down = await world.replica(cache_url=f"redis://127.0.0.1:{_closed_port()}/0")
+    reference = await world.replica()
+    await world.commit(real_records)
+    for _ in range(3):
+        for method, request in _requests():
+            answer = await _ask(down, method, request)
+            assert not answer.provenance.from_cache  # type: ignore[attr-defined]
+            assert _without_time(answer) == _without_time(await _ask(reference, method, request))
+
+
+@pytest.mark.integration
+async def test_real_redis_serves_hits_under_the_tests_own_prefix(world: World, real_records) -> None:
+    prefix = f"analytics-test-{uuid.uuid4().hex[:10]}:"
+    url = REDIS_URL.rsplit("/", 1)[0] + "/15"
+    cache = open_cache(url, prefix=prefix)
+    client = aioredis.from_url(url)
+    try:
+        replica = await world.replica(cache=cache)
+        await world.commit(real_records)
+        for method, request in _requests():
+            first = await _ask(replica, method, request)
+            second = await _ask(replica, method, request)
+            assert second.provenance.from_cache  # type: ignore[attr-defined]
+            assert _without_serving(first) == _without_serving(second)
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        assert len(keys) == len(_requests())
+        assert all(k.decode().startswith(f"{prefix}analytics:v1:") for k in keys)
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+        await cache.close()

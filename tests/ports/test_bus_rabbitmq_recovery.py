@@ -1,0 +1,114 @@
+"""The RabbitMQ bus across a real broker restart (``rabbitmqctl stop_app`` / ``start_app``).
+
+Unlike closing the connections (``test_rabbitmq_bus_recovers_after_the_connection_is_lost``), a restart
+refuses reconnects for a while and tears every channel down mid-flight. The broker is always restarted, and
+kept down for as short a time as the assertions allow, since other test runs share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from services.ports.bus import (
+    DEAD_LETTER_REASON_HEADER,
+    BusUnavailable,
+    Delivery,
+    EventBus,
+    OutgoingMessage,
+    PoisonMessage,
+    open_bus,
+)
+from tests.faults.servers import rabbitmq_restored, start_rabbitmq_app, stop_rabbitmq_app
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+RECOVERY = 30.0  # seconds the bus gets to come back once the broker is up (it takes about one)
+
+
+def message(n: int, routing_key: str = "work.item") -> OutgoingMessage:
+    return OutgoingMessage(
+        routing_key=routing_key,
+        body=f"body-{n}".encode(),
+        type="novacorrente.events.v1.Test",
+        message_id=f"{n}-{uuid.uuid4().hex[:8]}",
+    )
+
+
+async def publish_until_accepted(bus: EventBus, batch: list[OutgoingMessage]) -> None:
+    """The caller's retry loop (what the outbox relay does): BusUnavailable until the bus has recovered."""
+    async with asyncio.timeout(RECOVERY):
+        while True:
+            try:
+                await bus.publish(batch)
+                return
+            except BusUnavailable:
+                await asyncio.sleep(0.1)
+
+
+async def eventually(holds: Callable[[], bool | Awaitable[bool]], what: str) -> None:
+    """Wait until ``holds()`` (a plain or async predicate) is true; fail after ``RECOVERY`` seconds."""
+    deadline = time.monotonic() + RECOVERY
+    while True:
+        outcome = holds()
+        if await outcome if inspect.isawaitable(outcome) else outcome:
+            return
+        assert time.monotonic() < deadline, f"not recovered within {RECOVERY}s: {what}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(90)
+async def test_publish_and_consume_recover_after_the_broker_restarts(amqp_url: str, unique: str) -> None:
+    url = f"{amqp_url}?reconnect_interval=0.5"
+    consumer_bus = await open_bus(url, exchange=f"{unique}.events")
+    publisher_bus = await open_bus(url, exchange=f"{unique}.events")
+    received: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> None:
+        if delivery.body == b"poison":
+            raise PoisonMessage("rejected after the restart")
+        received.append(delivery)
+
+    try:
+        await consumer_bus.subscribe(f"{unique}.q", ["work.*"], handler)
+        before = message(0)
+        await publisher_bus.publish([before])
+        await eventually(lambda: len(received) == 1, "first delivery")
+
+        with rabbitmq_restored():
+            await asyncio.to_thread(stop_rabbitmq_app)
+            # Down: publishing fails loudly (no hang), and neither handle claims to be healthy.
+            with pytest.raises(BusUnavailable):
+                await publisher_bus.publish([message(1)])
+            assert await publisher_bus.check() is False
+            assert await consumer_bus.check() is False
+            await asyncio.to_thread(start_rabbitmq_app)
+
+        # Up again: the same handles publish and consume without being reopened.
+        after = [message(n) for n in range(2, 12)]
+        await publish_until_accepted(publisher_bus, after)
+        expected = {m.message_id for m in after}
+        await eventually(lambda: expected <= {d.message_id for d in received}, "deliveries")
+        assert [d.message_id for d in received[:1]] == [before.message_id]
+        await eventually(publisher_bus.check, "publisher check")
+        await eventually(consumer_bus.check, "consumer check")
+
+        # The consumer's handle can publish too (dead-lettering goes through its own publishing channel).
+        poison = OutgoingMessage("work.bad", b"poison", "novacorrente.events.v1.Test", f"p-{unique}")
+        await publish_until_accepted(publisher_bus, [poison])
+
+        async def dead_lettered() -> bool:
+            return len(await consumer_bus.dead_letters(f"{unique}.q")) == 1
+
+        await eventually(dead_lettered, "dead letter")
+        [letter] = await consumer_bus.dead_letters(f"{unique}.q")
+        assert letter.message_id == poison.message_id
+        assert letter.headers[DEAD_LETTER_REASON_HEADER] == "rejected after the restart"
+    finally:
+        await publisher_bus.close()
+        await consumer_bus.close()
