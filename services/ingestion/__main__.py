@@ -13,7 +13,8 @@ from services.kit.logging import configure_logging
 
 async def _serve(settings: IngestionSettings) -> None:
     app = await build_app(settings)
-    app.relay.start()
+    await app.start()
+    # The server is started: run_until_signal only waits for SIGTERM/SIGINT, then stops in order.
     await app.server.run_until_signal()
 
 

@@ -80,7 +80,9 @@ async def test_a_line_travels_from_ingestion_to_a_forecast_through_the_gateway(
         analytics_target = f"127.0.0.1:{analytics.server.port}"
 
         forecast = await build_forecast(
-            ForecastSettings(port=0, model_repository=trained_repo, analytics_target=analytics_target, **secret),
+            ForecastSettings(
+                port=0, model_repository=trained_repo, analytics_target=analytics_target, **secret
+            ),
             bus=bus,
             cache=cache,
             jwt_key=jwt_key,
@@ -136,7 +138,8 @@ async def test_a_line_travels_from_ingestion_to_a_forecast_through_the_gateway(
                 material_codes=[MATERIAL],
                 site_codes=[SITE],
                 date_range=common_pb2.DateRange(
-                    start=common_pb2.Date(year=2025, month=9, day=1), end=common_pb2.Date(year=2025, month=9, day=7)
+                    start=common_pb2.Date(year=2025, month=9, day=1),
+                    end=common_pb2.Date(year=2025, month=9, day=7),
                 ),
             ),
             grain=common_pb2.TIME_GRAIN_WEEK,
