@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 MODELS ?= models
 B ?=
 
-.PHONY: setup demo test test-fast lint format protos bench services-up models k8s-check clean
+.PHONY: setup demo test lint format protos bench services-up models compose-check k8s-check deploy-check clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,6 +49,15 @@ protos: setup
 
 bench: setup services-up
 	$(PY) -m bench $(B)
+
+# Offline checks of the deployment files (no Docker engine or cluster needed); `make test` runs them too.
+compose-check:
+	deploy/compose-check.sh
+
+k8s-check:
+	deploy/k8s-check.sh
+
+deploy-check: compose-check k8s-check
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .nova $(MODELS) .pytest_cache

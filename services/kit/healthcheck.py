@@ -1,6 +1,7 @@
-"""`python -m services.kit.healthcheck PORT [HOST]`: exit 0 when the gRPC server on HOST:PORT
-answers grpc.health.v1 Check with SERVING, 1 otherwise. Container healthchecks use it: the
-images need no shell and no separate probe binary."""
+"""`python -m services.kit.healthcheck PORT [HOST [SERVICE]]`: exit 0 when the gRPC server on
+HOST:PORT answers grpc.health.v1 Check for SERVICE ("" = overall readiness, "liveness" = the process
+serves) with SERVING, 1 otherwise. Container healthchecks use it: the images need no shell and no
+separate probe binary."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def check(host: str, port: int, timeout: float = 3.0) -> bool:
+def check(host: str, port: int, service: str = "", timeout: float = 3.0) -> bool:
     with grpc.insecure_channel(f"{host}:{port}") as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            request = health_pb2.HealthCheckRequest(service=service)
+            reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout)
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -21,9 +23,11 @@ def check(host: str, port: int, timeout: float = 3.0) -> bool:
 
 def main(argv: list[str]) -> int:
     if not argv or not argv[0].isdigit():
-        print("usage: python -m services.kit.healthcheck PORT [HOST]", file=sys.stderr)
+        print("usage: python -m services.kit.healthcheck PORT [HOST [SERVICE]]", file=sys.stderr)
         return 2
-    return 0 if check(argv[1] if len(argv) > 1 else "127.0.0.1", int(argv[0])) else 1
+    host = argv[1] if len(argv) > 1 else "127.0.0.1"
+    service = argv[2] if len(argv) > 2 else ""
+    return 0 if check(host, int(argv[0]), service) else 1
 
 
 if __name__ == "__main__":

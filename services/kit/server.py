@@ -29,7 +29,10 @@ from services.kit.auth import MethodPolicy
 from services.kit.interceptors import default_interceptors
 from services.kit.settings import ServiceSettings
 
-__all__ = ["Callback", "GrpcServer", "HealthCheck"]
+__all__ = ["LIVENESS", "Callback", "GrpcServer", "HealthCheck"]
+
+LIVENESS = "liveness"
+"""Health service name that is SERVING from start until shutdown, whatever the dependency checks say."""
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +185,9 @@ class GrpcServer:
         if not self._port:
             raise RuntimeError(f"cannot bind {self.settings.host}:{self.settings.port}")
         self._server = server
+        # "liveness" says only that the process serves: a liveness probe must not restart a replica because a
+        # dependency is down (readiness, the overall "" status, says that). Graceful shutdown clears it too.
+        await self.health.set(LIVENESS, _SERVING)
         # Report the real state before the first call can ask for it.
         await self.check_health()
         await server.start()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["MIN_JWT_KEY_BYTES", "CommonSettings", "ConfigurationError", "Port", "ServiceSettings"]
@@ -68,6 +68,20 @@ class CommonSettings(BaseSettings):
         validation_alias="NOVA_JWT_SECRET_FILE",
         description="Path of a file holding the HS256 key (surrounding whitespace is ignored).",
     )
+    database_url_file: Path | None = Field(
+        None,
+        validation_alias="NOVA_DATABASE_URL_FILE",
+        description="File holding NOVA_DATABASE_URL (URLs carry passwords: mount them as secrets). "
+        "NOVA_DATABASE_URL, when set, takes precedence.",
+    )
+    broker_url_file: Path | None = Field(
+        None,
+        validation_alias="NOVA_BROKER_URL_FILE",
+        description="File holding NOVA_BROKER_URL (same rules).",
+    )
+    cache_url_file: Path | None = Field(
+        None, validation_alias="NOVA_CACHE_URL_FILE", description="File holding NOVA_CACHE_URL (same rules)."
+    )
     log_level: str = Field(
         "INFO",
         validation_alias="NOVA_LOG_LEVEL",
@@ -81,6 +95,20 @@ class CommonSettings(BaseSettings):
         if level not in _LOG_LEVELS:
             raise ValueError(f"NOVA_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
         return level
+
+    @model_validator(mode="after")
+    def _urls_from_files(self) -> CommonSettings:
+        for name in ("database_url", "broker_url", "cache_url"):
+            path = getattr(self, f"{name}_file")
+            if path is None or name in self.model_fields_set:
+                continue
+            try:
+                setattr(self, name, path.read_text().strip())
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"NOVA_{name.upper()}_FILE={path} cannot be read: {exc.strerror}"
+                ) from exc
+        return self
 
     def jwt_key(self) -> bytes:
         """The HS256 key: NOVA_JWT_SECRET if set, else the stripped content of NOVA_JWT_SECRET_FILE.

@@ -113,3 +113,33 @@ async def test_metrics_endpoint_serves_the_registry(
     finally:
         await server.stop(0)
     assert server.metrics_port is None
+
+
+async def test_liveness_stays_serving_while_a_dependency_is_down() -> None:
+    """Liveness must not follow the dependency checks, or a database outage would restart every replica."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from services.kit.auth import MethodPolicy
+    from services.kit.server import LIVENESS, GrpcServer
+    from services.kit.settings import ServiceSettings
+
+    async def down() -> bool:
+        return False
+
+    server = GrpcServer(
+        ServiceSettings(port=0, health_poll_seconds=0.05),
+        policy=MethodPolicy({}),
+        jwt_key=b"k" * 32,
+        health_checks={"database": down},
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            overall = await stub.Check(health_pb2.HealthCheckRequest())
+            live = await stub.Check(health_pb2.HealthCheckRequest(service=LIVENESS))
+        assert overall.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert live.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop(0)
