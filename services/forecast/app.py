@@ -98,6 +98,7 @@ async def build_app(
         settings.model_repository,
         intra_op_threads=threads,
         poll_seconds=settings.repository_poll_seconds,
+        pinned_versions={settings.model_name: settings.model_version} if settings.model_version else None,
         metrics=metrics,
     )
     runner = InferenceRunner(

@@ -1,16 +1,16 @@
 """Feature engineering shared by offline training and online serving (numpy only).
 
 Training calls :func:`build_features` for every forecast origin of every series; serving calls the very same
-function for the latest origin only. Keeping both paths in this one module (and importing nothing but numpy) is
-what stops training and serving from drifting apart. Bump :data:`FEATURE_SPEC_VERSION` whenever a feature's
-meaning or order changes: serving refuses a model whose sidecar names another version.
+function for the latest origin only. Keeping both paths in this one module (and importing nothing but
+numpy) is what stops training and serving from drifting apart. Bump :data:`FEATURE_SPEC_VERSION` whenever a
+feature's meaning or order changes: serving refuses a model whose sidecar names another version.
 
 Also here, because serving needs them without any training dependency:
 
-* Brazilian calendar (national holidays incl. Carnival and Easter computed with the Gregorian computus, a few state
-  holidays, rainy season by state);
+* Brazilian calendar (national holidays incl. Carnival and Easter computed with the Gregorian computus,
+  a few state holidays, rainy season by state);
 * the rules that map a site code to its site type and state, and a family to a criticality;
-* the intermittent-demand models Croston, SBA and TSB (numpy recursions) and their conformal quantiles, which are
+* the intermittent-demand models Croston, SBA and TSB (numpy recursions) and their conformal quantiles,
   first-class alternatives to the ONNX model for the series whose recorded choice says so;
 * the Syntetos-Boylan demand classification (ADI / CV²).
 """
@@ -52,13 +52,21 @@ __all__ = [
     "week_calendar",
 ]
 
-FEATURE_SPEC_VERSION = "1.0"
+FEATURE_SPEC_VERSION = "1.1"
 
 UNKNOWN = "__unknown__"
 """Vocabulary entry 0: any value unseen at training time encodes to code 0."""
 
 LEVELS: tuple[str, ...] = ("material_site", "material", "family", "region", "national")
-SITE_TYPES: tuple[str, ...] = ("tower_site", "warehouse", "office", "regional_base", "person", "unknown", "all")
+SITE_TYPES: tuple[str, ...] = (
+    "tower_site",
+    "warehouse",
+    "office",
+    "regional_base",
+    "person",
+    "unknown",
+    "all",
+)
 CRITICALITIES: tuple[str, ...] = ("low", "medium", "high")
 STATIC_NAMES: tuple[str, ...] = ("family", "site_type", "criticality", "region", "level")
 DEMAND_CLASSES: tuple[str, ...] = ("smooth", "erratic", "intermittent", "lumpy", "insufficient")
@@ -132,11 +140,9 @@ exported ONNX graph multiplies its quantiles back by the ``scale`` column."""
 
 SCALE_INDEX = FEATURE_NAMES.index("scale")
 
-# --------------------------------------------------------------------------------------------- calendar
+# ---------------------------------------------------------------------- calendar
 
-_UFS = frozenset(
-    "AC AL AP AM BA CE DF ES GO MA MT MS MG PA PB PR PE PI RJ RN RS RO RR SC SP SE TO".split()
-)
+_UFS = frozenset("AC AL AP AM BA CE DF ES GO MA MT MS MG PA PB PR PE PI RJ RN RS RO RR SC SP SE TO".split())
 # Weather samples exist for five capitals; every state is mapped to the nearest one with a similar climate.
 WEATHER_CITY_BY_REGION: dict[str, str] = {
     **dict.fromkeys(("BA", "SE", "ALL", "UNKNOWN"), "salvador_ba"),
@@ -182,8 +188,8 @@ def easter_sunday(year: int) -> np.datetime64:
 
 @lru_cache(maxsize=256)
 def brazil_holidays(year: int, region: str = "ALL") -> dict[np.datetime64, str]:
-    """Holidays observed in ``year``: national ones (Carnival Monday/Tuesday, Good Friday and Corpus Christi are
-    optional points but stop field work, so they count) plus the state holiday of ``region`` if known."""
+    """Holidays observed in ``year``: national ones (Carnival Monday/Tuesday, Good Friday and Corpus Christi
+    are optional points but stop field work, so they count) plus the state holiday of ``region`` if known."""
     easter = easter_sunday(year)
     days: dict[np.datetime64, str] = {
         easter - np.timedelta64(48, "D"): "carnival_monday",
@@ -192,7 +198,16 @@ def brazil_holidays(year: int, region: str = "ALL") -> dict[np.datetime64, str]:
         easter: "easter",
         easter + np.timedelta64(60, "D"): "corpus_christi",
     }
-    names = ("new_year", "tiradentes", "labour", "independence", "aparecida", "all_souls", "republic", "christmas")
+    names = (
+        "new_year",
+        "tiradentes",
+        "labour",
+        "independence",
+        "aparecida",
+        "all_souls",
+        "republic",
+        "christmas",
+    )
     for (month, day), name in zip(_FIXED_NATIONAL, names, strict=True):
         days[np.datetime64(f"{year:04d}-{month:02d}-{day:02d}", "D")] = name
     if year >= 2024:  # Dia da Consciência Negra became national by Lei 14.759/2023
@@ -208,11 +223,13 @@ def is_rainy_season(month: int, region: str = "ALL") -> bool:
 
 def week_calendar(week_starts: np.ndarray, region: str = "ALL") -> np.ndarray:
     """Calendar features of whole weeks, one row per week start (a Monday), columns as the ``target_*``
-    features: week_of_year, month, holidays on weekdays, business days, carnival, holy week, year end, rainy."""
+    features: week_of_year, month, holidays on weekdays, business days, carnival, holy week, year end,
+    rainy."""
     starts = np.asarray(week_starts, dtype="datetime64[D]")
     out = np.zeros((starts.size, 8), dtype=np.float64)
     for row, start in enumerate(starts):
-        thursday = start + np.timedelta64(3, "D")  # ISO rule: a week belongs to the year/month of its Thursday
+        # ISO rule: a week belongs to the year and month of its Thursday.
+        thursday = start + np.timedelta64(3, "D")
         year = int(thursday.astype("datetime64[Y]").astype(int)) + 1970
         month = int(thursday.astype("datetime64[M]").astype(int)) % 12 + 1
         jan4 = np.datetime64(f"{year:04d}-01-04", "D")
@@ -244,12 +261,14 @@ def week_calendar(week_starts: np.ndarray, region: str = "ALL") -> np.ndarray:
     return out
 
 
-# --------------------------------------------------------------------------------------------- static attributes
+# ---------------------------------------------------------------------- static attributes
+
 
 def site_attributes(site: str) -> tuple[str, str]:
     """(site_type, region) of a Sapiens site code. Codes start with the state (``BAJSS002-3``), Salvador sites
-    with ``SAL``, regional bases are ``GER<UF>``, warehouses ``ALMOX-<UF>``; ``N/A`` and ``ESCRITÓRIO`` are what
-    the export really holds. Anything else (mostly a person's name) is a ``person`` with unknown region."""
+    with ``SAL``, regional bases are ``GER<UF>``, warehouses ``ALMOX-<UF>``; ``N/A`` and ``ESCRITÓRIO`` are
+    what the export really holds. Anything else (mostly a person's name) is a ``person`` with unknown
+    region."""
     code = site.strip().upper()
     if code in ("N/A", "", "NA"):
         return "unknown", "UNKNOWN"
@@ -286,8 +305,11 @@ def criticality_for_family(family: str) -> str:
     return "low"
 
 
-def static_attributes(family: str, site: str = "ALL", level: str = "material_site", region: str | None = None) -> dict[str, str]:
-    """Static attributes (as strings) of a series: what serving derives from a material's family and a site."""
+def static_attributes(
+    family: str, site: str = "ALL", level: str = "material_site", region: str | None = None
+) -> dict[str, str]:
+    """Static attributes (as strings) of a series: what serving derives from a material's family and a site
+    (``site="ALL"`` and the ``level`` for aggregates)."""
     site_type, site_region = site_attributes(site)
     return {
         "family": family if family else UNKNOWN,
@@ -308,14 +330,15 @@ def encode_static(attrs: Mapping[str, str], vocabularies: Mapping[str, Sequence[
     return codes
 
 
-# --------------------------------------------------------------------------------------------- intermittent models
+# ---------------------------------------------------------------------- intermittent models
 
 
 def croston(y: np.ndarray, alpha: float = 0.1, variant: str = "sba") -> np.ndarray:
     """Croston's method, one-step forecasts after each period: ``out[t]`` is the forecast made at the end of
     period ``t`` for every later period. Sizes ``z`` and intervals ``p`` are smoothed only when demand occurs,
     initialised with the first demand and its interval (periods since the series start, counting it).
-    ``variant='sba'`` applies the Syntetos-Boylan bias correction ``(1 - alpha/2)``. NaN before the first demand."""
+    ``variant='sba'`` applies the Syntetos-Boylan bias correction ``(1 - alpha/2)``. NaN before the first
+    demand."""
     values = np.asarray(y, dtype=np.float64)
     out = np.full(values.size, np.nan)
     z = p = np.nan
@@ -337,8 +360,9 @@ def croston(y: np.ndarray, alpha: float = 0.1, variant: str = "sba") -> np.ndarr
 
 def tsb(y: np.ndarray, alpha: float = 0.1, beta: float = 0.1) -> np.ndarray:
     """Teunter-Syntetos-Babai: the demand probability ``d`` is smoothed every period (so a long run of zeros
-    decays the forecast), the size ``z`` only on demand. Initialised at the first demand with ``z`` = that size
-    and ``d`` = 1 / (periods up to and including it). ``out[t]`` = d * z after period t; NaN before any demand."""
+    decays the forecast), the size ``z`` only on demand. Initialised at the first demand with ``z`` = that
+    size and ``d`` = 1 / (periods up to and including it). ``out[t]`` = d * z after period t; NaN before any
+    demand."""
     values = np.asarray(y, dtype=np.float64)
     out = np.full(values.size, np.nan)
     z = d = np.nan
@@ -357,8 +381,8 @@ def tsb(y: np.ndarray, alpha: float = 0.1, beta: float = 0.1) -> np.ndarray:
 
 
 def intermittent_forecast(history: np.ndarray, method: str) -> float:
-    """Point forecast (demand per week, flat over the horizon) of ``croston``, ``sba`` or ``tsb`` at the end of
-    ``history``; 0 when the history holds no demand."""
+    """Point forecast (demand per week, flat over the horizon) of ``croston``, ``sba`` or ``tsb`` at the
+    end of ``history``; 0 when the history holds no demand."""
     if method == "tsb":
         path = tsb(history)
     elif method in ("croston", "sba"):
@@ -370,7 +394,9 @@ def intermittent_forecast(history: np.ndarray, method: str) -> float:
     return float(path[-1])
 
 
-def intermittent_quantiles(history: np.ndarray, method: str, factors: Sequence[float], horizon: int) -> np.ndarray:
+def intermittent_quantiles(
+    history: np.ndarray, method: str, factors: Sequence[float], horizon: int
+) -> np.ndarray:
     """Quantiles [horizon, Q] of an intermittent model: its point forecast (a mean demand rate) times the
     split-conformal factors stored in the sidecar (``intermittent_models.conformal_factors[method]``), made
     non-decreasing so they never cross. Flat over the horizon, as these methods are."""
@@ -380,7 +406,8 @@ def intermittent_quantiles(history: np.ndarray, method: str, factors: Sequence[f
 
 
 def demand_class_stats(y: np.ndarray) -> tuple[float, float, int]:
-    """(ADI, CV², number of demand periods). ADI = periods / demand periods (over the series' observed window);
+    """(ADI, CV², number of demand periods). ADI = periods / demand periods (over the series' observed
+    window);
     CV² = squared coefficient of variation of the non-zero sizes."""
     values = np.asarray(y, dtype=np.float64)
     positive = values[values > 0]
@@ -402,7 +429,7 @@ def classify_demand(y: np.ndarray) -> str:
     return "intermittent" if cv2 < CV2_CUTOFF else "lumpy"
 
 
-# --------------------------------------------------------------------------------------------- the feature matrix
+# ---------------------------------------------------------------------- the feature matrix
 
 
 def _window_mean(cs: np.ndarray, end: np.ndarray, k: int) -> np.ndarray:
@@ -425,8 +452,10 @@ def build_features(
     week_starts  Monday of each history week, numpy datetime64[D], shape [T]
     static       integer codes from :func:`encode_static` (family, site_type, criticality, region, level)
     horizon      number of weeks ahead (row h-1 forecasts week origin + h)
-    externals    optional weekly arrays aligned with ``history`` keyed by :data:`EXTERNAL_NAMES`; missing -> NaN
-    origins      indices into history of the last observed week of each origin; default: the last week (serving)
+    externals    optional weekly arrays aligned with ``history``, keyed by :data:`EXTERNAL_NAMES`;
+                 a missing one gives NaN features
+    origins      indices into history of the last observed week of each origin; default: the last week
+                 (what serving asks for)
     region       the series' state (string), for the state holidays and rainy season of the target weeks
 
     Returns float32 [len(origins) * horizon, len(FEATURE_NAMES)], origin-major then horizon.
@@ -471,7 +500,9 @@ def build_features(
     cols["adi"] = np.where(demand_weeks > 0, end / np.maximum(demand_weeks, 1), np.nan)
     mean_nz = cs[end] / np.maximum(demand_weeks, 1)
     var_nz = cs2[end] / np.maximum(demand_weeks, 1) - mean_nz**2
-    cols["cv2"] = np.where(demand_weeks >= 2, np.maximum(var_nz, 0.0) / np.maximum(mean_nz, 1e-12) ** 2, np.nan)
+    cols["cv2"] = np.where(
+        demand_weeks >= 2, np.maximum(var_nz, 0.0) / np.maximum(mean_nz, 1e-12) ** 2, np.nan
+    )
     cols["sba"] = np.nan_to_num(croston(y, variant="sba")[idx], nan=0.0) / scale
     cols["tsb"] = np.nan_to_num(tsb(y)[idx], nan=0.0) / scale
     # Empirical quantiles of the last 26 weeks: the distribution the series has shown lately.

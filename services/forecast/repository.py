@@ -440,8 +440,11 @@ class ModelRepository:
         poll_seconds: float = 0.0,
         metrics: ForecastMetrics | None = None,
         known_feature_specs: frozenset[str] = KNOWN_FEATURE_SPECS,
+        pinned_versions: Mapping[str, str] | None = None,
     ):
         self.root = Path(root)
+        # model -> the only version to serve (a rollback pin); other versions are ignored.
+        self._pinned = dict(pinned_versions or {})
         self._threads = intra_op_threads
         self._poll_seconds = poll_seconds
         self._metrics = metrics
@@ -507,6 +510,9 @@ class ModelRepository:
                 and int(p.name) > 0
                 and (p.is_dir() or p.is_symlink())
             ]
+            pin = self._pinned.get(model_dir.name)
+            if pin:
+                versions = [v for v in versions if v == pin]
             found[model_dir.name] = sorted(versions, key=_version_key, reverse=True)
         return found
 

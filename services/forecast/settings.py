@@ -25,6 +25,10 @@ class ForecastSettings(ServiceSettings):
     model_name: str = Field(
         "demand_forecast", description="Model the domain API (Forecast, GetReorderPolicy) forecasts with."
     )
+    model_version: str = Field(
+        "",
+        description="Pin the domain model to this version (a rollback); empty serves the newest valid version.",
+    )
     repository_poll_seconds: float = Field(
         10.0, ge=0, description="Interval between two scans of the repository for new versions; 0 disables."
     )

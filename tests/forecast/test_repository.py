@@ -155,3 +155,18 @@ async def test_unload_then_load(tmp_path: Path) -> None:
     assert not repo.ready()
     model = await repo.load(NAME)
     assert model.version == "1" and repo.ready()
+
+
+async def test_a_pinned_version_is_served_instead_of_the_newest(tmp_path: Path) -> None:
+    """Rolling back = pinning NOVA_FORECAST_MODEL_VERSION to the previous version."""
+    from services.forecast.repository import ModelRepository
+
+    for version in ("1", "2"):
+        model = tiny_onnx(float(version))
+        write_version(tmp_path, "m", version, model, tiny_sidecar("m", version, model))
+    newest = ModelRepository(tmp_path)
+    await newest.reload()
+    pinned = ModelRepository(tmp_path, pinned_versions={"m": "1"})
+    await pinned.reload()
+    assert newest.serving("m").version == "2"
+    assert pinned.serving("m").version == "1"
