@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/forecast_accuracy.py [--data data] [--model-dir models/demand_forecast/N]
 
-Without --model-dir it trains a full model on the data into a temporary repository (a few minutes) and reads the
-rolling-origin backtest it ran against CrostonOptimized, CrostonSBA, TSB, ADIDA, IMAPA and SeasonalNaive. The last
-line printed is one JSON object; ratio = baseline / ours (higher is better), target = 1 / 0.9.
+Without --model-dir it trains a full model on the data into a temporary repository (a few minutes) and reads
+the rolling-origin backtest it ran against CrostonOptimized, CrostonSBA, TSB, ADIDA, IMAPA and
+SeasonalNaive. The last line printed is one JSON object; ratio = baseline / ours (higher is better), target
+= 1 / 0.9.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml_training.benchmarks import accuracy_result, load_sidecar, parser  # noqa: E402
+from ml_training.benchmarks import accuracy_result, load_sidecar, parser
 
 
 def main() -> None:
@@ -23,8 +24,10 @@ def main() -> None:
     metrics = side["backtest"]["metrics"]
     for method, groups in metrics.items():
         o = groups["overall"]
-        print(f"{method:28s} scaled_pinball={o['scaled_pinball']:.4f} mase={o['mase']:.3f} "
-              f"cov_p90={o['coverage_p90']:.3f} cov_p90_demand={o['coverage_p90_demand_weeks']:.3f}")
+        print(
+            f"{method:28s} scaled_pinball={o['scaled_pinball']:.4f} mase={o['mase']:.3f} "
+            f"cov_p90={o['coverage_p90']:.3f} cov_p90_demand={o['coverage_p90_demand_weeks']:.3f}"
+        )
     print(json.dumps(accuracy_result(side)))
 
 

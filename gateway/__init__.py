@@ -1,4 +1,4 @@
-"""HTTP gateway: JSON API (with OpenAPI), server-sent events and the planner dashboard over the services' gRPC.
+"""HTTP gateway: JSON API (OpenAPI), server-sent events and the planner dashboard over the services' gRPC.
 
 Entry points: ``python -m gateway``; in-process ``await build_gateway(settings)`` (``gateway.server``);
 the ASGI app ``create_app(settings)`` (``gateway.app``); development users ``create_dev_users(path)``

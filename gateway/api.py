@@ -22,8 +22,15 @@ from novacorrente.ingestion.v1 import ingestion_pb2 as ipb
 
 from gateway import converters as conv
 from gateway import models as m
-from gateway.auth import GRPC_METHOD_KEY, Caller, CallerDep, StreamCallerDep, route_method
+from gateway.auth import (
+    GRPC_METHOD_KEY,
+    Caller,
+    CallerDep,
+    StreamCallerDep,
+    route_method,
+)
 from gateway.policy import ANALYTICS, FORECAST, INGESTION, method
+from gateway.query import FILTER_PARAMETERS, parse_filter
 from gateway.sse import stream_events
 from gateway.status import ApiError, from_rpc_error
 
@@ -48,13 +55,24 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 _UPSTREAM_OF = {ANALYTICS: "analytics", FORECAST: "forecast", INGESTION: "ingestion"}
 
 
-def rpc_route(verb: str, path: str, rpc: str, **kwargs: Any) -> Any:
-    """Declare a route that maps to the gRPC method ``rpc``."""
+def rpc_route(
+    verb: str,
+    path: str,
+    rpc: str,
+    *,
+    responses: dict[int | str, Any] | None = None,
+    filtered: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Declare a route that maps to the gRPC method ``rpc`` (``filtered``: it takes the data filter)."""
+    extra: dict[str, Any] = {GRPC_METHOD_KEY: rpc}
+    if filtered:
+        extra["parameters"] = FILTER_PARAMETERS
     return router.api_route(
         path,
         methods=[verb],
-        openapi_extra={GRPC_METHOD_KEY: rpc},
-        responses=ERROR_RESPONSES,
+        openapi_extra=extra,
+        responses={**ERROR_RESPONSES, **(responses or {})},
         description=kwargs.pop("description", "") + f"\n\ngRPC: `{rpc}`.",
         **kwargs,
     )
@@ -84,29 +102,12 @@ async def upstream_call(request: Request, caller: Caller, message: Message) -> A
 # -- query parameters shared by several routes ----------------------------------------------------------
 
 
-def filter_query(
-    material: Annotated[list[str], Query(description="Material codes (repeat for several).")] = [],  # noqa: B006
-    site: Annotated[list[str], Query(description="Site or warehouse codes.")] = [],  # noqa: B006
-    family: Annotated[list[str], Query(description="Material families.")] = [],  # noqa: B006
-    client: Annotated[list[str], Query(description="Clients (tower companies, utilities).")] = [],  # noqa: B006
-    region: Annotated[list[str], Query(description="Regions or states, e.g. BA.")] = [],  # noqa: B006
-    supplier: Annotated[list[str], Query(description="Supplier names.")] = [],  # noqa: B006
-    start: Annotated[dt.date | None, Query(description="First day of the period (inclusive).")] = None,
-    end: Annotated[dt.date | None, Query(description="Last day of the period (inclusive).")] = None,
-) -> cpb.Filter:
-    return conv.filter_proto(
-        material=material,
-        site=site,
-        family=family,
-        client=client,
-        region=region,
-        supplier=supplier,
-        start=start,
-        end=end,
-    )
+async def filter_query(request: Request) -> cpb.Filter:
+    """The filter parameters (documented through ``openapi_extra``, see ``gateway.query``)."""
+    return parse_filter(request)
 
 
-def page_query(
+async def page_query(
     page_size: Annotated[int, Query(ge=0, le=INT32_MAX, description="0: the server's default.")] = 0,
     page_token: Annotated[
         str, Query(max_length=4096, description="`next_page_token` of the last page.")
@@ -131,6 +132,7 @@ def _grain(grain: str | None) -> int:
     "GET",
     "/kpis",
     method(ANALYTICS, "GetKpis"),
+    filtered=True,
     response_model=m.KpisOut,
     summary="Inventory KPIs for a slice of the data",
 )
@@ -148,6 +150,7 @@ async def get_kpis(
     "GET",
     "/demand",
     method(ANALYTICS, "GetDemandSeries"),
+    filtered=True,
     response_model=m.DemandSeriesOut,
     summary="Demand per period, with the latest forecast band for a single material x site",
 )
@@ -168,6 +171,7 @@ async def get_demand(
     "GET",
     "/inventory",
     method(ANALYTICS, "ListInventoryStatus"),
+    filtered=True,
     response_model=m.InventoryPage,
     summary="Inventory status per material x site, highest risk first",
 )
@@ -192,6 +196,7 @@ async def list_inventory(
     "GET",
     "/lead-times",
     method(ANALYTICS, "GetLeadTimes"),
+    filtered=True,
     response_model=m.LeadTimesOut,
     summary="Observed supplier lead times for a slice of the data",
 )
@@ -208,6 +213,7 @@ AlertStates = Annotated[
     "GET",
     "/alerts",
     method(ANALYTICS, "ListAlerts"),
+    filtered=True,
     response_model=m.AlertPage,
     summary="Alerts, newest first",
 )
@@ -234,13 +240,20 @@ def _alert_event(alert: apb.Alert) -> tuple[str, m.AlertOut]:
     "GET",
     "/alerts/stream",
     method(ANALYTICS, "WatchAlerts"),
+    filtered=True,
     response_model=None,
     response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "An endless `text/event-stream`; each `alert` event's data is an `AlertOut`.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
     summary="Live alerts as server-sent events",
     description="`text/event-stream`: one `alert` event (an AlertOut) per raised alert and per state change, "
-    "`: keepalive` comments while idle, a `stream_error` event (an ErrorBody) if the upstream fails. EventSource cannot send "
-    "headers, so this route also takes the token as `?access_token=`. The stream ends when the token "
-    "expires; the client then logs in again and reconnects.",
+    "`: keepalive` comments while idle, a `stream_error` event (an ErrorBody) if the upstream fails. "
+    "EventSource cannot send headers, so this route also takes the token as `?access_token=`. "
+    "The stream ends when the token expires; the client then logs in again and reconnects.",
 )
 async def stream_alerts(request: Request, caller: StreamCallerDep, filter: FilterDep) -> StreamingResponse:
     state = request.app.state

@@ -96,6 +96,7 @@ class RequestMiddleware:
                 break
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        api = str(scope.get("path", "")).startswith("/api/")
         start = time.perf_counter()
         status = 500
 
@@ -104,6 +105,9 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 headers = list(message.get("headers", ()))
+                if api and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    # Answers depend on the caller's token: no shared cache may keep them.
+                    headers.append((b"cache-control", b"no-store"))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(_SECURITY_HEADERS)
                 message["headers"] = headers

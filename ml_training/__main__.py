@@ -11,30 +11,58 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ml_training", description="Offline training of the demand model")
+    parser = argparse.ArgumentParser(
+        prog="python -m ml_training", description="Offline training of the demand model"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train, backtest and export a model version into a model repository")
-    t.add_argument("--data", type=Path, default=Path("data"),
-                   help="data directory (dadosSuprimentos.xlsx or consumption.parquet/.csv + external/) or a file")
+    t.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data"),
+        help="data directory (dadosSuprimentos.xlsx or consumption.parquet/.csv + external/) or a file",
+    )
     t.add_argument("--out", type=Path, default=Path("models"), help="model repository root")
     t.add_argument("--name", default="demand_forecast", help="model name in the repository")
     t.add_argument("--horizon", type=int, default=4, help="weeks ahead")
-    t.add_argument("--quick", action="store_true",
-                   help="small but real model: materials subset, few trees, short backtest, no baselines")
+    t.add_argument(
+        "--quick",
+        action="store_true",
+        help="small but real model: materials subset, few trees, short backtest, no baselines",
+    )
     t.add_argument("--no-baselines", action="store_true", help="skip the statsforecast baselines")
-    t.add_argument("--publish-card", type=Path, default=None, metavar="DOCS_DIR",
-                   help="also copy the card to DOCS_DIR/model-card.md (+ DOCS_DIR/model-card/*.png); the default is "
-                   "docs/ for a full run on the real export")
+    t.add_argument(
+        "--publish-card",
+        type=Path,
+        default=None,
+        metavar="DOCS_DIR",
+        help="also copy the card to DOCS_DIR/model-card.md (+ DOCS_DIR/model-card/*.png); the default is "
+        "docs/ for a full run on the real export",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
 
     from ml_training.pipeline import RunConfig, train
 
     publish = args.publish_card
-    if publish is None and not args.quick and args.data.is_dir() and (args.data / "dadosSuprimentos.xlsx").is_file():
+    if (
+        publish is None
+        and not args.quick
+        and args.data.is_dir()
+        and (args.data / "dadosSuprimentos.xlsx").is_file()
+    ):
         publish = Path("docs")
-    cfg = RunConfig(data=args.data, out=args.out, name=args.name, horizon=args.horizon, quick=args.quick,
-                    baselines=not args.no_baselines, publish_card=publish)
+    cfg = RunConfig(
+        data=args.data,
+        out=args.out,
+        name=args.name,
+        horizon=args.horizon,
+        quick=args.quick,
+        baselines=not args.no_baselines,
+        publish_card=publish,
+    )
     result = train(cfg)
     print(result.version_dir)
     return 0

@@ -49,8 +49,13 @@ def add_baselines(bt: Backtest, panel: Panel, n_jobs: int = 1) -> list[str]:
     week0 = panel.weeks[0].astype("datetime64[ns]")
     origin = ((cv["cutoff"].to_numpy() - week0) // np.timedelta64(7, "D")).astype(np.int64)
     target = ((cv["ds"].to_numpy() - week0) // np.timedelta64(7, "D")).astype(np.int64)
-    key = {(int(s), int(o), int(t - o)): r for r, (s, o, t) in enumerate(zip(cv["unique_id"], origin, target, strict=True))}
-    order = np.array([key[(int(s), int(o), int(h))] for s, o, h in zip(bt.series, bt.origin, bt.h, strict=True)])
+    key = {
+        (int(s), int(o), int(t - o)): r
+        for r, (s, o, t) in enumerate(zip(cv["unique_id"], origin, target, strict=True))
+    }
+    order = np.array(
+        [key[(int(s), int(o), int(h))] for s, o, h in zip(bt.series, bt.origin, bt.h, strict=True)]
+    )
     for name in BASELINES:
         cols = [cv[name].to_numpy()] + [cv[f"{name}-hi-{_LEVEL_FOR[q]}"].to_numpy() for q in QUANTILES[1:]]
         Q = np.maximum(np.column_stack(cols)[order], 0.0)

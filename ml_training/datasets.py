@@ -53,7 +53,8 @@ def is_service(family: str, unit: str) -> bool:
 
 @dataclass
 class Consumption:
-    """Goods consumption lines (services already removed), one entry per line, plus what was dropped and why."""
+    """Goods consumption lines (services already removed), one entry per line, plus what was dropped and
+    why."""
 
     material: list[str]
     site: list[str]
@@ -125,7 +126,14 @@ def _read_table(path: Path) -> list[dict[str, object]]:
         table = pq.read_table(path)
     else:
         # Only the empty cell is null: "N/A" (or "NA") stays the string it is.
-        options = pacsv.ConvertOptions(null_values=[""], strings_can_be_null=False)
+        # Codes stay strings ("010601" is not the number 10601).
+        import pyarrow as pa
+
+        options = pacsv.ConvertOptions(
+            null_values=[""],
+            strings_can_be_null=False,
+            column_types={c: pa.string() for c in ("material", "site", "family", "unit")},
+        )
         table = pacsv.read_csv(path, convert_options=options)
     missing = [c for c in TABLE_COLUMNS if c not in table.column_names]
     if missing:
@@ -178,7 +186,8 @@ def read_consumption(source: Path) -> Consumption:
     # A material bought in two units (010601 in UN and CX) is two series: quantities in different units
     # cannot be added.
     materials = [
-        m if len(units_by_material[m]) == 1 else f"{m}@{u}" for m, u in zip(cols["material"], cols["unit"], strict=True)
+        m if len(units_by_material[m]) == 1 else f"{m}@{u}"
+        for m, u in zip(cols["material"], cols["unit"], strict=True)
     ]
     return Consumption(
         material=materials,
@@ -219,10 +228,10 @@ def detect_window(cons: Consumption, min_completeness: float = 0.9, thin_ratio: 
     A requisition raised in week w appears in the export only if it was purchased by the export end, so the
     expected completeness of week w is P(lead time <= export_end - end of w), estimated from the empirical
     distribution of the export's own (non-negative) lead times. Trailing weeks below ``min_completeness``
-    are censored; so is any trailing week whose line count is under ``thin_ratio`` x the median week (a second,
-    model-free check). At the start, weeks are dropped until a week and the mean of it and the next three
-    reach ``thin_ratio`` and half the median: the export's start is thin for the mirrored reason.
-    """
+    are censored; so is any trailing week whose line count is under ``thin_ratio`` x the median week (a
+    second, model-free check). At the start, weeks are dropped until a week and the mean of it and the next
+    three
+    reach ``thin_ratio`` and half the median: the export's start is thin for the mirrored reason."""
     export_end = cons.purchased[~np.isnat(cons.purchased)].max()
     lead = (cons.purchased - cons.requested).astype("timedelta64[D]").astype(np.float64)
     valid = lead[~np.isnan(lead)]
@@ -254,7 +263,8 @@ def detect_window(cons: Consumption, min_completeness: float = 0.9, thin_ratio: 
         thin_head=[str(w) for w in all_weeks[:start]],
         rule=(
             f"tail: expected completeness P(lead time <= days to export end) < {min_completeness:.0%} "
-            f"or lines < {thin_ratio:.0%} of the median week ({median:.0f}); head: lines < {thin_ratio:.0%} of the "
+            f"or lines < {thin_ratio:.0%} of the median week ({median:.0f}); head: lines < "
+            f"{thin_ratio:.0%} of the "
             f"median or the 4-week mean < 50% of it"
         ),
     )

@@ -3,12 +3,12 @@
 At each cutoff c (the last observed week) every method forecasts weeks c+1..c+H from data up to c only. The
 LightGBM model is refit every ``refit_every`` cutoffs on rows whose *target* week is <= the block's first
 cutoff (so never on anything a forecast in the block could not have known); the numpy intermittent models are
-re-run at every cutoff and get split-conformal offsets from the calibration weeks before the block.
-"""
+re-run at every cutoff and get split-conformal offsets from the calibration weeks before the block."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +20,7 @@ from ml_training.metrics import naive_scale, summarize
 from ml_training.model import QUANTILES, ModelParams, conformal_factors, fit_quantile_model
 from services.forecast import features as F
 
-__all__ = ["INTERMITTENT_METHODS", "Backtest", "run_backtest", "select_models"]
+__all__ = ["INTERMITTENT_METHODS", "OURS", "SELECTED", "Backtest", "choose_methods", "run_backtest"]
 
 log = logging.getLogger(__name__)
 INTERMITTENT_METHODS = ("croston", "sba", "tsb")
@@ -49,20 +49,10 @@ class Backtest:
             for name in F.DEMAND_CLASSES:
                 rows = cls == name
                 if rows.any():
-                    out[method][name] = summarize(self.y[rows], Q[rows], self.series[rows], self.scales, quantiles)
+                    out[method][name] = summarize(
+                        self.y[rows], Q[rows], self.series[rows], self.scales, quantiles
+                    )
         return out
-
-    def series_scores(self, method: str, quantiles: tuple[float, ...] = QUANTILES) -> dict[int, float]:
-        from ml_training.metrics import pinball
-
-        Q = self.forecasts[method]
-        pin = np.column_stack([pinball(self.y, Q[:, j], t) for j, t in enumerate(quantiles)]).mean(axis=1)
-        scores = {}
-        for i in np.unique(self.series):
-            s = self.scales[int(i)]
-            if s > 0:
-                scores[int(i)] = float(pin[self.series == i].mean() / s)
-        return scores
 
 
 def intermittent_paths(panel: Panel, matrix: Matrix) -> dict[str, np.ndarray]:
@@ -71,7 +61,11 @@ def intermittent_paths(panel: Panel, matrix: Matrix) -> dict[str, np.ndarray]:
     for i in np.unique(matrix.series):
         rows = np.flatnonzero(matrix.series == i)
         y = panel.series[int(i)].y
-        paths = {"croston": F.croston(y, variant="croston"), "sba": F.croston(y, variant="sba"), "tsb": F.tsb(y)}
+        paths = {
+            "croston": F.croston(y, variant="croston"),
+            "sba": F.croston(y, variant="sba"),
+            "tsb": F.tsb(y),
+        }
         for m in INTERMITTENT_METHODS:
             out[m][rows] = np.nan_to_num(paths[m][matrix.origin[rows]], nan=0.0)
     return out
@@ -89,10 +83,15 @@ def run_backtest(
     horizon: int,
     params: ModelParams,
     refit_every: int = 4,
+    warmup: int = 6,
     progress: Callable[[str], None] | None = None,
 ) -> Backtest:
+    """Backtest on ``cutoffs`` (consecutive). Our methods also run on ``warmup`` cutoffs before them, never
+    reported: their results are what the rolling model selection of the first reported block can look at."""
     say = progress or log.info
-    in_eval = np.isin(matrix.series, eval_series) & np.isin(matrix.origin, cutoffs)
+    first_test = int(cutoffs[0])
+    all_cutoffs = np.arange(max(first_test - warmup, 3), int(cutoffs[-1]) + 1)
+    in_eval = np.isin(matrix.series, eval_series) & np.isin(matrix.origin, all_cutoffs)
     rows = np.flatnonzero(in_eval & ~np.isnan(matrix.y))
     sub = matrix.take(rows)
     forecasts: dict[str, np.ndarray] = {OURS: np.zeros((rows.size, len(QUANTILES)))}
@@ -100,10 +99,13 @@ def run_backtest(
     for m in INTERMITTENT_METHODS:
         forecasts[m] = np.zeros((rows.size, len(QUANTILES)))
     offsets: dict[str, list[list[float]]] = {m: [] for m in (OURS, *INTERMITTENT_METHODS)}
-    blocks = [cutoffs[k : k + refit_every] for k in range(0, cutoffs.size, refit_every)]
+    blocks = [all_cutoffs[k : k + refit_every] for k in range(0, all_cutoffs.size, refit_every)]
     for b, block in enumerate(blocks):
         c0 = int(block[0])
-        say(f"backtest block {b + 1}/{len(blocks)}: fit at cutoff week {panel.weeks[c0]} for {block.size} cutoffs")
+        say(
+            f"backtest block {b + 1}/{len(blocks)}: fit at cutoff week {panel.weeks[c0]} for {block.size} "
+            "cutoffs"
+        )
         model = fit_quantile_model(matrix.X, matrix.y, matrix.target, c0, params)
         offsets[OURS].append(model.offsets.tolist())
         mask = np.isin(sub.origin, block)
@@ -112,45 +114,96 @@ def run_backtest(
         for m in INTERMITTENT_METHODS:
             factors = conformal_factors(matrix.y[known], points[m][known])
             offsets[m].append(factors.tolist())
-            forecasts[m][mask] = np.maximum.accumulate(points[m][rows][mask][:, None] * factors[None, :], axis=1)
+            forecasts[m][mask] = np.maximum.accumulate(
+                points[m][rows][mask][:, None] * factors[None, :], axis=1
+            )
+    selected = np.zeros((rows.size, len(QUANTILES)))
+    choices: list[dict[str, int]] = []
+    for block in blocks:
+        c0 = int(block[0])
+        choice, _ = choose_methods(
+            panel, sub.series, sub.origin, sub.horizon, sub.y, forecasts, c0, eval_series
+        )
+        mask = np.isin(sub.origin, block)
+        for m in SELECTABLE:
+            pick = mask & np.array([choice[int(i)]["method"] == m for i in sub.series])
+            selected[pick] = forecasts[m][pick]
+        if c0 >= first_test:
+            choices.append(dict(Counter(v["method"] for v in choice.values())))
+    forecasts[SELECTED] = selected
     forecasts["reference_zero"] = np.zeros((rows.size, len(QUANTILES)))
-    emp = np.zeros((rows.size, len(QUANTILES)))
-    for r in range(rows.size):
-        emp[r] = _empirical(panel.series[int(sub.series[r])].y, int(sub.origin[r]))
+    test = sub.origin >= first_test
+    emp = np.zeros((int(test.sum()), len(QUANTILES)))
+    for k, r in enumerate(np.flatnonzero(test)):
+        emp[k] = _empirical(panel.series[int(sub.series[r])].y, int(sub.origin[r]))
+    forecasts = {m: (f if m == "reference_empirical_26w" else f[test]) for m, f in forecasts.items()}
     forecasts["reference_empirical_26w"] = emp
-    first = int(cutoffs[0])
-    classes = {i: F.classify_demand(panel.series[i].y[: first + 1]) for i in eval_series}
-    scales = {i: naive_scale(panel.series[i].y[: first + 1]) for i in eval_series}
-    return Backtest(cutoffs, horizon, sub.series, sub.origin, sub.horizon, sub.y, forecasts, classes, scales, offsets)
+    classes = {i: F.classify_demand(panel.series[i].y[: first_test + 1]) for i in eval_series}
+    scales = {i: naive_scale(panel.series[i].y[: first_test + 1]) for i in eval_series}
+    offsets["selection_counts_per_block"] = choices  # type: ignore[assignment]
+    return Backtest(
+        np.asarray(cutoffs),
+        horizon,
+        sub.series[test],
+        sub.origin[test],
+        sub.horizon[test],
+        sub.y[test],
+        forecasts,
+        classes,
+        scales,
+        offsets,
+    )
 
 
-def select_models(bt: Backtest, panel: Panel, min_demand_weeks: int = 3) -> dict[str, object]:
-    """Per-series model choice among our own methods (the ones serving can run: the ONNX model and the numpy
-    intermittent models). Each demand class gets the method with the lowest mean scaled pinball loss in the
-    backtest; a series with at least ``min_demand_weeks`` demand weeks in the backtest targets gets its own
-    winner instead. The choice is made on the same backtest that reports the figures, so the reported
-    accuracy is that of the LightGBM model alone, never of this (optimistic) selection."""
-    candidates = (OURS, *INTERMITTENT_METHODS)
-    scores = {m: bt.series_scores(m) for m in candidates}
+SELECTABLE = (OURS, *INTERMITTENT_METHODS)
+SELECTED = "nova_selected"
+
+
+def choose_methods(
+    panel: Panel,
+    series: np.ndarray,
+    origin: np.ndarray,
+    h: np.ndarray,
+    y: np.ndarray,
+    forecasts: dict[str, np.ndarray],
+    cutoff: int,
+    eval_series: list[int],
+    min_demand_weeks: int = 3,
+) -> tuple[dict[int, dict[str, object]], dict[str, str]]:
+    """Per-series choice among the methods serving can run (the ONNX model, numpy Croston/SBA/TSB), using only
+    backtest rows whose target week is known at ``cutoff``. Each demand class (classified on the history up to
+    ``cutoff``) gets the method with the lowest mean scaled pinball loss over its series; a series with at
+    least
+    ``min_demand_weeks`` known demand weeks gets its own winner. Without any known row: the ONNX model."""
+    from ml_training.metrics import pinball
+
+    known = origin + h <= cutoff
+    pin = {
+        m: np.column_stack([pinball(y, forecasts[m][:, j], t) for j, t in enumerate(QUANTILES)]).mean(axis=1)
+        for m in SELECTABLE
+    }
+    info: dict[int, tuple[str, dict[str, float], int]] = {}
+    for i in eval_series:
+        hist = panel.series[i].y[: cutoff + 1]
+        rows = known & (series == i)
+        s = naive_scale(hist)
+        scores = {m: float(pin[m][rows].mean() / s) for m in SELECTABLE} if rows.any() and s > 0 else {}
+        info[i] = (F.classify_demand(hist), scores, int((y[rows & (h == 1)] > 0).sum()))
     class_winner: dict[str, str] = {}
     for name in F.DEMAND_CLASSES:
-        ids = [i for i, c in bt.classes.items() if c == name and i in scores[OURS]]
-        if ids:
-            class_winner[name] = min(candidates, key=lambda m: float(np.mean([scores[m][i] for i in ids])))
-    series_choice = {}
-    for i, cls in bt.classes.items():
-        key = panel.series[i].key
-        demand_weeks = int((bt.y[(bt.series == i) & (bt.h == 1)] > 0).sum())
-        if i in scores[OURS] and demand_weeks >= min_demand_weeks:
-            method = min(candidates, key=lambda m: scores[m][i])
-            basis = "series"
+        scored = [sc for cls, sc, _ in info.values() if cls == name and sc]
+        if scored:
+            class_winner[name] = min(SELECTABLE, key=lambda m: float(np.mean([sc[m] for sc in scored])))
+    out: dict[int, dict[str, object]] = {}
+    for i, (cls, scores, demand_weeks) in info.items():
+        if scores and demand_weeks >= min_demand_weeks:
+            method, basis = min(SELECTABLE, key=lambda m: scores[m]), "series"
         else:
-            method = class_winner.get(cls, OURS)
-            basis = "class"
-        series_choice[key] = {
+            method, basis = class_winner.get(cls, OURS), "class" if cls in class_winner else "default"
+        out[i] = {
             "method": method,
-            "demand_class": cls,
             "basis": basis,
-            "scaled_pinball": {m: round(scores[m][i], 5) for m in candidates if i in scores[m]},
+            "demand_class": cls,
+            "scaled_pinball": {m: round(v, 5) for m, v in scores.items()},
         }
-    return {"candidates": list(candidates), "class_choice": class_winner, "series": series_choice}
+    return out, class_winner

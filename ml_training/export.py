@@ -54,7 +54,8 @@ def _booster_graph(booster: object, n_features: int, prefix: str):  # -> onnx.Gr
 
 
 def to_onnx(model: QuantileModel, n_features: int = len(F.FEATURE_NAMES), name: str = "demand_forecast"):
-    """One graph: features [N, F] -> each booster -> Concat [N, Q] -> + base (the hist_q*_26 columns the boosting
+    """One graph: features [N, F] -> each booster -> Concat [N, Q] -> + base (the hist_q*_26 columns the
+    boosting
     started from) -> + conformal offsets where positive -> max(0) -> TopK ascending (sort: non-crossing) ->
     * features[:, scale] -> quantiles [N, Q]."""
     import onnx
@@ -134,11 +135,15 @@ def parity(onnx_bytes: bytes, model: QuantileModel, X: np.ndarray) -> dict[str, 
 
 def next_version(repo: Path, name: str) -> int:
     root = repo / name
-    versions = [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if root.is_dir() else []
+    versions = (
+        [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if root.is_dir() else []
+    )
     return max(versions, default=0) + 1
 
 
-def write_version(repo: Path, name: str, version: int, onnx_bytes: bytes, sidecar: dict, extra: dict[str, bytes]) -> Path:
+def write_version(
+    repo: Path, name: str, version: int, onnx_bytes: bytes, sidecar: dict, extra: dict[str, bytes]
+) -> Path:
     """Write the version directory atomically: everything goes to a temporary sibling that is renamed into
     place, so a reader scanning the repository never sees a half-written version."""
     root = repo / name
@@ -153,7 +158,9 @@ def write_version(repo: Path, name: str, version: int, onnx_bytes: bytes, sideca
         path = tmp / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    (tmp / "model.json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    (tmp / "model.json").write_text(
+        json.dumps(sidecar, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+    )
     os.chmod(tmp, 0o755)
     tmp.rename(final)
     return final

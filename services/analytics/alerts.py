@@ -529,7 +529,8 @@ class DuckAlertStore:
         if row is None:
             return None
         events = con.execute(
-            "SELECT state, actor, changed_at, comment FROM analytics.alert_events WHERE alert_id = ? ORDER BY id",
+            "SELECT state, actor, changed_at, comment FROM analytics.alert_events WHERE alert_id = ? "
+            "ORDER BY id",
             [alert_id],
         ).fetchall()
         return _record(row, [_event(e) for e in events])

@@ -129,13 +129,15 @@ class DuckEngine:
         running.bind(cursor)
         try:
             return fn(Job(cursor, running), *args)
-        except duckdb.InterruptException as exc:
-            raise QueryCancelled("interrupted") from exc
-        finally:
-            running.release()
+        except BaseException as exc:
             # A failed job may leave its transaction open; the next job on this thread must start clean.
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")
+            if isinstance(exc, duckdb.InterruptException):
+                raise QueryCancelled("interrupted") from exc
+            raise
+        finally:
+            running.release()
 
     async def _submit(
         self,

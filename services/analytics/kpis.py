@@ -12,8 +12,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from services.analytics.engine import Job, one
 from services.analytics.queries import HISTORY_RATE_DAYS
 from services.analytics.slices import Slice
@@ -83,8 +81,8 @@ def _demand(job: Job, s: Slice, ctx: _Context) -> list[KpiValue]:
     where = demand_where(s)
     q, n, units = one(
         job.cursor.execute(
-            f"SELECT sum(c.quantity)::DOUBLE, count(*), list(DISTINCT c.unit ORDER BY c.unit) FROM consumption c "
-            f"WHERE {where.sql}",
+            "SELECT sum(c.quantity)::DOUBLE, count(*), list(DISTINCT c.unit ORDER BY c.unit) "
+            f"FROM consumption c WHERE {where.sql}",
             where.params,
         )
     )  # type: ignore[misc]
@@ -98,8 +96,15 @@ def _demand(job: Job, s: Slice, ctx: _Context) -> list[KpiValue]:
 class _Context:
     """Facts several KPI groups need, computed once per request."""
 
-    def __init__(self, job: Job, s: Slice, simulated_setting: bool):
+    def __init__(self, simulated_setting: bool):
         self.simulated_setting = simulated_setting
+        self.simulated = simulated_setting
+        self.stock_rows = 0
+        self.start: dt.date | None = None
+        self.end: dt.date | None = None
+
+    def load_stock(self, job: Job, s: Slice) -> None:
+        """The stock facts (only the stock KPIs need them)."""
         sw = stock_where(s, "s")
         row = one(
             job.cursor.execute(
@@ -109,7 +114,7 @@ class _Context:
             )
         )
         self.stock_first, self.stock_last, self.stock_rows, sim = row if row else (None, None, 0, False)
-        self.simulated = bool(sim) or simulated_setting
+        self.simulated = bool(sim) or self.simulated_setting
         # The period of stock KPIs: the filter's dates, else the span of the slice's stock counts.
         self.start: dt.date | None = s.start or self.stock_first
         self.end: dt.date | None = s.end or self.stock_last
@@ -138,6 +143,7 @@ def _stock(job: Job, s: Slice, ctx: _Context) -> list[KpiValue]:
         "sla_risk_series",
         "critical_site_stockout_days",
     )
+    ctx.load_stock(job, s)
     if not ctx.has_stock:
         out = [_na(n, _NO_STOCK) for n in names]
         return [*out, _na("average_inventory_value", "no unit costs in the data")]
@@ -167,11 +173,13 @@ per AS (
 ),
 cur AS (SELECT material_code, site_code, arg_max(on_hand, as_of) AS oh FROM s GROUP BY ALL),
 dem AS (
+    -- Only the demand of the pairs that have stock counts: a join on the few counted pairs, not a pass
+    -- aggregating every series of the company.
     SELECT c.material_code, c.site_code,
            sum(c.quantity) FILTER (WHERE c.demand_date BETWEEN ? AND ?) AS period_q,
            sum(c.quantity) FILTER (WHERE c.demand_date > ?::DATE - {HISTORY_RATE_DAYS} AND c.demand_date <= ?)
                AS trail_q
-    FROM consumption c WHERE {dw.sql} GROUP BY ALL
+    FROM consumption c JOIN cur USING (material_code, site_code) WHERE {dw.sql} GROUP BY ALL
 ),
 crit AS (SELECT code FROM sites WHERE criticality = 3)
 SELECT
@@ -232,18 +240,20 @@ SELECT
 
 def _fill_rate(job: Job, s: Slice, start: dt.date, end: dt.date, ctx: _Context) -> KpiValue:
     dw = demand_where(s, start=start, end=end)
+    sw = stock_where(s, "s")
     row = one(
         job.cursor.execute(
             f"""
-WITH dd AS (
+WITH counted AS (SELECT DISTINCT material_code, site_code FROM stock_snapshots s WHERE {sw.sql}),
+dd AS (
     SELECT c.material_code, c.site_code, c.demand_date AS d, sum(c.quantity) AS q
-    FROM consumption c WHERE {dw.sql} GROUP BY ALL
+    FROM consumption c JOIN counted USING (material_code, site_code) WHERE {dw.sql} GROUP BY ALL
 )
 SELECT sum(dd.q)::DOUBLE, sum(least(dd.q, greatest(s.on_hand, 0)))::DOUBLE
 FROM dd ASOF JOIN stock_snapshots s
   ON dd.material_code = s.material_code AND dd.site_code = s.site_code AND dd.d > s.as_of
 """,
-            dw.params,
+            [*sw.params, *dw.params],
         )
     )
     demanded, filled = row if row else (None, None)
@@ -294,32 +304,30 @@ GROUP BY cls
 
 def _lead(job: Job, s: Slice, ctx: _Context) -> list[KpiValue]:
     dw = demand_where(s)
-    # Sorted: the same multiset must give the same floating-point results whatever the scan order.
-    days = np.sort(
-        np.array(
-            [
-                r[0]
-                for r in job.cursor.execute(
-                    f"SELECT c.lead_time_days FROM consumption c WHERE {dw.sql} AND c.lead_time_days >= 0",
-                    dw.params,
-                ).fetchall()
-            ],
-            dtype=np.float64,
+    # Exact integer sums (so the answer does not depend on the scan order) and interpolated quantiles, as
+    # numpy's default percentile.
+    n, total, squares, p50, p90 = one(
+        job.cursor.execute(
+            f"SELECT count(*), sum(c.lead_time_days), sum(c.lead_time_days::BIGINT * c.lead_time_days), "
+            f"quantile_cont(c.lead_time_days, 0.5), quantile_cont(c.lead_time_days, 0.9) "
+            f"FROM consumption c WHERE {dw.sql} AND c.lead_time_days >= 0",
+            dw.params,
         )
     )
     names = ("lead_time_mean_days", "lead_time_p50_days", "lead_time_p90_days", "lead_time_std_days")
-    if days.size == 0:
+    if not n:
         return [_na(n, "no purchased lines with a non-negative lead time in this slice") for n in names]
-    note = f"{days.size} observations"
+    n, total, squares = int(n), int(total), int(squares)
+    note = f"{n} observations"
     out = [
-        _ok("lead_time_mean_days", float(days.mean()), note),
-        _ok("lead_time_p50_days", float(np.percentile(days, 50)), note),
-        _ok("lead_time_p90_days", float(np.percentile(days, 90)), note),
+        _ok("lead_time_mean_days", total / n, note),
+        _ok("lead_time_p50_days", float(p50), note),
+        _ok("lead_time_p90_days", float(p90), note),
     ]
-    if days.size < 2:
+    if n < 2:
         out.append(_na("lead_time_std_days", "fewer than two observations"))
     else:
-        out.append(_ok("lead_time_std_days", float(days.std(ddof=1)), note))
+        out.append(_ok("lead_time_std_days", math.sqrt((n * squares - total * total) / (n * (n - 1))), note))
     return out
 
 
@@ -334,8 +342,8 @@ def _on_time(job: Job, s: Slice, ctx: _Context) -> list[KpiValue]:
         params.append(s.end)
     on_time, total, sim = one(
         job.cursor.execute(
-            f"SELECT count(*) FILTER (WHERE p.received_date <= p.expected_date), count(*), bool_or(p.simulated) "
-            f"FROM purchase_orders p WHERE {cond} AND p.received_date IS NOT NULL "
+            "SELECT count(*) FILTER (WHERE p.received_date <= p.expected_date), count(*), "
+            f"bool_or(p.simulated) FROM purchase_orders p WHERE {cond} AND p.received_date IS NOT NULL "
             "AND p.expected_date IS NOT NULL",
             params,
         )
@@ -358,8 +366,10 @@ def _accuracy(job: Job, s: Slice, ctx: _Context) -> list[KpiValue]:
     if s.end:
         cond += " AND f.week_start + 6 <= ?"
         params.append(s.end)
-    rows = job.cursor.execute(
-        f"""
+    # Sums of doubles are ordered, so the answer does not depend on the scan order.
+    n, actual, abs_error, error, with_band, inside, widths = one(
+        job.cursor.execute(
+            f"""
 WITH fc AS (
     SELECT f.material_code, f.site_code, f.week_start, f.mean, f.q_levels, f.q_values
     FROM forecasts f WHERE f.level = 1 AND {cond}
@@ -373,47 +383,45 @@ act AS (
     FROM consumption c
     JOIN (SELECT DISTINCT material_code, site_code FROM fc) k USING (material_code, site_code)
     GROUP BY ALL
+),
+j AS (
+    SELECT fc.material_code, fc.site_code, fc.week_start, coalesce(act.q, 0) AS actual,
+           coalesce(list_extract(fc.q_values, list_position(fc.q_levels, 0.5)), fc.mean) AS point,
+           CASE WHEN len(fc.q_levels) >= 2
+                THEN list_extract(fc.q_values, list_position(fc.q_levels, list_min(fc.q_levels))) END AS lo,
+           CASE WHEN len(fc.q_levels) >= 2
+                THEN list_extract(fc.q_values, list_position(fc.q_levels, list_max(fc.q_levels))) END AS hi,
+           round((list_max(fc.q_levels) - list_min(fc.q_levels)) * 100)::INTEGER AS width
+    FROM fc LEFT JOIN act USING (material_code, site_code, week_start), last_day
+    WHERE fc.week_start + 6 <= last_day.d
 )
-SELECT fc.mean, fc.q_levels, fc.q_values, coalesce(act.q, 0)::DOUBLE
-FROM fc LEFT JOIN act USING (material_code, site_code, week_start), last_day
-WHERE fc.week_start + 6 <= last_day.d
-ORDER BY fc.material_code, fc.site_code, fc.week_start
+SELECT count(*), sum(actual)::DOUBLE,
+       sum(abs(actual - point) ORDER BY material_code, site_code, week_start),
+       sum(point - actual ORDER BY material_code, site_code, week_start),
+       count(lo), count(*) FILTER (WHERE lo <= actual AND actual <= hi),
+       list(DISTINCT width ORDER BY width) FILTER (WHERE lo IS NOT NULL)
+FROM j
 """,
-        params,
-    ).fetchall()
+            params,
+        )
+    )
     names = ("forecast_wape", "forecast_bias", "forecast_interval_coverage")
-    if not rows:
+    if not n:
         return [_na(n, "no past forecasts of weeks with complete actuals in this slice") for n in names]
-    points, actuals, inside, nominal = [], [], [], set()
-    for mean, levels, values, actual in rows:
-        levels, values = list(levels or []), list(values or [])
-        point = values[levels.index(0.5)] if 0.5 in levels else mean
-        points.append(float(point))
-        actuals.append(float(actual))
-        if len(levels) >= 2:
-            lo, hi = values[levels.index(min(levels))], values[levels.index(max(levels))]
-            inside.append(lo <= actual <= hi)
-            nominal.add(round((max(levels) - min(levels)) * 100))
-    p, a = np.array(points), np.array(actuals)
-    total = float(a.sum())
-    note = f"{len(rows)} series-weeks"
+    note = f"{n} series-weeks"
     out = []
-    if total > 0:
-        out.append(_ok("forecast_wape", 100.0 * float(np.abs(a - p).sum()) / total, note))
-        out.append(_ok("forecast_bias", 100.0 * float((p - a).sum()) / total, note))
+    if actual and actual > 0:
+        out.append(_ok("forecast_wape", 100.0 * abs_error / actual, note))
+        out.append(_ok("forecast_bias", 100.0 * error / actual, note))
     else:
         out += [
             _na("forecast_wape", "no actual demand in the forecast weeks"),
             _na("forecast_bias", "no actual demand in the forecast weeks"),
         ]
-    if inside:
-        nominal_text = "/".join(f"{n}%" for n in sorted(nominal))
+    if with_band:
+        nominal = "/".join(f"{w}%" for w in widths or [])
         out.append(
-            _ok(
-                "forecast_interval_coverage",
-                100.0 * sum(inside) / len(inside),
-                f"{note}; nominal {nominal_text}",
-            )
+            _ok("forecast_interval_coverage", 100.0 * inside / with_band, f"{note}; nominal {nominal}")
         )
     else:
         out.append(_na("forecast_interval_coverage", "forecasts carry fewer than two quantiles"))
@@ -446,7 +454,7 @@ _GROUPS: tuple[tuple[tuple[str, ...], Callable[[Job, Slice, _Context], list[KpiV
 def compute_kpis(job: Job, s: Slice, names: Sequence[str], *, stock_is_simulated: bool) -> list[KpiValue]:
     """The KPIs ``names`` (all when empty) in the order asked (the documented order when empty)."""
     wanted = list(names) or list(KPI_NAMES)
-    ctx = _Context(job, s, stock_is_simulated)
+    ctx = _Context(stock_is_simulated)
     values: dict[str, KpiValue] = {}
     for group, compute in _GROUPS:
         if any(n in wanted for n in group):

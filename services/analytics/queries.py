@@ -300,14 +300,14 @@ def _search(query: str, *columns: str) -> tuple[str, list[object]]:
 
 
 _MATERIALS = (
-    "WITH usage AS (SELECT material_code AS code, sum(quantity) AS q, count(*) AS n, "
-    "min(family) AS fam, arg_max(unit, unit_lines ORDER BY unit) AS unit FROM "
-    "(SELECT material_code, family, unit, quantity, "
-    "count(*) OVER (PARTITION BY material_code, unit) AS unit_lines FROM consumption) GROUP BY 1), "
+    "WITH per_unit AS (SELECT material_code, unit, count(*) AS n, sum(quantity) AS q, min(family) AS fam "
+    "FROM consumption GROUP BY ALL), "
+    "usage AS (SELECT material_code AS code, sum(q) AS q, sum(n) AS n, min(fam) AS fam, "
+    "arg_max(unit, n ORDER BY unit) AS unit FROM per_unit GROUP BY 1), "
     "known AS (SELECT coalesce(m.code, u.code) AS code, coalesce(m.name, '') AS name, "
     "coalesce(nullif(m.family, ''), u.fam, '') AS family, coalesce(nullif(m.unit, ''), u.unit, '') AS unit, "
     "coalesce(m.criticality, 0) AS criticality, coalesce(m.abc_class, '') AS abc_class, "
-    "coalesce(m.stocked, TRUE) AS stocked, coalesce(u.q, 0) AS q, coalesce(u.n, 0) AS n "
+    "coalesce(m.stocked, TRUE) AS stocked, coalesce(u.q, 0)::DOUBLE AS q, coalesce(u.n, 0) AS n "
     "FROM materials m FULL JOIN usage u ON u.code = m.code) "
 )
 _SITES = (
@@ -365,8 +365,7 @@ class ExternalInfo:
 
 def external_catalogue(job: Job) -> list[ExternalInfo]:
     rows = job.cursor.execute(
-        "SELECT series_id, min(unit), min(source) FROM external_observations "
-        "GROUP BY 1 ORDER BY 1"
+        "SELECT series_id, min(unit), min(source) FROM external_observations GROUP BY 1 ORDER BY 1"
     ).fetchall()
     return [ExternalInfo(*r) for r in rows]
 
@@ -489,8 +488,9 @@ hist AS (
     WHERE c.demand_date > horizon.d - {HISTORY_RATE_DAYS} AND c.demand_date <= horizon.d GROUP BY ALL
 ),
 lt_ms AS (SELECT material_code, site_code, count(*) AS n, avg(lead_time_days) AS mean FROM consumption
-          WHERE lead_time_days >= 0 GROUP BY ALL),
+          JOIN snap USING (material_code, site_code) WHERE lead_time_days >= 0 GROUP BY ALL),
 lt_m AS (SELECT material_code, count(*) AS n, avg(lead_time_days) AS mean FROM consumption
+         JOIN (SELECT DISTINCT material_code FROM snap) USING (material_code)
          WHERE lead_time_days >= 0 GROUP BY ALL),
 lt_f AS (SELECT family, count(*) AS n, avg(lead_time_days) AS mean FROM consumption
          WHERE lead_time_days >= 0 GROUP BY ALL),
@@ -616,6 +616,16 @@ def inventory_for_pairs(job: Job, pairs: Sequence[tuple[str, str]] | None) -> li
             pa.table({"material_code": [p[0] for p in pairs], "site_code": [p[1] for p in pairs]}),
         )
     try:
+        if pairs is not None:
+            # Most changed pairs (new demand lines) have no stock counts: skip the full computation then.
+            counted = one(
+                cur.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM stock_snapshots s JOIN wanted_pairs w "
+                    "ON w.material_code = s.material_code AND w.site_code = s.site_code LIMIT 1)"
+                )
+            )
+            if not counted or not counted[0]:
+                return []
         sql, params = inventory_sql(Slice(), None, pairs=pairs is not None)
         rows = cur.execute(sql, params).fetchall()
     finally:

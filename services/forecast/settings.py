@@ -27,7 +27,7 @@ class ForecastSettings(ServiceSettings):
     )
     model_version: str = Field(
         "",
-        description="Pin the domain model to this version (a rollback); empty serves the newest valid version.",
+        description="Pin the domain model to this version (a rollback); empty serves the newest valid one.",
     )
     repository_poll_seconds: float = Field(
         10.0, ge=0, description="Interval between two scans of the repository for new versions; 0 disables."

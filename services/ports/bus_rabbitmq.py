@@ -18,13 +18,14 @@ message itself on the attempt that exceeds the limit, so that the dead letter ca
 One connection; publishing on one channel in confirm mode; one channel per subscription, so that each has its
 own prefetch and closing it returns exactly that subscription's unacknowledged messages.
 
-Recovery. aio-pika's robust connection re-establishes the TCP/AMQP connection after a loss, but this adapter
-does not let aio-pika restore its channels: a robust channel whose restore fails while the broker is shutting
-down (``rabbitmqctl stop_app``: the close races the reopen) can stay closed for good, and every publish on it
-then fails. So every channel here is a plain one that the adapter replaces itself: the publishing channel is
-reopened (and the exchanges re-declared) lazily by the next ``publish`` after it died, under a lock so that
-concurrent publishers open one; each subscription has a supervisor task that waits for its channel to die
-(connection lost, channel error, or the broker cancelling the consumer) and then re-declares its queues and
+Recovery. aio-pika's robust connection re-establishes the connection after a loss (every
+``reconnect_interval`` seconds, a URL query parameter). The channels, though, are plain ones that the adapter
+replaces itself, not aio-pika's robust channels: their restore runs inside the reconnect (after first trying
+to reopen on the dying connection), and a channel left closed after a broker restart made every later publish
+fail with ``ChannelInvalidStateError``, with nothing in the adapter able to repair it. Here the publishing
+channel is reopened, and the exchanges re-declared, by the next ``publish`` after it died, under a lock so
+that concurrent publishers open one; each subscription has a supervisor task that waits for its channel to die
+(connection lost, channel error, or the broker cancelling the consumer), then re-declares its queues and
 consumes again once the connection is back, retrying with a backoff until the subscription is stopped.
 """
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,7 +48,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     HeadersType,
 )
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelInvalidStateError, ChannelPreconditionFailed
+from aio_pika.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity, ChannelPreconditionFailed
 from pamqp.commands import Basic
 
 from services.ports.bus import (
@@ -73,6 +75,10 @@ __all__ = ["RabbitMQBus"]
 log = logging.getLogger(__name__)
 
 _DELIVERY_COUNT = "x-delivery-count"  # set by quorum queues: how many times the message was returned
+# What a broker operation can fail with when the connection or channel goes away. Wider than aio-pika's
+# CONNECTION_EXCEPTIONS on purpose: aiormq fails the pending operations of a connection that died without a
+# close reason (a reset socket) with a bare ``Exception``, and that must still read as "broker unavailable".
+_BROKER_FAILURES: tuple[type[Exception], ...] = (Exception,)
 # Backoff of a subscription re-attaching after its channel died: quick at first (a dropped connection is
 # usually back at once), capped so that a long outage costs one attempt every few seconds.
 _REATTACH_FIRST_DELAY = 0.2
@@ -88,17 +94,13 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+@dataclass(frozen=True, slots=True)
 class _Publisher:
     """The confirm-mode channel publishing goes through, with the two exchanges declared on it."""
 
-    __slots__ = ("channel", "dead_letter_exchange", "exchange")
-
-    def __init__(
-        self, channel: AbstractChannel, exchange: AbstractExchange, dead_letter_exchange: AbstractExchange
-    ) -> None:
-        self.channel = channel
-        self.exchange = exchange
-        self.dead_letter_exchange = dead_letter_exchange
+    channel: AbstractChannel
+    exchange: AbstractExchange
+    dead_letter_exchange: AbstractExchange
 
 
 class RabbitMQBus:
@@ -150,7 +152,7 @@ class RabbitMQBus:
             connection = await aio_pika.connect_robust(
                 url, timeout=connect_timeout, client_properties={"connection_name": connection_name}
             )
-        except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+        except _BROKER_FAILURES as exc:
             raise BusUnavailable(f"cannot connect to RabbitMQ at {_redact(url)}: {exc!r}") from exc
         bus = cls(
             connection,
@@ -182,7 +184,7 @@ class RabbitMQBus:
         try:
             async with asyncio.timeout(self._operation_timeout):
                 await channel.initialize()
-        except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+        except _BROKER_FAILURES as exc:
             if channel.is_initialized:
                 await _close_quietly(channel)
             raise BusUnavailable(f"cannot open a channel: {exc!r}") from exc
@@ -221,7 +223,7 @@ class RabbitMQBus:
                 raise BusError(
                     f"exchange {self._exchange_name!r} or {self._dlx_name} exists with another type: {exc}"
                 ) from exc
-            except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+            except _BROKER_FAILURES as exc:
                 await _close_quietly(channel)
                 raise BusUnavailable(f"cannot declare the exchanges: {exc!r}") from exc
             except BaseException:
@@ -264,7 +266,7 @@ class RabbitMQBus:
                 confirmation = await exchange.publish(message, routing_key, mandatory=False)
         except TimeoutError as exc:
             raise BusUnavailable(f"no publisher confirm within {self._publish_timeout}s") from exc
-        except CONNECTION_EXCEPTIONS as exc:
+        except _BROKER_FAILURES as exc:
             raise BusUnavailable(f"publish failed: {exc!r}") from exc
         if not isinstance(confirmation, Basic.Ack):
             raise BusUnavailable(f"broker did not confirm the message: {confirmation!r}")
@@ -311,7 +313,7 @@ class RabbitMQBus:
                 f"queue {queue!r} (or {queue}.dlq) already exists with other arguments than "
                 f"{self._queue_arguments(queue, expires_after)}: {exc}"
             ) from exc
-        except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+        except _BROKER_FAILURES as exc:
             raise BusUnavailable(f"cannot declare queue {queue!r}: {exc!r}") from exc
         return declared
 
@@ -366,7 +368,7 @@ class RabbitMQBus:
         )
         try:
             await self._confirmed((await self._publishing()).dead_letter_exchange, queue, copy)
-        except BusUnavailable:
+        except BusError:
             log.exception(
                 "could not dead-letter message %s from %s; requeueing it", message.message_id, queue
             )
@@ -380,7 +382,7 @@ class RabbitMQBus:
         try:
             try:
                 dlq = await channel.declare_queue(f"{queue}.dlq", passive=True)
-            except aio_pika.exceptions.ChannelNotFoundEntity:
+            except ChannelNotFoundEntity:
                 return []
             letters: list[Delivery] = []
             while len(letters) < limit:
@@ -389,6 +391,8 @@ class RabbitMQBus:
                     break
                 letters.append(self._dead_letter_delivery(message))
             return letters
+        except _BROKER_FAILURES as exc:
+            raise BusUnavailable(f"cannot read the dead letters of {queue!r}: {exc!r}") from exc
         finally:
             # Nothing was acknowledged, so closing the channel puts every message back where it was.
             await _close_quietly(channel)
@@ -507,7 +511,7 @@ class _RabbitSubscription:
             try:
                 async with asyncio.timeout(self._bus.operation_timeout):
                     await channel.set_qos(prefetch_count=self._prefetch)
-            except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+            except _BROKER_FAILURES as exc:
                 raise BusUnavailable(f"cannot set the prefetch of {self._name!r}: {exc!r}") from exc
             queue = await self._bus.declare_consumer_queue(
                 channel, self._name, self._binding_keys, self._expires_after
@@ -516,7 +520,7 @@ class _RabbitSubscription:
                 async with asyncio.timeout(self._bus.operation_timeout):
                     tag = await queue.consume(self._on_message)
                     underlay = await channel.get_underlay_channel()
-            except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+            except _BROKER_FAILURES as exc:
                 raise BusUnavailable(f"cannot consume from {self._name!r}: {exc!r}") from exc
         except BaseException:
             await _close_quietly(channel)
@@ -542,7 +546,7 @@ class _RabbitSubscription:
                 await channel.closed()
                 if self._stopping:
                     return
-                log.warning("consumer channel of %s lost; re-subscribing when the broker is back", self._name)
+                log.warning("consumer channel of %s closed; re-subscribing once connected", self._name)
             self._channel = self._queue = self._consumer_tag = None
             delay = _REATTACH_FIRST_DELAY
             while not self._stopping:
@@ -637,7 +641,7 @@ class _RabbitSubscription:
         if queue is not None and tag is not None and channel is not None and not channel.is_closed:
             try:
                 await queue.cancel(tag)
-            except CONNECTION_EXCEPTIONS:
+            except _BROKER_FAILURES:
                 log.debug("consumer cancel on %s failed; the channel is going away anyway", self.queue)
         # Fetched but not started: dropped here, still unacknowledged; the channel close below requeues them.
         while not self._buffer.empty():
@@ -669,7 +673,7 @@ async def _settle(outcome: Awaitable[None], message: AbstractIncomingMessage) ->
     """Await an ack/nack; if the channel is gone the broker requeues the message, so only log."""
     try:
         await outcome
-    except CONNECTION_EXCEPTIONS as exc:
+    except _BROKER_FAILURES as exc:
         log.warning("could not settle message %s (%r); the broker will redeliver it", message.message_id, exc)
 
 
@@ -678,7 +682,7 @@ async def _close_quietly(channel: AbstractChannel) -> None:
         return  # closed by the broker or with the connection: nothing to hand back
     try:
         await channel.close()
-    except CONNECTION_EXCEPTIONS as exc:
+    except _BROKER_FAILURES as exc:
         log.debug("channel close failed: %r", exc)
 
 

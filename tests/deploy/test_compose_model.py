@@ -72,6 +72,9 @@ def test_models_volume_read_only_in_forecast_written_by_training(compose_model: 
     assert forecast["source"] == "models" and forecast["read_only"] is True
     (training,) = [v for v in services["training"]["volumes"] if v["target"] == "/models"]
     assert training["source"] == "models" and not training.get("read_only")
+    (data,) = [v for v in services["training"]["volumes"] if v["target"] == "/data"]
+    assert data["type"] == "bind" and data["source"].endswith("/data") and data["read_only"] is True
+    assert services["training"]["command"][:5] == ["train", "--data", "/data", "--out", "/models"]
     assert "models" in compose_model["volumes"]
 
 

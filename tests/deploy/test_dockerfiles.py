@@ -60,6 +60,12 @@ def test_runtime_stage_is_non_root_and_read_only_friendly(name: str) -> None:
     entrypoint = [args for keyword, args in runtime if keyword == "ENTRYPOINT"]
     module, port = IMAGES[name]
     assert json.loads(entrypoint[0]) == ["python", "-m", module], "exec form, no shell"
+    commands = [json.loads(args) for keyword, args in runtime if keyword == "CMD"]
+    assert commands == (
+        [["train", "--data", "/data", "--out", "/models", "--publish-card", "/tmp/model-card"]]
+        if name == "training"
+        else []
+    )
     assert not any(keyword == "RUN" for keyword, _ in runtime[runtime.index(("USER", "10001:10001")) :])
     if port:
         assert ("EXPOSE", port) in runtime

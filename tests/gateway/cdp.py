@@ -49,6 +49,11 @@ class CDPError(RuntimeError):
     pass
 
 
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 class Chromium:
     def __init__(
         self, process: asyncio.subprocess.Process, reader: asyncio.StreamReader, write_fd: int, profile: str
@@ -78,7 +83,7 @@ class Chromium:
             os.dup2(child_in, 3)
             os.dup2(child_out, 4)
 
-        log = open(Path(profile) / "chromium.log", "wb")  # noqa: SIM115 - handed to the child
+        log = await asyncio.to_thread(open, Path(profile) / "chromium.log", "wb")
         process = await asyncio.create_subprocess_exec(
             executable,
             *FLAGS,
@@ -88,7 +93,7 @@ class Chromium:
             stdout=log,
             stderr=log,
             pass_fds=(3, 4, child_in, child_out),
-            preexec_fn=place_fds,  # noqa: PLW1509 - runs before exec in a child with a single thread
+            preexec_fn=place_fds,
         )
         log.close()
         os.close(child_in)
@@ -135,7 +140,7 @@ class Chromium:
         params: dict[str, Any] | None = None,
         *,
         session: str | None = None,
-        timeout: float = 30,
+        within: float = 30,
     ) -> dict[str, Any]:
         msg_id = next(self._ids)
         message: dict[str, Any] = {"id": msg_id, "method": method, "params": params or {}}
@@ -144,7 +149,7 @@ class Chromium:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = future
         os.write(self._write_fd, json.dumps(message).encode() + b"\0")
-        reply = await asyncio.wait_for(future, timeout)
+        reply = await asyncio.wait_for(future, within)
         if "error" in reply:
             raise CDPError(f"{method}: {reply['error']}")
         result: dict[str, Any] = reply.get("result", {})
@@ -165,7 +170,7 @@ class Chromium:
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.send("Browser.close", timeout=5)
+            await self.send("Browser.close", within=5)
         try:
             await asyncio.wait_for(self._process.wait(), 10)
         except TimeoutError:
@@ -194,19 +199,19 @@ class Page:
             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
         )
 
-    async def goto(self, url: str, timeout: float = 15) -> None:
+    async def goto(self, url: str, within: float = 15) -> None:
         start = len(self.events)
         await self.send("Page.navigate", {"url": url})
-        await self._wait_event("Page.loadEventFired", start, timeout)
+        await self._wait_event("Page.loadEventFired", start, within)
 
-    async def _wait_event(self, method: str, start: int, timeout: float) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def _wait_event(self, method: str, start: int, within: float) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             for event in self.events[start:]:
                 if event.get("method") == method:
                     return event
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"no {method} within {timeout}s")
+                raise TimeoutError(f"no {method} within {within}s")
             await asyncio.sleep(0.02)
 
     async def evaluate(self, expression: str) -> Any:
@@ -219,15 +224,15 @@ class Page:
             raise CDPError(f"{expression!r} threw: {text}")
         return result["result"].get("value")
 
-    async def wait_for(self, expression: str, timeout: float = 15) -> Any:
+    async def wait_for(self, expression: str, within: float = 15) -> Any:
         """Poll ``expression`` until it is truthy; returns its value."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             value = await self.evaluate(expression)
             if value:
                 return value
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"{expression!r} still falsy after {timeout}s; errors: {self.errors()}")
+                raise TimeoutError(f"{expression!r} still falsy after {within}s; errors: {self.errors()}")
             await asyncio.sleep(0.05)
 
     async def click(self, selector: str) -> None:
@@ -250,8 +255,7 @@ class Page:
             params["clip"] = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
             params["captureBeyondViewport"] = True
         data = base64.b64decode((await self.send("Page.captureScreenshot", params))["data"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        await asyncio.to_thread(_write, path, data)
         return data
 
     def errors(self) -> list[str]:

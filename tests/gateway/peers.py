@@ -51,7 +51,7 @@ DOUBLE_POLICY = MethodPolicy(
         f"/{INGESTION}/GetWatermark": WRITE | READ,
     }
 )
-"""The rules the doubles enforce: reads for viewers and up, alert actions for planners (as the brief's roles)."""
+"""The rules the doubles enforce: reads for viewers and up, alert actions for planners."""
 
 Failure = DomainError | tuple[grpc.StatusCode, str]
 FAIL: dict[str, Failure] = {}
@@ -169,7 +169,7 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
             and (not f.families or r.family in f.families)
         ]
 
-    async def GetKpis(self, request, context):  # noqa: N802
+    async def GetKpis(self, request, context):
         await self._enter("GetKpis", context)
         rows = self._rows(request.filter)
         kpis = [
@@ -190,7 +190,7 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
             kpis = [k for k in kpis if k.name in request.names]
         return apb.GetKpisResponse(kpis=kpis, provenance=self._provenance())
 
-    async def GetDemandSeries(self, request, context):  # noqa: N802
+    async def GetDemandSeries(self, request, context):
         await self._enter("GetDemandSeries", context)
         rows = self._rows(request.filter)
         weekly = sum(r.weekly for r in rows)
@@ -217,11 +217,11 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
             points=points, unit=rows[0].unit if len(rows) == 1 else "", provenance=provenance
         )
 
-    async def GetSeriesHistory(self, request, context):  # noqa: N802
+    async def GetSeriesHistory(self, request, context):
         await self._enter("GetSeriesHistory", context)
         return apb.GetSeriesHistoryResponse(provenance=self._provenance())
 
-    async def ListInventoryStatus(self, request, context):  # noqa: N802
+    async def ListInventoryStatus(self, request, context):
         await self._enter("ListInventoryStatus", context)
         rows = [r.proto() for r in self._rows(request.filter)]
         rows = [r for r in rows if r.status >= request.min_status]
@@ -238,21 +238,26 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
             provenance=self._provenance(),
         )
 
-    async def GetLeadTimes(self, request, context):  # noqa: N802
+    async def GetLeadTimes(self, request, context):
         await self._enter("GetLeadTimes", context)
         days = [3.0, 5.0, 6.0, 6.0, 7.0, 9.0, 14.0, 21.0]
         return apb.GetLeadTimesResponse(
-            days=days, mean_days=8.875, p50_days=6.5, p90_days=16.1, std_days=5.6, scope="material",
+            days=days,
+            mean_days=8.875,
+            p50_days=6.5,
+            p90_days=16.1,
+            std_days=5.6,
+            scope="material",
             provenance=self._provenance(),
-        )  # fmt: skip
+        )
 
-    async def ListAlerts(self, request, context):  # noqa: N802
+    async def ListAlerts(self, request, context):
         await self._enter("ListAlerts", context)
         alerts = [a for a in self.alerts.values() if not request.states or a.state in request.states]
         alerts.sort(key=lambda a: -a.raised_at.ToNanoseconds())
         return apb.ListAlertsResponse(alerts=alerts, page=cpb.PageInfo(total_size=len(alerts)))
 
-    async def WatchAlerts(self, request, context) -> AsyncIterator[apb.Alert]:  # noqa: N802
+    async def WatchAlerts(self, request, context) -> AsyncIterator[apb.Alert]:
         await self._enter("WatchAlerts", context)
         queue: asyncio.Queue[apb.Alert] = asyncio.Queue()
         self.watchers.append(queue)
@@ -280,7 +285,8 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
             material_code=material,
             site_code=site,
             state=apb.ALERT_STATE_OPEN,
-            message=f"{row.name} em {site}: posição {position:g} {row.unit} ≤ ponto de pedido {row.reorder_point:g}",
+            message=f"{row.name} em {site}: posição {position:g} {row.unit} ≤ ponto de pedido "
+            f"{row.reorder_point:g}",
             stock_position=position,
             reorder_point=row.reorder_point,
             days_of_cover=position / (row.weekly / 7),
@@ -312,43 +318,57 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         self._broadcast(alert)
         return alert
 
-    async def AcknowledgeAlert(self, request, context):  # noqa: N802
+    async def AcknowledgeAlert(self, request, context):
         return await self._change(request, context, "AcknowledgeAlert", apb.ALERT_STATE_ACKNOWLEDGED)
 
-    async def ResolveAlert(self, request, context):  # noqa: N802
+    async def ResolveAlert(self, request, context):
         return await self._change(request, context, "ResolveAlert", apb.ALERT_STATE_RESOLVED)
 
-    async def ListMaterials(self, request, context):  # noqa: N802
+    async def ListMaterials(self, request, context):
         await self._enter("ListMaterials", context)
         q = request.query.lower()
         found = {}
         for r in self.rows:
             if q in r.material.lower() or q in r.name.lower():
                 found[r.material] = apb.MaterialInfo(
-                    code=r.material, name=r.name, family=r.family, unit=r.unit,
-                    criticality=cpb.CRITICALITY_HIGH, abc_class="A", stocked=True, total_quantity=r.weekly * 52,
+                    code=r.material,
+                    name=r.name,
+                    family=r.family,
+                    unit=r.unit,
+                    criticality=cpb.CRITICALITY_HIGH,
+                    abc_class="A",
+                    stocked=True,
+                    total_quantity=r.weekly * 52,
                     lines=40,
-                )  # fmt: skip
+                )
         return apb.ListMaterialsResponse(
             materials=sorted(found.values(), key=lambda x: x.code), page=cpb.PageInfo(total_size=len(found))
         )
 
-    async def ListSites(self, request, context):  # noqa: N802
+    async def ListSites(self, request, context):
         await self._enter("ListSites", context)
         sites = [
-            apb.SiteInfo(code="ALMOX-BA", client="", region="BA", site_type=cpb.SITE_TYPE_WAREHOUSE, lines=900),
-            apb.SiteInfo(code="TORRE-SSA-0042", client="American Tower", region="BA", site_type=cpb.SITE_TYPE_TOWER,
-                         criticality=cpb.CRITICALITY_HIGH, lines=12),
-        ]  # fmt: skip
+            apb.SiteInfo(
+                code="ALMOX-BA", client="", region="BA", site_type=cpb.SITE_TYPE_WAREHOUSE, lines=900
+            ),
+            apb.SiteInfo(
+                code="TORRE-SSA-0042",
+                client="American Tower",
+                region="BA",
+                site_type=cpb.SITE_TYPE_TOWER,
+                criticality=cpb.CRITICALITY_HIGH,
+                lines=12,
+            ),
+        ]
         sites = [s for s in sites if request.query.lower() in s.code.lower()]
         return apb.ListSitesResponse(sites=sites, page=cpb.PageInfo(total_size=len(sites)))
 
-    async def ListSuppliers(self, request, context):  # noqa: N802
+    async def ListSuppliers(self, request, context):
         await self._enter("ListSuppliers", context)
         suppliers = [apb.SupplierInfo(code="F001", name="ELETRO BAHIA LTDA", lines=120, lead_time_p50_days=6)]
         return apb.ListSuppliersResponse(suppliers=suppliers, page=cpb.PageInfo(total_size=1))
 
-    async def GetExternalSeries(self, request, context):  # noqa: N802
+    async def GetExternalSeries(self, request, context):
         await self._enter("GetExternalSeries", context)
         catalog = {
             "ptax.usd.sell": ("BRL", "BCB PTAX", lambda i: 5.30 + 0.02 * (i % 7)),
@@ -377,7 +397,7 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
             )
         return apb.GetExternalSeriesResponse(series=series, provenance=self._provenance())
 
-    async def GetWatermark(self, request, context):  # noqa: N802
+    async def GetWatermark(self, request, context):
         await self._enter("GetWatermark", context)
         return apb.GetWatermarkResponse(sequence=self.sequence, data_watermark=f"seq:{self.sequence}")
 
@@ -431,7 +451,7 @@ BACKTEST = {
 
 
 class FakeForecast(forecast_pb2_grpc.ForecastServiceServicer):
-    async def Forecast(self, request, context):  # noqa: N802
+    async def Forecast(self, request, context):
         await _maybe_fail("Forecast", context)
         horizon = request.horizon_weeks or 8
         if not 1 <= horizon <= 26:
@@ -459,46 +479,73 @@ class FakeForecast(forecast_pb2_grpc.ForecastServiceServicer):
                         model_version="3",
                         generated_at=_now(),
                     ),
-                )  # fmt: skip
+                )
             )
         return fpb.ForecastResponse(forecasts=out)
 
-    async def GetReorderPolicy(self, request, context):  # noqa: N802
+    async def GetReorderPolicy(self, request, context):
         await _maybe_fail("GetReorderPolicy", context)
         policies = []
         for ref in request.series:
             policies.append(
                 fpb.ReorderPolicy(
-                    series=ref, safety_stock=40, reorder_point=90, order_up_to=160, suggested_order_quantity=0,
-                    suggested_order_date=_date(MONDAY + dt.timedelta(days=9)), days_of_cover=24, stock_position=120,
+                    series=ref,
+                    safety_stock=40,
+                    reorder_point=90,
+                    order_up_to=160,
+                    suggested_order_quantity=0,
+                    suggested_order_date=_date(MONDAY + dt.timedelta(days=9)),
+                    days_of_cover=24,
+                    stock_position=120,
                     decomposition=fpb.ReorderDecomposition(
-                        expected_lead_time_demand=50, demand_part=28, lead_time_variability_part=12,
-                        service_target=0.95, service_target_source="criticality", lead_time_mean_days=8.9,
-                        lead_time_p90_days=16.1, lead_time_observations=8, lead_time_scope="material",
+                        expected_lead_time_demand=50,
+                        demand_part=28,
+                        lead_time_variability_part=12,
+                        service_target=0.95,
+                        service_target_source="criticality",
+                        lead_time_mean_days=8.9,
+                        lead_time_p90_days=16.1,
+                        lead_time_observations=8,
+                        lead_time_scope="material",
                     ),
-                    unit="M", method="lightgbm-quantile",
-                    provenance=cpb.Provenance(data_watermark="seq:4207", model_name="demand_forecast",
-                                              model_version="3", generated_at=_now()),
+                    unit="M",
+                    method="lightgbm-quantile",
+                    provenance=cpb.Provenance(
+                        data_watermark="seq:4207",
+                        model_name="demand_forecast",
+                        model_version="3",
+                        generated_at=_now(),
+                    ),
                 )
-            )  # fmt: skip
+            )
         return fpb.ReorderPolicyResponse(policies=policies)
 
-    async def ListModels(self, request, context):  # noqa: N802
+    async def ListModels(self, request, context):
         await _maybe_fail("ListModels", context)
         return fpb.ListModelsResponse(
             models=[
                 fpb.ModelInfo(
-                    name="demand_forecast", version="3", serving=True, state="ready", quantiles=LEVELS,
-                    feature_spec_version="2", metrics_json=json.dumps(BACKTEST), created_at="2025-10-20T12:00:00Z",
+                    name="demand_forecast",
+                    version="3",
+                    serving=True,
+                    state="ready",
+                    quantiles=LEVELS,
+                    feature_spec_version="2",
+                    metrics_json=json.dumps(BACKTEST),
+                    created_at="2025-10-20T12:00:00Z",
                 ),
-                fpb.ModelInfo(name="demand_forecast", version="2", state="refused",
-                              reason="sha256 does not match the sidecar"),
+                fpb.ModelInfo(
+                    name="demand_forecast",
+                    version="2",
+                    state="refused",
+                    reason="sha256 does not match the sidecar",
+                ),
             ]
-        )  # fmt: skip
+        )
 
 
 class FakeIngestion(ingestion_pb2_grpc.IngestionServiceServicer):
-    async def GetWatermark(self, request, context):  # noqa: N802
+    async def GetWatermark(self, request, context):
         await _maybe_fail("IngestionGetWatermark", context)
         return ipb.GetWatermarkResponse(sequence=4210, data_watermark="seq:4210")
 

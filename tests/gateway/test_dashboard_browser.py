@@ -1,8 +1,8 @@
 """The dashboard in headless Chromium (DevTools protocol over a pipe, see cdp.py), against a running gateway.
 
-Upstreams: the real ingestion service (DuckDB, in-memory bus) and the analytics/forecast doubles; the analytics
-double raises an alert when an ingested stock count reaches a reorder point, so the alert a planner sees
-arrives through ingestion -> bus -> WatchAlerts -> server-sent events, without reloading the page.
+Upstreams: the real ingestion service (DuckDB, in-memory bus) and the analytics/forecast doubles; the
+analytics double raises an alert when an ingested stock count reaches a reorder point, so the alert a
+planner sees arrives through ingestion -> bus -> WatchAlerts -> server-sent events, without a reload.
 
 Screenshots go to a temporary directory; set NOVA_SCREENSHOT_DIR=docs/screenshots to refresh the committed
 ones. Chromium comes from Debian (gateway/tests_browser_setup.sh installs it).
@@ -29,11 +29,11 @@ from gateway.server import GatewayServer, build_gateway
 from gateway.settings import GatewaySettings
 from services.ingestion.app import build_app
 from services.ingestion.settings import IngestionSettings
+from services.kit.auth import MethodPolicy
 from services.ports.bus import open_bus
 from tests.conftest import bearer
 from tests.gateway.cdp import CHROMIUM, Chromium, Page
 from tests.gateway.peers import DOUBLE_POLICY, Peers, start_peers
-from services.kit.auth import MethodPolicy
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("NOVA_SKIP_BROWSER_TESTS") == "1", reason="NOVA_SKIP_BROWSER_TESTS=1"
@@ -116,7 +116,7 @@ async def _login(page: Page, stack: Stack, user: str = "planner") -> None:
 
 
 async def test_planner_flow(stack: Stack, tmp_path: Path) -> None:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: run gateway/tests_browser_setup.sh"
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} missing: run gateway/tests_browser_setup.sh"
     shots = _screenshot_dir(tmp_path)
     async with Chromium.launch() as browser:
         page = await browser.new_page(width=LAPTOP[0], height=LAPTOP[1])
@@ -237,7 +237,8 @@ async def test_wrong_password_shows_error(stack: Stack) -> None:
         await page.fill("#login-password", "not-the-password")
         await page.click("#login-submit")
         text = await page.wait_for(
-            "(() => { const e = document.querySelector('.login .error'); return e && !e.hidden && e.textContent })()"
+            "(() => { const e = document.querySelector('.login .error');"
+            " return e && !e.hidden && e.textContent })()"
         )
         assert text == "Usuário ou senha incorretos."
         # The failed login is an expected 401 the page handles; only that resource error may be logged.

@@ -202,11 +202,16 @@ async def test_dashboard_is_served_with_a_strict_policy(client: httpx.AsyncClien
 @pytest.mark.parametrize("kind", sorted(converters.ENUM_PREFIXES))
 def test_enum_literals_match_the_protos(kind: str) -> None:
     wrapper, prefix = converters.ENUM_PREFIXES[kind]
-    names = {n.removeprefix(prefix).lower() for n in wrapper.keys()}  # noqa: SIM118 - EnumTypeWrapper API
+    names = {n.removeprefix(prefix).lower() for n in wrapper.keys()}
     literal = {
-        "stock_status": m.StockStatusName, "alert_kind": m.AlertKindName, "alert_state": m.AlertStateName,
-        "criticality": m.CriticalityName, "site_type": m.SiteTypeName, "demand_class": m.DemandClassName,
-        "aggregation_level": m.AggregationLevelName, "time_grain": m.TimeGrainName,
-    }[kind]  # fmt: skip
+        "stock_status": m.StockStatusName,
+        "alert_kind": m.AlertKindName,
+        "alert_state": m.AlertStateName,
+        "criticality": m.CriticalityName,
+        "site_type": m.SiteTypeName,
+        "demand_class": m.DemandClassName,
+        "aggregation_level": m.AggregationLevelName,
+        "time_grain": m.TimeGrainName,
+    }[kind]
     expected = names - {"unspecified"} if kind == "time_grain" else names
     assert set(literal.__args__) == expected  # type: ignore[attr-defined]

@@ -167,9 +167,15 @@ def _requests(doc: dict[str, Any]) -> st.SearchStrategy[tuple[str, str, dict[str
                 valid = _strategy(p["schema"], components)
                 value = st.one_of(valid, _junk()) if p["in"] == "query" else valid
                 params[(p["in"], p["name"])] = value if p.get("required") else st.none() | value
-            body_schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            body_schema = (
+                op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            )
             body = (
-                st.one_of(st.none(), _strategy(body_schema, components), st.dictionaries(st.text(max_size=5), st.integers()))
+                st.one_of(
+                    st.none(),
+                    _strategy(body_schema, components),
+                    st.dictionaries(st.text(max_size=5), st.integers()),
+                )
                 if body_schema
                 else st.none()
             )
@@ -191,7 +197,9 @@ async def test_fuzz_finds_no_server_error(
         for (where, name), value in params.items():
             if where == "path":
                 path = path.replace("{" + name + "}", quote(str(value), safe="") or "x")
-        query = {name: value for (where, name), value in params.items() if where == "query" and value is not None}
+        query = {
+            name: value for (where, name), value in params.items() if where == "query" and value is not None
+        }
         kwargs: dict[str, Any] = {"params": query, "headers": headers}
         if body is not None:
             kwargs["json"] = body

@@ -40,9 +40,9 @@ def test_dev_users_file_holds_only_hashes(tmp_path: Path) -> None:
 
 def test_broken_users_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "users.json"
-    for content in ("[]", '{"version": 2, "users": []}', '{"version": 1, "users": [{"username": "a", "role": "boss", '
-                    '"password_hash": "$2b$04$x"}]}', '{"version": 1, "users": [{"username": "a", "role": "admin", '
-                    '"password_hash": "plain"}]}'):  # fmt: skip
+    bad_role = {"version": 1, "users": [{"username": "a", "role": "boss", "password_hash": "$2b$04$x"}]}
+    no_hash = {"version": 1, "users": [{"username": "a", "role": "admin", "password_hash": "plain"}]}
+    for content in ("[]", '{"version": 2, "users": []}', json.dumps(bad_role), json.dumps(no_hash)):
         path.write_text(content)
         with pytest.raises(ValueError, match="users"):
             read_users(path)

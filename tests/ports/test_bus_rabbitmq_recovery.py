@@ -1,8 +1,9 @@
-"""The RabbitMQ bus across a real broker restart (``rabbitmqctl stop_app`` / ``start_app``).
+"""The RabbitMQ bus recovering by itself: across a real broker restart, and after its queue was deleted.
 
 Unlike closing the connections (``test_rabbitmq_bus_recovers_after_the_connection_is_lost``), a restart
-refuses reconnects for a while and tears every channel down mid-flight. The broker is always restarted, and
-kept down for as short a time as the assertions allow, since other test runs share it.
+(``rabbitmqctl stop_app`` / ``start_app``) refuses reconnects for a while and tears every channel down
+mid-flight. The broker is always restarted, and kept down for as short a time as the assertions allow, since
+other test runs share it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import aio_pika
 import pytest
 
 from services.ports.bus import (
@@ -26,7 +28,7 @@ from services.ports.bus import (
 )
 from tests.faults.servers import rabbitmq_restored, start_rabbitmq_app, stop_rabbitmq_app
 
-pytestmark = [pytest.mark.integration, pytest.mark.fault]
+pytestmark = pytest.mark.integration
 
 RECOVERY = 30.0  # seconds the bus gets to come back once the broker is up (it takes about one)
 
@@ -62,6 +64,7 @@ async def eventually(holds: Callable[[], bool | Awaitable[bool]], what: str) -> 
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.fault
 @pytest.mark.timeout(90)
 async def test_publish_and_consume_recover_after_the_broker_restarts(amqp_url: str, unique: str) -> None:
     url = f"{amqp_url}?reconnect_interval=0.5"
@@ -112,3 +115,34 @@ async def test_publish_and_consume_recover_after_the_broker_restarts(amqp_url: s
     finally:
         await publisher_bus.close()
         await consumer_bus.close()
+
+
+async def test_a_subscription_whose_queue_was_deleted_declares_it_again(amqp_url: str, unique: str) -> None:
+    bus = await open_bus(amqp_url, exchange=f"{unique}.events")
+    received: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> None:
+        received.append(delivery)
+
+    try:
+        await bus.subscribe(f"{unique}.q", ["work.*"], handler)
+        # Deleting the queue makes the broker cancel the consumer while its channel stays open.
+        admin = await aio_pika.connect(amqp_url)
+        try:
+            channel = await admin.channel()
+            await channel.queue_delete(f"{unique}.q", if_unused=False, if_empty=False)
+        finally:
+            await admin.close()
+        after = message(1)
+        # Re-declared (and bound) by the subscription; until then the event would match no queue and be
+        # dropped, as the port documents, so publish until it arrives.
+        deadline = time.monotonic() + RECOVERY
+        while after.message_id not in {d.message_id for d in received}:
+            assert time.monotonic() < deadline, (
+                "the subscription did not come back after its queue was deleted"
+            )
+            await bus.publish([after])
+            await asyncio.sleep(0.2)
+        await eventually(bus.check, "check")
+    finally:
+        await bus.close()

@@ -120,3 +120,22 @@ def test_real_export_keeps_na_sites() -> None:
     assert not any(f.startswith("SERV") for f in cons.family)
     window = detect_window(cons)
     assert "2025-10-20" in window.censored_tail and "2025-10-13" in window.censored_tail
+
+
+def test_parquet_export_with_date_columns(tmp_path: Path) -> None:
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = synthetic_rows(weeks=12, materials=4)
+    for row in rows:
+        for key in ("requested_date", "purchase_date"):
+            row[key] = None if row[key] == "N/A" else dt.date.fromisoformat(str(row[key]))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "consumption.parquet")
+    cons = read_consumption(find_source(tmp_path))
+    assert cons.source.endswith("consumption.parquet")
+    assert cons.dropped == {"request date N/A": 1}
+    assert "N/A" in cons.site
+    csv_twin = read_consumption(write_csv(tmp_path / "c.csv", synthetic_rows(weeks=12, materials=4)))
+    assert cons.fingerprint() == csv_twin.fingerprint()  # same rows, same fingerprint, whatever the format

@@ -31,8 +31,8 @@ assert [inp.name, out.name] == [side["inputs"][0]["name"], side["outputs"][0]["n
 assert inp.type == out.type == "tensor(float)"
 assert inp.shape[1] == side["inputs"][0]["shape"][1] == len(side["feature_names"])
 assert out.shape[1] == side["outputs"][0]["shape"][1] == len(side["quantiles"])
-assert side["feature_spec_version"] == F.FEATURE_SPEC_VERSION and side["feature_names"] ==
-list(F.FEATURE_NAMES)
+assert side["feature_spec_version"] == F.FEATURE_SPEC_VERSION
+assert side["feature_names"] == list(F.FEATURE_NAMES)
 rng = np.random.default_rng(0)
 weeks = np.datetime64("2025-01-06") + 7 * np.arange(30)
 y = np.where(rng.random(30) < 0.4, rng.integers(1, 30, 30), 0).astype(float)
@@ -43,8 +43,8 @@ q = sess.run([out.name], {inp.name: X})[0]
 assert q.shape == (X.shape[0], len(side["quantiles"])) and q.dtype == np.float32
 assert np.all(np.diff(q, axis=1) >= 0), "quantiles cross"
 assert np.all(q >= 0) and np.all(np.isfinite(q))
-heavy = [m for m in ("lightgbm", "sklearn", "pandas", "statsforecast", "onnx", "onnxmltools") if m in
-sys.modules]
+heavy = ("lightgbm", "sklearn", "pandas", "statsforecast", "onnx", "onnxmltools")
+heavy = [m for m in heavy if m in sys.modules]
 assert not heavy, heavy
 print("ok")
 """

@@ -17,9 +17,13 @@ export function backtestRows(metrics) {
 }
 
 const LOWER_IS_BETTER = new Set(["scaled_pinball", "mase", "wape", "pinball"]);
+// The headline metrics, in this order, when the sidecar has them; otherwise every numeric metric.
+const HEADLINE = ["scaled_pinball", "mase", "wape", "bias", "coverage_p50", "coverage_p80", "coverage_p90", "coverage_p95"];
 
 function backtestTable(rows) {
-  const names = [...new Set(rows.flatMap((r) => Object.keys(r).filter((k) => k !== "method" && typeof r[k] === "number")))];
+  const all = [...new Set(rows.flatMap((r) => Object.keys(r).filter((k) => k !== "method" && typeof r[k] === "number")))];
+  const headline = HEADLINE.filter((n) => all.includes(n));
+  const names = headline.length ? headline : all;
   const best = {};
   for (const n of names) {
     const values = rows.map((r) => r[n]).filter((v) => typeof v === "number");

@@ -32,19 +32,26 @@ function picker(material, site) {
     h("button", { class: "btn", type: "submit" }, t("common.open")));
 }
 
+// Stock position against the reorder point and safety stock of the reorder policy (forecast-serving is the
+// authority on the policy; the inventory row's own copy is used when there is no policy).
 function gauge(row, policy) {
-  const top = Math.max(row.stock_position, row.reorder_point, policy ? policy.order_up_to : 0, row.safety_stock, 1) * 1.15;
-  const pct = (v) => `${Math.max(0, Math.min(100, (v / top) * 100))}%`;
-  const fill = h("div", { class: `fill ${row.status}` });
-  fill.style.width = pct(row.stock_position);
+  const rop = policy ? policy.reorder_point : row.reorder_point;
+  const ss = policy ? policy.safety_stock : row.safety_stock;
+  const top = Math.max(row.stock_position, rop, policy ? policy.order_up_to : 0, ss, 1) * 1.15;
+  const share = (v) => Math.max(0, Math.min(100, (v / top) * 100));
+  const state = row.stock_position <= ss ? "critical" : row.stock_position <= rop ? "attention" : "normal";
+  const fill = h("div", { class: `fill ${state}` });
+  fill.style.width = `${share(row.stock_position)}%`;
   const mark = (value, label, low) => {
-    const el = h("div", { class: `mark${low ? " low" : ""}` }, h("span", {}, `${label} ${num(value)}`));
-    el.style.left = pct(value);
+    const pos = share(value);
+    const edge = pos < 15 ? " edge-left" : pos > 85 ? " edge-right" : "";
+    const el = h("div", { class: `mark${low ? " low" : ""}${edge}` }, h("span", {}, `${label} ${num(value)}`));
+    el.style.left = `${pos}%`;
     return el;
   };
   return h("div", { class: "gauge", id: "stock-gauge", role: "img",
-    "aria-label": `${t("policy.position")} ${num(row.stock_position)}, ${t("policy.rop")} ${num(row.reorder_point)}` },
-    fill, mark(row.safety_stock, t("inv.ss"), true), mark(row.reorder_point, t("inv.rop"), false));
+    "aria-label": `${t("policy.position")} ${num(row.stock_position)}, ${t("policy.rop")} ${num(rop)}` },
+    fill, mark(ss, t("inv.ss"), true), mark(rop, t("inv.rop"), false));
 }
 
 function kv(pairs) {
@@ -83,12 +90,25 @@ export function render(view, params) {
     if (found) subtitle.textContent = `${found.name} · ${found.family} · ${found.unit}`;
   }).catch(() => {});
 
+  // One Forecast call feeds both the chart (when the read model has no band for the series yet) and the panel.
+  const fetchForecast = () => api("/forecast", { params: { material, site } });
+  let forecastPromise = fetchForecast();
   section(chartBox, async () => {
     const series = await api("/demand", { params: { ...filter, include_forecast: true } });
     if (!series.points.length) return h("div", { class: "empty" }, t("common.empty"));
-    const legend = h("div", { class: "legend-note" }, `${t("series.band")} · ${series.unit}`);
-    queueMicrotask(() => demandChart(chart, series));
-    return [chart, legend, provenance(series.provenance)];
+    const parts = [chart];
+    let shown = series;
+    if (!series.points.some((p) => p.is_forecast)) {
+      const f = await forecastPromise.catch(() => null);
+      if (f && f.weeks.length) {
+        shown = { ...series, points: [...series.points, ...f.weeks.map((w) => ({
+          period_start: w.week_start, quantity: 0, lines: 0, forecast: w.quantiles, is_forecast: true }))] };
+        parts.push(provenance(f.provenance));
+      }
+    }
+    queueMicrotask(() => demandChart(chart, shown));
+    parts.splice(1, 0, h("div", { class: "legend-note" }, `${t("series.band")} · ${series.unit}`));
+    return [...parts, provenance(series.provenance)];
   });
 
   const policyPromise = api("/reorder-policy", { params: filter });
@@ -139,7 +159,13 @@ export function render(view, params) {
   });
 
   section(forecastBox, async () => {
-    const f = await api("/forecast", { params: { material, site, horizon: 8 } });
+    let f;
+    try {
+      f = await forecastPromise;
+    } catch (error) {
+      forecastPromise = fetchForecast(); // "retry" asks again
+      throw error;
+    }
     const levels = f.weeks.length ? f.weeks[0].quantiles.map((q) => q.level) : [];
     const cols = [
       { label: "", render: (w) => date(w.week_start) },
