@@ -102,6 +102,7 @@ async def test_broker_outage_during_a_load_delivers_every_event_once_to_the_inbo
     exchange = f"fault.{uuid.uuid4().hex[:8]}"
     async with fresh_pg_database() as url:
         inbox = await asyncpg.connect(url)
+        poller = await asyncpg.connect(url)
         await inbox.execute(
             "CREATE TABLE inbox_events (event_id TEXT PRIMARY KEY);"
             "CREATE TABLE inbox_records (seq BIGINT PRIMARY KEY)"
@@ -147,12 +148,12 @@ async def test_broker_outage_during_a_load_delivers_every_event_once_to_the_inbo
                         answer = await stub.SubmitBatch(request, metadata=auth, timeout=60)
                         assert answer.counts.accepted == per_batch
             deadline = asyncio.get_running_loop().time() + 120
-            while await inbox.fetchval("SELECT count(*) FROM inbox_records") < total:
+            while await poller.fetchval("SELECT count(*) FROM inbox_records") < total:
                 assert asyncio.get_running_loop().time() < deadline, "events not all delivered after recovery"
                 await asyncio.sleep(0.5)
-            assert await inbox.fetchval("SELECT count(*) FROM inbox_records") == total
-            assert await inbox.fetchval("SELECT min(seq), max(seq) FROM inbox_records") == 1
-            assert await inbox.fetchval("SELECT max(seq) FROM inbox_records") == total
+            assert await poller.fetchval("SELECT count(*) FROM inbox_records") == total
+            assert await poller.fetchval("SELECT min(seq), max(seq) FROM inbox_records") == 1
+            assert await poller.fetchval("SELECT max(seq) FROM inbox_records") == total
             assert await app.store.outbox_size() == 0
             assert deliveries >= total // per_batch
         finally:
@@ -161,3 +162,4 @@ async def test_broker_outage_during_a_load_delivers_every_event_once_to_the_inbo
             await publisher_bus.close()
             await consumer_bus.close()
             await inbox.close()
+            await poller.close()
