@@ -24,6 +24,7 @@ import uuid
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -31,7 +32,7 @@ from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.kit.auth import MethodPolicy, Principal, is_open_method, principal_var, verify_token
-from services.kit.errors import DomainError, Unauthenticated
+from services.kit.errors import DomainError, FieldViolation, InvalidArgument, Unauthenticated
 from services.kit.logging import request_id_var
 
 __all__ = [
@@ -223,6 +224,86 @@ class MetricsInterceptor(WrappingInterceptor):
             self._metrics.observe(details.method, code, time.perf_counter() - start)
 
 
+@dataclass(frozen=True, slots=True)
+class UndecodableRequest:
+    """Stands in for a request message whose bytes did not parse (see ``decode_errors_as_invalid``)."""
+
+    error: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError and friends: the client sent bytes that are not the message
+            return UndecodableRequest(f"{type(exc).__name__}: {exc}")
+
+    return parse
+
+
+def _invalid(request: UndecodableRequest) -> InvalidArgument:
+    return InvalidArgument([FieldViolation("request", f"not a valid request message ({request.error})")])
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, UndecodableRequest):
+            raise _invalid(request)
+        yield request
+
+
+def decode_errors_as_invalid(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """Malformed request bytes become INVALID_ARGUMENT naming the request, not grpc's INTERNAL: a client
+    error must look like one. The parse failure is carried to the behaviour, which raises inside the error
+    mapping."""
+    behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    if handler.request_streaming:
+
+        def fix(request: Any) -> Any:
+            return _checked_stream(request)
+    else:
+
+        def fix(request: Any) -> Any:
+            if isinstance(request, UndecodableRequest):
+                raise _invalid(request)
+            return request
+
+    streaming_out = handler.response_streaming and not inspect.iscoroutinefunction(behavior)
+    if streaming_out:
+
+        async def checked_gen(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            responses = behavior(fix(request), context)
+            if hasattr(responses, "__aiter__"):
+                async for response in responses:
+                    yield response
+            else:
+                for response in responses:
+                    yield response
+
+        new_behavior: Callable[..., Any] = checked_gen
+    else:
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            result = behavior(fix(request), context)
+            return await result if inspect.isawaitable(result) else result
+
+        new_behavior = checked
+    kwargs = {
+        "request_deserializer": _tolerant(handler.request_deserializer),
+        "response_serializer": handler.response_serializer,
+    }
+    factory = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return factory(new_behavior, **kwargs)
+
+
 class ErrorMappingInterceptor(WrappingInterceptor):
     """The one place where exceptions become statuses.
 
@@ -256,6 +337,17 @@ class ErrorMappingInterceptor(WrappingInterceptor):
                 extra={"method": details.method, "request_id": request_id},
             )
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        details = handler_call_details
+        return wrap_handler(decode_errors_as_invalid(handler), lambda context: self.around(details, context))
 
 
 class AuthInterceptor(WrappingInterceptor):
