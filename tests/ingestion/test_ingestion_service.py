@@ -12,8 +12,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_status import rpc_status
 from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from novacorrente.common.v1 import common_pb2
 from novacorrente.events.v1 import events_pb2
 from novacorrente.ingestion.v1 import ingestion_pb2 as pb
