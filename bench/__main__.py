@@ -21,14 +21,20 @@ SUPPORT = {"__init__", "__main__", "common"}
 
 
 def benchmarks() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("*.py") if p.stem not in SUPPORT and not p.stem.startswith("gen_"))
+    return sorted(
+        p.stem for p in HERE.glob("*.py") if p.stem not in SUPPORT and not p.stem.startswith("gen_")
+    )
 
 
 def run(name: str) -> dict[str, object] | None:
     print(f"== {name}", flush=True)
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", f"bench.{name}"], cwd=HERE.parent, stdout=subprocess.PIPE, text=True, check=False
+        [sys.executable, "-m", f"bench.{name}"],
+        cwd=HERE.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
     )
     sys.stdout.write(proc.stdout)
     lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]

@@ -36,7 +36,11 @@ def real_lines() -> list[tuple[object, ...]]:
     sheet = load_workbook(REAL_EXPORT, read_only=True)[SHEET]
     rows = []
     for row in sheet.iter_rows(min_row=2, max_col=11, values_only=True):
-        if isinstance(row[9], dt.datetime) and isinstance(row[10], dt.datetime) and row[8] not in (None, "N/A"):
+        if (
+            isinstance(row[9], dt.datetime)
+            and isinstance(row[10], dt.datetime)
+            and row[8] not in (None, "N/A")
+        ):
             rows.append(row)
     return rows
 
@@ -61,7 +65,9 @@ def write_sapiens_csv(path: Path, lines: int, seed: int = 7) -> None:
             requisition += 1
             solicited = start + dt.timedelta(days=rng.randrange(3 * 365))
             for _ in range(min(rng.choice((1, 1, 1, 2, 3, 5, 8)), lines - written)):
-                site, code, name, family, supplier, qty, unit, _req, _sol, sol_date, buy_date = rng.choice(sample)
+                site, code, name, family, supplier, qty, unit, _req, _sol, sol_date, buy_date = rng.choice(
+                    sample
+                )
                 lead = (buy_date - sol_date).days
                 out.writerow(
                     [
@@ -83,7 +89,7 @@ def write_sapiens_csv(path: Path, lines: int, seed: int = 7) -> None:
 
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def peak_rss_mb(pid: int) -> float:

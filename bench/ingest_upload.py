@@ -69,7 +69,9 @@ async def main(lines: int) -> None:
     admin = await asyncpg.connect(PG)
     await admin.execute(f'CREATE DATABASE "{db}"')
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True
+    )
     url = PG.rsplit("/", 1)[0] + f"/{db}"
     key = secrets.token_hex(32)
     port = 50751
@@ -97,7 +99,10 @@ async def main(lines: int) -> None:
         print(summarize(data, answer))
         project = lines / elapsed
         raw = lines / baseline_s
-        print(f"project: {project:,.0f} lines/s ({elapsed:.1f}s); bare COPY: {raw:,.0f} lines/s ({baseline_s:.1f}s)")
+        print(
+            f"project: {project:,.0f} lines/s ({elapsed:.1f}s); "
+            f"bare COPY: {raw:,.0f} lines/s ({baseline_s:.1f}s)"
+        )
         print(f"service peak RSS: {rss:.0f} MB (target < 300)")
         result(
             "ingest_upload",

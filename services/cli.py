@@ -107,7 +107,7 @@ async def upload_file(
 
     from services.kit.clients import open_channel
 
-    size = path.stat().st_size
+    size = (await asyncio.to_thread(path.stat)).st_size
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=path.name, disable=not progress, leave=False)
 
     async def parts() -> AsyncIterator[pb.UploadFileRequest]:

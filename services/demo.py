@@ -90,7 +90,9 @@ class Demo:
         analytics_target = f"127.0.0.1:{analytics.server.port}"
 
         forecast = await build_forecast(
-            ForecastSettings(port=self.ports["forecast"], model_repository=self.models, analytics_target=analytics_target),
+            ForecastSettings(
+                port=self.ports["forecast"], model_repository=self.models, analytics_target=analytics_target
+            ),
             jwt_key=self.key,
         )
         await forecast.start()
@@ -133,9 +135,9 @@ class Demo:
         echo("  " + await submit_simulated_ledger(target, token, data / "dadosSuprimentos.xlsx"))
         await self.wait_caught_up()
 
-    async def wait_caught_up(self, timeout: float = 120) -> None:
+    async def wait_caught_up(self, within: float = 120) -> None:
         target = await self.ingestion.cases.watermark()  # type: ignore[attr-defined]
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while self.analytics.service.model.applied_seq < target.sequence:  # type: ignore[attr-defined]
             if time.monotonic() > deadline:
                 raise TimeoutError("the read model did not catch up with ingestion")
@@ -150,7 +152,7 @@ class Demo:
 
 async def run_demo(*, models: Path, data: Path, exit_when_ready: bool = False) -> int:
     configure_logging(os.environ.get("NOVA_LOG_LEVEL", "WARNING"))
-    if not any(models.glob("*/*/model.json")):
+    if not await asyncio.to_thread(lambda: any(models.glob("*/*/model.json"))):
         print(f"no model in {models}: run `make models` (or `make demo`, which trains one) first")
         return 2
     demo = Demo(models=models)

@@ -11,6 +11,7 @@ the ingestion API as StockSnapshot and PurchaseOrder records, like any other dat
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import random
@@ -126,8 +127,8 @@ async def submit_simulated_ledger(target: str, token: str, export: Path, batch: 
 
     from services.kit.clients import open_channel
 
-    records = simulate_ledger(export)
-    digest = hashlib.sha256(export.read_bytes()).hexdigest()[:16]
+    records = await asyncio.to_thread(simulate_ledger, export)
+    digest = hashlib.sha256(await asyncio.to_thread(export.read_bytes)).hexdigest()[:16]
     counts: Counter[str] = Counter()
     async with open_channel(target, token=token, default_timeout=120) as channel:
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
@@ -146,5 +147,3 @@ async def submit_simulated_ledger(target: str, token: str, export: Path, batch: 
         f"{len(records) - snapshots} purchase-order versions; {counts['accepted']} accepted, "
         f"{counts['superseded']} superseded, {counts['duplicate']} duplicate, {counts['rejected']} rejected"
     )
-
-

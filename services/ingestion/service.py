@@ -26,7 +26,6 @@ from novacorrente.events.v1 import events_pb2
 from novacorrente.ingestion.v1 import ingestion_pb2 as pb
 
 from services.ingestion.preparation import Prepared, prepare_records
-from services.ingestion.uploads import read_file
 from services.ingestion.store import (
     ClaimState,
     CommitOutcome,
@@ -35,6 +34,7 @@ from services.ingestion.store import (
     QuarantineEntry,
     VerdictKind,
 )
+from services.ingestion.uploads import read_file
 from services.kit.errors import (
     Aborted,
     FailedPrecondition,

@@ -22,7 +22,7 @@ from novacorrente.ingestion.v1 import ingestion_pb2 as ipb
 from novacorrente.ingestion.v1 import ingestion_pb2_grpc
 from novacorrente.ingestion.v1 import records_pb2 as rec
 
-from tests.conftest import ROOT, bearer
+from tests.conftest import bearer
 
 pytestmark = pytest.mark.slow
 

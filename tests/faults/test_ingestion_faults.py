@@ -119,10 +119,14 @@ async def test_broker_outage_during_a_load_delivers_every_event_once_to_the_inbo
                     "INSERT INTO inbox_events VALUES ($1) ON CONFLICT DO NOTHING RETURNING 1", event.event_id
                 )
                 if fresh:
-                    await inbox.copy_records_to_table("inbox_records", records=[(r.sequence,) for r in event.records])
+                    await inbox.copy_records_to_table(
+                        "inbox_records", records=[(r.sequence,) for r in event.records]
+                    )
 
         consumer_bus = await open_bus(amqp_url, exchange=exchange)
-        subscription = await consumer_bus.subscribe(f"{exchange}.inbox", ["ingestion.batch.committed"], consume)
+        subscription = await consumer_bus.subscribe(
+            f"{exchange}.inbox", ["ingestion.batch.committed"], consume
+        )
         publisher_bus = await open_bus(amqp_url, exchange=exchange)
         settings = IngestionSettings(database_url=url, port=0, jwt_secret=jwt_key.hex())
         app = await build_app(settings, bus=publisher_bus, jwt_key=jwt_key)

@@ -20,8 +20,7 @@ from novacorrente.forecast.v1 import forecast_pb2 as fpb
 from novacorrente.forecast.v1 import forecast_pb2_grpc as fpb_grpc
 
 from services.forecast import features
-from tests.conftest import bearer
-from tests.conftest import MODEL_NAME
+from tests.conftest import MODEL_NAME, bearer
 from tests.forecast.conftest import tiny_onnx, tiny_sidecar, write_version
 
 PROBE = Path(__file__).with_name("triton_probe.py")

@@ -86,7 +86,9 @@ def line(req: str, n: int = 1, qty: float = 2.0, unit: str = "UN", material: str
     )
 
 
-async def submit(r: Running, records: list[rec.Record], key: str | None = None, **kw: object) -> pb.SubmitBatchResponse:
+async def submit(
+    r: Running, records: list[rec.Record], key: str | None = None, **kw: object
+) -> pb.SubmitBatchResponse:
     request = pb.SubmitBatchRequest(idempotency_key=key or uuid.uuid4().hex, records=records, **kw)
     return await r.stub.SubmitBatch(request, metadata=bearer(r.token), timeout=10)
 

@@ -1,0 +1,274 @@
+"""analytics_cached: latency of cached answers at 16 requests in flight, against a bare gRPC server.
+
+    python -m bench.analytics_cached [--scale 0.01] [--data file.duckdb] [--seconds 5] [--cache-url redis://...]
+
+Project: a replica (auth, request id, metrics and error interceptors, validation, cache key from the
+normalised request and the in-memory watermarks, cache get, response parse) whose cache was warmed with 64
+distinct KPI / series / history requests. A separate client process keeps 16 calls in flight for --seconds,
+cycling over those requests, and records every latency. Raw limit, same run, same client: a bare grpc.aio
+server on the same method names that returns the same answer bytes without doing anything (no interceptors,
+no parsing), i.e. the cost of gRPC itself on this machine.
+
+value = the project's p99 in ms; baseline = the bare server's p99; ratio = baseline / value (1.0 = as fast as
+bare gRPC). The issue's target is p99 < 5 ms. Also: p50, throughput, and the p99 of the use case called
+in-process (no gRPC) at 16 in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from novacorrente.analytics.v1 import analytics_pb2 as a
+from novacorrente.common.v1 import common_pb2 as c
+
+from bench.common import percentile
+from bench.gen_company_history import emit, prepare_data, start_replica
+from services.ports.cache import open_cache
+
+SERVICE = "/novacorrente.analytics.v1.AnalyticsService/"
+IN_FLIGHT = 16
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _requests(
+    materials: list[str], families: list[str], busy: list[tuple[str, str]]
+) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for m in materials[:32]:
+        out.append(
+            (
+                "GetKpis",
+                a.GetKpisRequest(
+                    filter=c.Filter(material_codes=[m]),
+                    names=["total_demand", "demand_lines", "lead_time_p90_days"],
+                ),
+            )
+        )
+    for f in families[:16]:
+        out.append(("GetDemandSeries", a.GetDemandSeriesRequest(filter=c.Filter(families=[f]))))
+    for m, s in busy[:16]:
+        out.append(
+            (
+                "GetSeriesHistory",
+                a.GetSeriesHistoryRequest(series=[a.SeriesKey(material_code=m, site_code=s)]),
+            )
+        )
+    return out
+
+
+async def _client(
+    address: str, token: str, calls: list[tuple[str, bytes]], seconds: float
+) -> dict[str, float]:
+    channel = grpc.aio.insecure_channel(address)
+    stubs = {m: channel.unary_unary(SERVICE + m) for m in {m for m, _ in calls}}  # bytes in, bytes out
+    metadata = (("authorization", f"Bearer {token}"),)
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal errors
+        i = offset
+        while time.perf_counter() < deadline:
+            method, body = calls[i % len(calls)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                await stubs[method](body, metadata=metadata, timeout=10)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    for m, body in calls[:IN_FLIGHT]:  # connect and warm up
+        await stubs[m](body, metadata=metadata, timeout=10)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(IN_FLIGHT)))
+    elapsed = time.perf_counter() - started
+    await channel.close()
+    ms = [x * 1000 for x in latencies]
+    return {
+        "p50_ms": round(statistics.median(ms), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "rps": round(len(ms) / elapsed, 1),
+        "calls": len(ms),
+        "errors": errors,
+    }
+
+
+async def _run_client(
+    address: str, token: str, calls: list[tuple[str, bytes]], seconds: float
+) -> dict[str, float]:
+    """The load generator in its own process, so it does not share the server's event loop."""
+    payload = json.dumps(
+        {"address": address, "token": token, "seconds": seconds, "calls": [[m, b.hex()] for m, b in calls]}
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.analytics_cached",
+        "--client",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, _ = await proc.communicate(payload.encode())
+    if proc.returncode:
+        raise RuntimeError(f"load generator failed (exit {proc.returncode})")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+async def _bare_server(answers: dict[tuple[str, bytes], bytes]) -> tuple[grpc.aio.Server, int]:
+    def handler_for(method: str) -> grpc.RpcMethodHandler:
+        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return answers[(method, request)]
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    methods = {m for m, _ in answers}
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "novacorrente.analytics.v1.AnalyticsService", {m: handler_for(m) for m in methods}
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+async def run(path: Path, seconds: float, cache_url: str | None) -> dict[str, Any]:
+    cache = open_cache(cache_url, prefix=f"bench-{os.getpid()}:") if cache_url else None
+    app, stub, md = await start_replica(path, cache=cache)
+    try:
+        con = app.engine
+        materials = [
+            r[0]
+            for r in await con.read(
+                lambda j: j.cursor.execute(
+                    "SELECT material_code FROM consumption GROUP BY 1 ORDER BY count(*) DESC LIMIT 32"
+                ).fetchall()
+            )
+        ]
+        families = [
+            r[0]
+            for r in await con.read(
+                lambda j: j.cursor.execute("SELECT family FROM materials GROUP BY 1 ORDER BY 1").fetchall()
+            )
+        ]
+        busy = [
+            tuple(r)
+            for r in await con.read(
+                lambda j: j.cursor.execute(
+                    "SELECT material_code, site_code FROM policies ORDER BY 1, 2 LIMIT 16"
+                ).fetchall()
+            )
+        ]
+        requests = _requests(materials, families, busy)  # type: ignore[arg-type]
+        answers: dict[tuple[str, bytes], bytes] = {}
+        for method, request in requests:
+            await getattr(stub, method)(request, metadata=md)  # warms the cache
+            hit = await getattr(stub, method)(request, metadata=md)
+            assert hit.provenance.from_cache, "cache not warm"
+            answers[(method, request.SerializeToString())] = hit.SerializeToString()
+        token = md[0][1].split(" ", 1)[1]
+        calls = list(answers)
+        project = await _run_client(app.address, token, calls, seconds)
+        server, port = await _bare_server(answers)
+        try:
+            bare = await _run_client(f"127.0.0.1:{port}", token, calls, seconds)
+        finally:
+            await server.stop(0)
+        inproc = await _in_process(app, requests, seconds)
+        return {"project": project, "bare": bare, "in_process": inproc}
+    finally:
+        await app.stop()
+        if cache is not None:
+            await cache.close()
+
+
+async def _in_process(app: Any, requests: list[tuple[str, Any]], seconds: float) -> dict[str, float]:
+    """The use case alone (cache hit path) at 16 in flight, on this process's loop."""
+    service = app.service
+    names = {
+        "GetKpis": service.get_kpis,
+        "GetDemandSeries": service.get_demand_series,
+        "GetSeriesHistory": service.get_series_history,
+    }
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        i = offset
+        while time.perf_counter() < deadline:
+            method, request = requests[i % len(requests)]
+            i += 1
+            t0 = time.perf_counter()
+            await names[method](request)
+            latencies.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(worker(k) for k in range(IN_FLIGHT)))
+    ms = [x * 1000 for x in latencies]
+    return {
+        "p50_ms": round(statistics.median(ms), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "rps": round(len(ms) / seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scale", type=float, default=0.01)
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--cache-url", default=None, help="e.g. redis://127.0.0.1:6379/15 (default: in-process)"
+    )
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        job = json.loads(sys.stdin.read())
+        calls = [(m, bytes.fromhex(b)) for m, b in job["calls"]]
+        print(json.dumps(asyncio.run(_client(job["address"], job["token"], calls, job["seconds"]))))
+        return
+    path, stats, cleanup = prepare_data(args.scale, args.data)
+    try:
+        outcome = asyncio.run(run(path, args.seconds, args.cache_url))
+    finally:
+        cleanup()
+    project, bare = outcome["project"], outcome["bare"]
+    print(f"project {project}\nbare    {bare}\nin-process {outcome['in_process']}", flush=True)
+    emit(
+        {
+            "name": "analytics_cached",
+            "value": project["p99_ms"],
+            "unit": f"ms p99 at {IN_FLIGHT} in flight (cache hits, gRPC)",
+            "baseline": bare["p99_ms"],
+            "ratio": round(bare["p99_ms"] / project["p99_ms"], 3),
+            "target": "p99 < 5 ms",
+            "meets_target": project["p99_ms"] < 5.0,
+            "project": project,
+            "bare_grpc": bare,
+            "in_process_use_case": outcome["in_process"],
+            "cache": args.cache_url or "memory://",
+            "scale": args.scale if args.data is None else None,
+            "lines": stats.get("lines"),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

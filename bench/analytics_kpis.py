@@ -1,0 +1,217 @@
+"""analytics_kpis: cold KPI and series queries of analytics-query at company scale, against bare DuckDB.
+
+    python -m bench.analytics_kpis [--scale 1.0] [--data company.duckdb] [--rounds 3]
+
+Data: bench/gen_company_history.py (18,000 sites x 1,000 materials, three years, 20M requisition lines at
+scale 1, plus a simulated ledger), generated into a temporary directory unless --data names a file. Project:
+a replica opened on that file, called over gRPC on loopback with a cache that never hits, so every answer
+is computed ("cold"): auth, validation, executor hop, the SQL, protobuf building. Raw limit, same run, same
+process, same DuckDB database: the very SQL statements the replica executed for that request (recorded),
+replayed on a bare connection. Rounds alternate project and bare; the median of each is kept.
+
+value = requests/s of the project over the query set, baseline = the same for the bare SQL, so ratio =
+bare time / project time (1.0 = no overhead); target 0.67. Also per query ratios, the replica's startup and
+the process peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import statistics
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from novacorrente.analytics.v1 import analytics_pb2 as a
+from novacorrente.common.v1 import common_pb2 as c
+
+from bench.common import peak_rss_mb
+from bench.gen_company_history import NoCache, Recorder, emit, prepare_data, start_replica
+
+_STOCK = [
+    "fill_rate",
+    "stockout_rate",
+    "stockout_days",
+    "days_of_cover",
+    "inventory_turnover",
+    "average_inventory_units",
+    "sla_risk_series",
+    "critical_site_stockout_days",
+]
+_SKIP = ("BEGIN", "COMMIT", "ROLLBACK")
+
+
+def _requests(busy: list[tuple[str, str]], family: str) -> list[tuple[str, str, Any]]:
+    year = c.DateRange(start=c.Date(year=2024, month=11, day=1), end=c.Date(year=2025, month=10, day=31))
+    m0, s0 = busy[0]
+    return [
+        ("kpi_demand", "GetKpis", a.GetKpisRequest(names=["total_demand", "demand_lines"])),
+        (
+            "kpi_demand_family_year",
+            "GetKpis",
+            a.GetKpisRequest(
+                filter=c.Filter(families=[family], date_range=year), names=["total_demand", "demand_lines"]
+            ),
+        ),
+        ("kpi_stock", "GetKpis", a.GetKpisRequest(names=_STOCK)),
+        ("kpi_abc", "GetKpis", a.GetKpisRequest(names=["abc_a_share", "abc_b_share", "abc_c_share"])),
+        (
+            "kpi_lead_time",
+            "GetKpis",
+            a.GetKpisRequest(
+                names=[
+                    "lead_time_mean_days",
+                    "lead_time_p50_days",
+                    "lead_time_p90_days",
+                    "lead_time_std_days",
+                ]
+            ),
+        ),
+        ("kpi_on_time", "GetKpis", a.GetKpisRequest(names=["on_time_rate"])),
+        (
+            "kpi_accuracy",
+            "GetKpis",
+            a.GetKpisRequest(names=["forecast_wape", "forecast_bias", "forecast_interval_coverage"]),
+        ),
+        ("kpi_all_region", "GetKpis", a.GetKpisRequest(filter=c.Filter(regions=["BA"]))),
+        ("series_week_all", "GetDemandSeries", a.GetDemandSeriesRequest()),
+        (
+            "series_day_family",
+            "GetDemandSeries",
+            a.GetDemandSeriesRequest(
+                filter=c.Filter(families=[family], date_range=year), grain=c.TIME_GRAIN_DAY
+            ),
+        ),
+        (
+            "series_one_with_forecast",
+            "GetDemandSeries",
+            a.GetDemandSeriesRequest(
+                filter=c.Filter(material_codes=[m0], site_codes=[s0]), include_forecast=True
+            ),
+        ),
+        (
+            "history_500",
+            "GetSeriesHistory",
+            a.GetSeriesHistoryRequest(
+                series=[a.SeriesKey(material_code=m, site_code=s) for m, s in busy[:500]]
+            ),
+        ),
+        (
+            "inventory_status",
+            "ListInventoryStatus",
+            a.ListInventoryStatusRequest(page=c.PageRequest(page_size=100)),
+        ),
+        ("lead_times_material", "GetLeadTimes", a.GetLeadTimesRequest(filter=c.Filter(material_codes=[m0]))),
+        ("materials_page", "ListMaterials", a.ListMasterDataRequest(page=c.PageRequest(page_size=100))),
+    ]
+
+
+def _replay(con: duckdb.DuckDBPyConnection, log: list[tuple[str, Any]]) -> float:
+    """Run the recorded statements bare; returns seconds (BEGIN/COMMIT and cache-key lookups left out)."""
+    started = time.perf_counter()
+    for kind, (name, arg) in log:
+        if kind == "register":
+            con.register(name, arg)
+        elif kind == "unregister":
+            con.unregister(name)
+        else:
+            sql = name
+            if sql.startswith(_SKIP) or "dim_watermarks" in sql or "kind_watermarks" in sql:
+                continue
+            con.execute(sql, arg).fetchall() if arg is not None else con.execute(sql).fetchall()
+    return time.perf_counter() - started
+
+
+async def run(path: Path, rounds: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    app, stub, md = await start_replica(path, cache=NoCache(), query_workers=1)
+    startup = time.perf_counter() - started
+    engine = app.engine
+    bare = duckdb.connect(str(path))  # the same database instance, a plain connection
+    try:
+        busy = [
+            tuple(r)
+            for r in bare.execute(
+                "SELECT material_code, site_code FROM policies ORDER BY material_code, site_code LIMIT 500"
+            ).fetchall()
+        ]
+        family = bare.execute(
+            "SELECT family FROM materials GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+        ).fetchall()[0][0]
+        results: dict[str, dict[str, float]] = {}
+        for label, method, request in _requests(busy, family):  # type: ignore[arg-type]
+            log: list[tuple[str, Any]] = []
+            original = engine._cursor
+
+            def recording(self: Any, _log: list[tuple[str, Any]] = log, _orig: Any = original) -> Any:
+                return Recorder(_orig(), _log)
+
+            engine._cursor = types.MethodType(recording, engine)  # type: ignore[method-assign]
+            await getattr(stub, method)(request, metadata=md, timeout=600)  # records the SQL (and warms up)
+            engine._cursor = original  # type: ignore[method-assign]
+            project, raw = [], []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                await getattr(stub, method)(request, metadata=md, timeout=600)
+                project.append(time.perf_counter() - t0)
+                raw.append(_replay(bare, log))
+            p, b = statistics.median(project), statistics.median(raw)
+            results[label] = {
+                "project_ms": round(p * 1000, 2),
+                "bare_ms": round(b * 1000, 2),
+                "ratio": round(b / p, 3),
+            }
+            print(
+                f"{label:28s} project {p * 1000:9.1f} ms   bare {b * 1000:9.1f} ms   ratio {b / p:.3f}",
+                flush=True,
+            )
+        return {"results": results, "startup_s": round(startup, 2)}
+    finally:
+        bare.close()
+        await app.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scale", type=float, default=float(os.environ.get("NOVA_BENCH_SCALE", "1.0")))
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    path, stats, cleanup = prepare_data(args.scale, args.data)
+    try:
+        print(f"data: {stats}", flush=True)
+        outcome = asyncio.run(run(path, args.rounds))
+    finally:
+        cleanup()
+    results = outcome["results"]
+    project = sum(r["project_ms"] for r in results.values()) / 1000
+    bare = sum(r["bare_ms"] for r in results.values()) / 1000
+    n = len(results)
+    emit(
+        {
+            "name": "analytics_kpis",
+            "value": round(n / project, 3),
+            "unit": "requests/s (cold)",
+            "baseline": round(n / bare, 3),
+            "ratio": round(bare / project, 3),
+            "target": 0.67,
+            "min_query_ratio": min(r["ratio"] for r in results.values()),
+            "scale": args.scale,
+            "lines": stats.get("lines"),
+            "startup_s": outcome["startup_s"],
+            "peak_rss_mb": round(peak_rss_mb(os.getpid()), 1),
+            "queries": results,
+            "date": dt.date.today().isoformat(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""The dashboard overview's API calls through the gateway at 16 in flight, vs the same calls made directly
+to the analytics gRPC API in the same run.
+
+One overview = the four analytics calls the overview page makes: GET /api/v1/kpis (eight names),
+/api/v1/inventory?page_size=10, /api/v1/alerts?state=open and /api/v1/watermark; directly: GetKpis,
+ListInventoryStatus, ListAlerts and GetWatermark with the same requests. 16 workers loop over them.
+
+Processes: a synthetic AnalyticsService (answers of the real shapes and sizes, computed once, so the upstream
+costs the same in both runs), the gateway (``build_gateway``, default settings: JSON access log at INFO), and
+this load generator. HTTP goes through a minimal keep-alive HTTP/1.1 client so that the client's own cost
+is close to the gRPC client's; each side decodes the answer (JSON / protobuf). The two runs alternate
+(direct, gateway, direct, gateway) and the better of each counts. Last line: one JSON object;
+value = gateway requests/s, baseline = direct gRPC requests/s, ratio = value / baseline (target 0.6),
+p99_ms = gateway request latency p99.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from google.protobuf import timestamp_pb2
+from novacorrente.analytics.v1 import analytics_pb2 as apb
+from novacorrente.analytics.v1 import analytics_pb2_grpc
+from novacorrente.common.v1 import common_pb2 as cpb
+
+from services.kit.auth import READ, MethodPolicy, mint_token
+
+IN_FLIGHT = 16
+SECONDS = 4.0
+ROUNDS = 2
+SERVICE = apb.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
+POLICY = MethodPolicy(
+    {f"/{SERVICE}/{m}": READ for m in ("GetKpis", "ListInventoryStatus", "ListAlerts", "GetWatermark")}
+)
+KPIS = [
+    "total_demand",
+    "fill_rate",
+    "stockout_rate",
+    "days_of_cover",
+    "lead_time_p90_days",
+    "sla_risk_series",
+    "forecast_wape",
+    "forecast_interval_coverage",
+]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _provenance() -> cpb.Provenance:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return cpb.Provenance(data_watermark="seq:4207", generated_at=ts, from_cache=True)
+
+
+class SyntheticAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
+    """Answers shaped like the real ones (sizes of a real overview), built once."""
+
+    def __init__(self) -> None:
+        self.kpis = apb.GetKpisResponse(
+            kpis=[
+                apb.Kpi(name=n, value=12.5 + i, unit="days", available=i % 4 != 1, note="")
+                for i, n in enumerate(KPIS)
+            ],
+            provenance=_provenance(),
+        )
+        rows = [
+            apb.InventoryStatus(
+                material_code=f"0{10601 + i}",
+                site_code="ALMOX-BA",
+                on_hand=30 + i,
+                on_order=10,
+                stock_position=40 + i,
+                safety_stock=20,
+                reorder_point=45,
+                days_of_cover=12.5,
+                status=apb.STOCK_STATUS_ATTENTION,
+                suggested_order_quantity=25,
+                risk=2.0 - i / 10,
+                family="MATERIAL ELETRICO",
+                unit="UN",
+            )
+            for i in range(10)
+        ]
+        self.inventory = apb.ListInventoryStatusResponse(
+            rows=rows, page=cpb.PageInfo(next_page_token="10", total_size=873), provenance=_provenance()
+        )
+        raised = timestamp_pb2.Timestamp()
+        raised.GetCurrentTime()
+        self.alerts = apb.ListAlertsResponse(
+            alerts=[
+                apb.Alert(
+                    alert_id=f"a{i:04d}",
+                    kind=apb.ALERT_KIND_REORDER_POINT,
+                    material_code=f"0{10601 + i}",
+                    site_code="ALMOX-BA",
+                    state=apb.ALERT_STATE_OPEN,
+                    message="CABO DE COBRE NU 16MM em ALMOX-BA: posição 40 UN ≤ ponto de pedido 45",
+                    stock_position=40,
+                    reorder_point=45,
+                    days_of_cover=9.5,
+                    lead_time_days=6.5,
+                    raised_at=raised,
+                    history=[apb.AlertEvent(state=apb.ALERT_STATE_OPEN, actor="system", at=raised)],
+                    provenance=_provenance(),
+                )
+                for i in range(5)
+            ],
+            page=cpb.PageInfo(total_size=5),
+        )
+        self.watermark = apb.GetWatermarkResponse(sequence=4207, data_watermark="seq:4207")
+
+    async def GetKpis(self, request, context):  # type: ignore[no-untyped-def]
+        return self.kpis
+
+    async def ListInventoryStatus(self, request, context):  # type: ignore[no-untyped-def]
+        return self.inventory
+
+    async def ListAlerts(self, request, context):  # type: ignore[no-untyped-def]
+        return self.alerts
+
+    async def GetWatermark(self, request, context):  # type: ignore[no-untyped-def]
+        return self.watermark
+
+
+# -- the two server processes -------------------------------------------------------------------------------
+
+
+async def _serve_upstream(key: bytes, port_file: Path) -> None:
+    from services.kit.server import GrpcServer
+    from services.kit.settings import ServiceSettings
+
+    server = GrpcServer(
+        ServiceSettings(port=0, health_poll_seconds=3600), policy=POLICY, jwt_key=key, service_names=[SERVICE]
+    )
+    server.add_servicer(analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server, SyntheticAnalytics())
+    await server.start()
+    await asyncio.to_thread(port_file.write_text, str(server.port))
+    await server.run_until_signal()
+
+
+async def _serve_gateway(key: bytes, port_file: Path, upstream: str) -> None:
+    import signal
+
+    from gateway.server import build_gateway
+    from gateway.settings import GatewaySettings
+    from services.kit.logging import configure_logging
+
+    settings = GatewaySettings(port=0, analytics_target=upstream, grace_seconds=1)
+    configure_logging(settings.log_level)
+    gateway = await build_gateway(settings, policy=POLICY, jwt_key=key)
+    await gateway.start()
+    await asyncio.to_thread(port_file.write_text, str(gateway.port))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await gateway.stop()
+
+
+def _spawn(role: str, key: bytes, port_file: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOVA_BENCH_KEY": key.hex()}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.gateway_overview", role, str(port_file), *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_port(port_file: Path, proc: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if port_file.exists() and port_file.read_text().strip():
+            return int(port_file.read_text())
+        if proc.poll() is not None:
+            raise RuntimeError(f"server process exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+# -- load ---------------------------------------------------------------------------------------------------
+
+
+class HttpConnection:
+    """Keep-alive HTTP/1.1 GET with Content-Length bodies: as little client work as the gRPC side does."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str):
+        self.reader, self.writer = reader, writer
+        self.auth = f"Authorization: Bearer {token}\r\n"
+
+    @classmethod
+    async def open(cls, port: int, token: str) -> HttpConnection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer, token)
+
+    async def get(self, path: str) -> object:
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{self.auth}\r\n".encode())
+        status = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length)
+        if b" 200 " not in status:
+            raise RuntimeError(f"{path}: {status!r} {body[:200]!r}")
+        return json.loads(body)
+
+
+async def _load(call: Callable[[int], Awaitable[object]], seconds: float) -> tuple[int, list[float]]:
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        i = 0
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            await call(i % 4)
+            latencies.append(time.perf_counter() - started)
+            i += 1
+
+    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    return len(latencies), latencies
+
+
+def _p99(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=100)[98] * 1000
+
+
+async def _measure(upstream_port: int, gateway_port: int, token: str) -> dict[str, float]:
+    metadata = (("authorization", f"Bearer {token}"),)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{upstream_port}")
+    stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+    direct_calls = [
+        lambda: stub.GetKpis(apb.GetKpisRequest(names=KPIS), metadata=metadata, timeout=10),
+        lambda: stub.ListInventoryStatus(
+            apb.ListInventoryStatusRequest(page=cpb.PageRequest(page_size=10)), metadata=metadata, timeout=10
+        ),
+        lambda: stub.ListAlerts(
+            apb.ListAlertsRequest(states=[apb.ALERT_STATE_OPEN]), metadata=metadata, timeout=10
+        ),
+        lambda: stub.GetWatermark(apb.GetWatermarkRequest(), metadata=metadata, timeout=10),
+    ]
+    paths = [
+        "/api/v1/kpis?" + "&".join(f"name={n}" for n in KPIS),
+        "/api/v1/inventory?page_size=10",
+        "/api/v1/alerts?state=open",
+        "/api/v1/watermark",
+    ]
+    connections = [await HttpConnection.open(gateway_port, token) for _ in range(IN_FLIGHT)]
+    free = list(connections)
+
+    async def via_gateway(i: int) -> object:
+        conn = free.pop()
+        try:
+            return await conn.get(paths[i])
+        finally:
+            free.append(conn)
+
+    async def direct(i: int) -> object:
+        return await direct_calls[i]()
+
+    for i in range(4):  # warm both paths (channels, connections, caches)
+        await direct(i)
+        await via_gateway(i)
+    best = {"direct_rps": 0.0, "gateway_rps": 0.0}
+    direct_lat: list[float] = []
+    gateway_lat: list[float] = []
+    for _ in range(ROUNDS):
+        n, lat = await _load(direct, SECONDS)
+        if n / SECONDS > best["direct_rps"]:
+            best["direct_rps"], direct_lat = n / SECONDS, lat
+        n, lat = await _load(via_gateway, SECONDS)
+        if n / SECONDS > best["gateway_rps"]:
+            best["gateway_rps"], gateway_lat = n / SECONDS, lat
+    for conn in connections:
+        conn.writer.close()
+    await channel.close()
+    return {**best, "gateway_p99_ms": _p99(gateway_lat), "direct_p99_ms": _p99(direct_lat)}
+
+
+def main() -> None:
+    key = secrets.token_bytes(32)
+    with tempfile.TemporaryDirectory() as tmp:
+        upstream_file, gateway_file = Path(tmp) / "upstream", Path(tmp) / "gateway"
+        upstream = _spawn("upstream", key, upstream_file)
+        gateway = None
+        try:
+            upstream_port = _wait_port(upstream_file, upstream)
+            gateway = _spawn("gateway", key, gateway_file, f"127.0.0.1:{upstream_port}")
+            gateway_port = _wait_port(gateway_file, gateway)
+            token = mint_token(key, "bench", "viewer", 600)
+            result = asyncio.run(_measure(upstream_port, gateway_port, token))
+        finally:
+            for proc in (gateway, upstream):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(30)
+    ratio = result["gateway_rps"] / result["direct_rps"]
+    print(
+        f"{dt.datetime.now():%H:%M:%S} overview calls at {IN_FLIGHT} in flight: "
+        f"gateway {result['gateway_rps']:.0f} req/s "
+        f"(p99 {result['gateway_p99_ms']:.1f} ms), direct gRPC {result['direct_rps']:.0f} req/s "
+        f"(p99 {result['direct_p99_ms']:.1f} ms)"
+    )
+    print(
+        json.dumps(
+            {
+                "name": "gateway_overview",
+                "value": round(result["gateway_rps"], 1),
+                "unit": "req/s",
+                "baseline": round(result["direct_rps"], 1),
+                "ratio": round(ratio, 3),
+                "target": 0.6,
+                "p99_ms": round(result["gateway_p99_ms"], 2),
+                "direct_p99_ms": round(result["direct_p99_ms"], 2),
+                "in_flight": IN_FLIGHT,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("upstream", "gateway"):
+        bench_key = bytes.fromhex(os.environ["NOVA_BENCH_KEY"])
+        if sys.argv[1] == "upstream":
+            asyncio.run(_serve_upstream(bench_key, Path(sys.argv[2])))
+        else:
+            asyncio.run(_serve_gateway(bench_key, Path(sys.argv[2]), sys.argv[3]))
+    else:
+        main()
