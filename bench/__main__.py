@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REQUIRED = ("name", "value", "unit", "baseline", "ratio", "target")
 # Modules under bench/ that support benchmarks but are not benchmarks themselves.
-SUPPORT = {"__init__", "__main__", "common"}
+SUPPORT = {"__init__", "__main__", "common", "echo_server"}
 
 
 def benchmarks() -> list[str]:
