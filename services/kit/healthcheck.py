@@ -5,14 +5,30 @@ separate probe binary."""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
+def _channel(target: str) -> grpc.Channel:
+    """Plaintext, or mutual TLS with the same NOVA_TLS_* files the service uses."""
+    paths = {name: os.environ.get(f"NOVA_TLS_{name}_FILE") for name in ("CA", "CERT", "KEY")}
+    if not any(paths.values()):
+        return grpc.insecure_channel(target)
+
+    def read(name: str) -> bytes | None:
+        path = paths[name]
+        return Path(path).read_bytes() if path else None
+
+    credentials = grpc.ssl_channel_credentials(read("CA"), read("KEY"), read("CERT"))
+    return grpc.secure_channel(target, credentials)
+
+
 def check(host: str, port: int, service: str = "", timeout: float = 3.0) -> bool:
-    with grpc.insecure_channel(f"{host}:{port}") as channel:
+    with _channel(f"{host}:{port}") as channel:
         try:
             request = health_pb2.HealthCheckRequest(service=service)
             reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout)

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from services.kit.auth import MethodPolicy
 from services.kit.interceptors import default_interceptors
-from services.kit.settings import ServiceSettings
+from services.kit.settings import ConfigurationError, ServiceSettings
 
 __all__ = ["LIVENESS", "Callback", "GrpcServer", "HealthCheck"]
 
@@ -47,6 +47,21 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 def _name(callback: Callable[..., Any]) -> str:
     return getattr(callback, "__qualname__", None) or repr(callback)
+
+
+def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
+    """TLS when NOVA_TLS_CERT_FILE/KEY_FILE are set; with NOVA_TLS_CA_FILE too, client certificates signed
+    by that CA are required (mutual TLS). None: plaintext."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ConfigurationError("NOVA_TLS_CERT_FILE and NOVA_TLS_KEY_FILE go together")
+    ca = settings.tls_ca_file.read_bytes() if settings.tls_ca_file is not None else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
 
 
 class GrpcServer:
@@ -181,7 +196,12 @@ class GrpcServer:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        self._port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        credentials = server_credentials(self.settings)
+        if credentials is None:
+            self._port = server.add_insecure_port(address)
+        else:
+            self._port = server.add_secure_port(address, credentials)
         if not self._port:
             raise RuntimeError(f"cannot bind {self.settings.host}:{self.settings.port}")
         self._server = server

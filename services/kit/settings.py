@@ -82,6 +82,21 @@ class CommonSettings(BaseSettings):
     cache_url_file: Path | None = Field(
         None, validation_alias="NOVA_CACHE_URL_FILE", description="File holding NOVA_CACHE_URL (same rules)."
     )
+    tls_cert_file: Path | None = Field(
+        None,
+        validation_alias="NOVA_TLS_CERT_FILE",
+        description="PEM certificate chain of this process: set with NOVA_TLS_KEY_FILE, servers listen with "
+        "TLS and clients present it (mutual TLS). Unset: plaintext (inside a trusted network only).",
+    )
+    tls_key_file: Path | None = Field(
+        None, validation_alias="NOVA_TLS_KEY_FILE", description="PEM private key of NOVA_TLS_CERT_FILE."
+    )
+    tls_ca_file: Path | None = Field(
+        None,
+        validation_alias="NOVA_TLS_CA_FILE",
+        description="PEM CA bundle: servers require client certificates signed by it; clients verify "
+        "servers with it.",
+    )
     log_level: str = Field(
         "INFO",
         validation_alias="NOVA_LOG_LEVEL",
@@ -109,6 +124,16 @@ class CommonSettings(BaseSettings):
                     f"NOVA_{name.upper()}_FILE={path} cannot be read: {exc.strerror}"
                 ) from exc
         return self
+
+    def tls_client_paths(self) -> dict[str, Path | None]:
+        """Keyword arguments for ``services.kit.clients.open_channel``: TLS when configured, else none."""
+        if self.tls_cert_file is None and self.tls_ca_file is None:
+            return {}
+        return {
+            "ca_cert_path": self.tls_ca_file,
+            "client_cert_path": self.tls_cert_file,
+            "client_key_path": self.tls_key_file,
+        }
 
     def jwt_key(self) -> bytes:
         """The HS256 key: NOVA_JWT_SECRET if set, else the stripped content of NOVA_JWT_SECRET_FILE.
