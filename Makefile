@@ -34,6 +34,7 @@ demo: setup models
 	$(VENV)/bin/nova demo --models $(MODELS)
 
 test: setup services-up
+	gateway/tests_browser_setup.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: setup

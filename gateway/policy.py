@@ -37,7 +37,6 @@ def upstream_policy() -> MethodPolicy:
     # Imported here, not at module level: the composition roots pull in their stores, which only a
     # gateway that actually starts needs to load.
     from services.analytics.app import policy as analytics_policy
-
     from services.forecast.app import policy as forecast_policy
     from services.ingestion.app import policy as ingestion_policy
 

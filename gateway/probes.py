@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,10 +29,11 @@ async def healthz() -> m.HealthOut:
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     upstreams = await state.upstreams.health()
+    status: Literal["ready", "not_ready", "draining"] = "ready"
     if state.shutdown.is_set():
         status = "draining"
-    else:
-        status = "ready" if all(s == "SERVING" for s in upstreams.values()) else "not_ready"
+    elif any(s != "SERVING" for s in upstreams.values()):
+        status = "not_ready"
     body = m.ReadyOut(status=status, upstreams=upstreams)
     return JSONResponse(
         body.model_dump(),

@@ -87,7 +87,7 @@ class GatewayServer:
             # The app logs each request itself, without query strings (they may carry a token).
             access_log=False,
             log_config=None,
-            timeout_graceful_shutdown=self.settings.grace_seconds,
+            timeout_graceful_shutdown=max(1, round(self.settings.grace_seconds)),
             # Keep-alive longer than a dashboard's polling interval, so connections are reused.
             timeout_keep_alive=30,
         )

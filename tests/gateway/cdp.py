@@ -49,6 +49,12 @@ class CDPError(RuntimeError):
     pass
 
 
+def _above_ten(fd: int) -> int:
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return moved
+
+
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -73,18 +79,15 @@ class Chromium:
         profile = tempfile.mkdtemp(prefix="nova-chromium-")
         cmd_r, cmd_w = os.pipe()
         evt_r, evt_w = os.pipe()
-        # Move the child's ends above 10 first, so that placing them on 3 and 4 cannot clobber each other.
-        child_in = fcntl.fcntl(cmd_r, fcntl.F_DUPFD, 10)
-        child_out = fcntl.fcntl(evt_w, fcntl.F_DUPFD, 10)
-        os.close(cmd_r)
-        os.close(evt_w)
-
-        def place_fds() -> None:
-            os.dup2(child_in, 3)
-            os.dup2(child_out, 4)
-
+        # Chromium wants its ends on fds 3 and 4. bash moves them there right before exec, so that no Python
+        # code runs in the forked child (gRPC's fork handlers make that unsafe here). The ends first go above
+        # 10 so that moving one cannot overwrite the other (dash cannot redirect fds above 9: bash it is).
+        cmd_r, evt_w = (_above_ten(fd) for fd in (cmd_r, evt_w))
         log = await asyncio.to_thread(open, Path(profile) / "chromium.log", "wb")
         process = await asyncio.create_subprocess_exec(
+            "/bin/bash",
+            "-c",
+            f'exec "$0" "$@" 3<&{cmd_r} 4>&{evt_w} {cmd_r}<&- {evt_w}>&-',
             executable,
             *FLAGS,
             f"--user-data-dir={profile}",
@@ -92,12 +95,11 @@ class Chromium:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            pass_fds=(3, 4, child_in, child_out),
-            preexec_fn=place_fds,
+            pass_fds=(cmd_r, evt_w),
         )
         log.close()
-        os.close(child_in)
-        os.close(child_out)
+        os.close(cmd_r)
+        os.close(evt_w)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=256 * 1024 * 1024)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(evt_r, "rb", 0))

@@ -39,8 +39,8 @@ function gauge(row, policy) {
   const ss = policy ? policy.safety_stock : row.safety_stock;
   const top = Math.max(row.stock_position, rop, policy ? policy.order_up_to : 0, ss, 1) * 1.15;
   const share = (v) => Math.max(0, Math.min(100, (v / top) * 100));
-  const state = row.stock_position <= ss ? "critical" : row.stock_position <= rop ? "attention" : "normal";
-  const fill = h("div", { class: `fill ${state}` });
+  // The colour is the read model's status (it also weighs cover against the supplier lead time).
+  const fill = h("div", { class: `fill ${row.status}` });
   fill.style.width = `${share(row.stock_position)}%`;
   const mark = (value, label, low) => {
     const pos = share(value);
