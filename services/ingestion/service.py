@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -24,6 +24,7 @@ import asyncpg
 from google.protobuf import timestamp_pb2
 from novacorrente.events.v1 import events_pb2
 from novacorrente.ingestion.v1 import ingestion_pb2 as pb
+from novacorrente.ingestion.v1 import records_pb2
 
 from services.ingestion.preparation import Prepared, prepare_records
 from services.ingestion.store import (
@@ -167,6 +168,59 @@ class IngestionUseCases:
                 idempotency=(caller, request.idempotency_key),
             )
 
+    async def replay_quarantine(
+        self, caller: str, request: pb.ReplayQuarantineRequest
+    ) -> pb.SubmitBatchResponse:
+        """Re-submit quarantined records, as they are or corrected. Verdict indexes follow `ids` order
+        (then the corrected ids not listed in `ids`). An entry that passes leaves the quarantine in the
+        same transaction as its rows; one rejected again stays, with its first reasons."""
+        ids = list(dict.fromkeys([*request.ids, *request.corrections.keys()]))
+        violations = []
+        numbers: list[int] = []
+        for i, text in enumerate(ids):
+            if not text.isdigit():
+                violations.append(FieldViolation(f"ids[{i}]", f"{text!r} is not a quarantine entry id"))
+            else:
+                numbers.append(int(text))
+        if not ids:
+            violations.append(FieldViolation("ids", "name at least one quarantine entry"))
+        if violations:
+            raise InvalidArgument(violations)
+        request_hash = _hash(request.SerializeToString(deterministic=True))
+        async with self._idempotent(caller, request.idempotency_key, request_hash) as stored:
+            if stored is not None:
+                response = pb.SubmitBatchResponse.FromString(stored)
+                response.replayed = True
+                return response
+            entries = await self._guard(self._store.quarantined(numbers))
+            records = []
+            for i, (text, number) in enumerate(zip(ids, numbers, strict=True)):
+                if text in request.corrections:
+                    records.append(request.corrections[text])
+                elif number not in entries:
+                    violations.append(
+                        FieldViolation(f"ids[{i}]", "no such entry in quarantine (or already replayed)")
+                    )
+                elif entries[number].record is None:
+                    violations.append(
+                        FieldViolation(f"ids[{i}]", "the line could not be read: send a correction")
+                    )
+                else:
+                    records.append(records_pb2.Record.FromString(entries[number].record))
+            if violations:
+                raise InvalidArgument(violations)
+            prepared = prepare_records(records, base_path="records")
+            rejected = {r.index for r in prepared.rejected}
+            passed = [numbers[i] for i in range(len(numbers)) if i not in rejected]
+            return await self._commit(
+                prepared,
+                origin=f"replay:{request.idempotency_key}",
+                all_or_nothing=False,
+                idempotency=(caller, request.idempotency_key),
+                replayed=passed,
+                quarantine_rejected=False,
+            )
+
     async def _commit(
         self,
         prepared: Prepared,
@@ -174,6 +228,8 @@ class IngestionUseCases:
         origin: str,
         all_or_nothing: bool,
         idempotency: tuple[str, str] | None,
+        replayed: Sequence[int] = (),
+        quarantine_rejected: bool = True,
     ) -> pb.SubmitBatchResponse:
         if all_or_nothing and prepared.rejected:
             raise InvalidArgument(
@@ -192,6 +248,7 @@ class IngestionUseCases:
                 raw=r.raw,
             )
             for r in prepared.rejected
+            if quarantine_rejected
         ]
 
         def finish(outcome: CommitOutcome) -> tuple[list[OutboxMessage], bytes]:
@@ -200,7 +257,9 @@ class IngestionUseCases:
             return messages, response.SerializeToString()
 
         outcome = await self._guard(
-            self._store.commit(prepared.records, quarantine, idempotency=idempotency, finish=finish)
+            self._store.commit(
+                prepared.records, quarantine, idempotency=idempotency, finish=finish, replayed=replayed
+            )
         )
         if outcome.written:
             self._on_commit()

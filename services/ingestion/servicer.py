@@ -64,6 +64,11 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
 
+    async def ReplayQuarantine(
+        self, request: pb.ReplayQuarantineRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitBatchResponse:
+        return await self._cases.replay_quarantine(require_principal().subject, request)
+
     async def ExportRecords(
         self, request: pb.ExportRecordsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ExportRecordsResponse]:

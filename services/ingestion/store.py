@@ -178,6 +178,7 @@ class IngestionStore:
         *,
         idempotency: tuple[str, str] | None,
         finish: Callable[[CommitOutcome], tuple[list[OutboxMessage], bytes]],
+        replayed: Sequence[int] = (),
     ) -> CommitOutcome:
         """Decide each record's verdict against the current versions, write the new versions,
         the outbox messages and the stored answer in one transaction.
@@ -267,6 +268,14 @@ class IngestionStore:
                     ("origin", "record", "violations", "raw", "quarantined_at"),
                     [(q.origin, q.record, q.violations, q.raw, outcome.committed_at) for q in quarantine],
                 )
+            if replayed:
+                # Quarantine entries that passed this time leave the quarantine with the rows they became.
+                await s.execute(
+                    "UPDATE support.quarantine SET replayed_at = $2 "
+                    "WHERE id IN (SELECT unnest($1::BIGINT[]))",
+                    list(replayed),
+                    outcome.committed_at,
+                )
             messages, response = finish(outcome)
             if messages:
                 await s.copy(
@@ -315,6 +324,19 @@ class IngestionStore:
             (int(i), QuarantineEntry(o, bytes(r) if r is not None else None, v, raw), _aware(t))
             for i, o, r, v, raw, t in rows
         ]
+
+    async def quarantined(self, ids: Sequence[int]) -> dict[int, QuarantineEntry]:
+        """The entries among `ids` still in quarantine (not replayed yet)."""
+        async with self.db.transaction() as s:
+            rows = await s.fetch(
+                "SELECT id, origin, record, violations, raw FROM support.quarantine "
+                "WHERE id IN (SELECT unnest($1::BIGINT[])) AND replayed_at IS NULL",
+                list(ids),
+            )
+        return {
+            int(i): QuarantineEntry(o, bytes(r) if r is not None else None, v, raw)
+            for i, o, r, v, raw in rows
+        }
 
     # -- outbox --------------------------------------------------------------------------------
 

@@ -200,3 +200,29 @@ async def test_tokens_and_roles(running: Running, token_for: Callable[..., str])
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await running.stub.SubmitBatch(request, metadata=bearer(token_for("viewer")), timeout=5)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_quarantined_records_are_fixed_and_replayed(running: Running) -> None:
+    await submit(running, [line("Q1", 1, qty=-3), line("Q1", 2, unit="PARSECS"), line("Q1", 3)])
+    listed = await running.stub.ListQuarantine(pb.ListQuarantineRequest(), metadata=bearer(running.token))
+    assert len(listed.records) == 2
+    negative, unknown_unit = listed.records
+    fixed = rec.Record()
+    fixed.CopyFrom(unknown_unit.record)
+    fixed.consumption.unit = "UN"
+    replay = pb.ReplayQuarantineRequest(
+        idempotency_key="replay-1", ids=[negative.id], corrections={unknown_unit.id: fixed}
+    )
+    answer = await running.stub.ReplayQuarantine(replay, metadata=bearer(running.token))
+    # The negative quantity is still wrong and stays in quarantine; the corrected line is committed.
+    assert [v.verdict for v in answer.verdicts] == [pb.VERDICT_REJECTED, pb.VERDICT_ACCEPTED]
+    left = await running.stub.ListQuarantine(pb.ListQuarantineRequest(), metadata=bearer(running.token))
+    assert [r.id for r in left.records] == [negative.id]
+    again = await running.stub.ReplayQuarantine(replay, metadata=bearer(running.token))
+    assert again.replayed and list(again.verdicts) == list(answer.verdicts)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await running.stub.ReplayQuarantine(
+            pb.ReplayQuarantineRequest(idempotency_key="replay-2", ids=[unknown_unit.id]),
+            metadata=bearer(running.token),
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # already replayed
