@@ -311,12 +311,12 @@ class ForecastUseCases:
                 values, means = np.zeros((horizon, len(levels))), np.zeros(horizon)
                 name, version, method_name = "", "", "zero"
             elif model is not None:
-                offsets = model.sidecar.get("intermittent_models", {}).get("offsets_scaled", {}).get(method)
-                if offsets is None or len(offsets) != len(levels):
+                factors = model.sidecar.get("intermittent_models", {}).get("conformal_factors", {}).get(method)
+                if factors is None or len(factors) != len(levels):
                     dist = intermittent_distribution(history.weekly, levels, method)
                     values = np.tile(dist.quantiles, (horizon, 1))
                 else:
-                    values = features.intermittent_quantiles(history.weekly, method, offsets, horizon).astype(
+                    values = features.intermittent_quantiles(history.weekly, method, factors, horizon).astype(
                         np.float64
                     )
                 means = np.full(horizon, features.intermittent_forecast(history.weekly, method))

@@ -92,6 +92,7 @@ def test_csv_keeps_na_strings_and_drops_services(tmp_path: Path) -> None:
     assert cons.services_by_family == {"SERVIÇOS TOMADOS": 4}
     assert cons.dropped == {"request date N/A": 1}
     assert "0001" not in cons.material
+    assert all(m.startswith("01") for m in cons.material)  # codes keep their leading zeros
     assert len(cons.fingerprint()) == 64 and cons.fingerprint() == read_consumption(source).fingerprint()
 
 

@@ -1,0 +1,53 @@
+"""The inventory simulation on cases whose answer is known by hand."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ml_training.evaluate import Backtest
+from ml_training.inventory import SERVICE_LEVELS, simulate, stock_at_fill_rate
+
+
+def _backtest(y: np.ndarray, q: np.ndarray, lead_days: list[float]) -> tuple[Backtest, SimpleNamespace]:
+    cutoffs = np.arange(4, y.size - 1)
+    origin = np.repeat(cutoffs, 2)
+    h = np.tile([1, 2], cutoffs.size)
+    series = np.zeros(origin.size, dtype=int)
+    bt = Backtest(
+        cutoffs=cutoffs,
+        horizon=2,
+        series=series,
+        origin=origin,
+        h=h,
+        y=y[np.minimum(origin + h, y.size - 1)],
+        forecasts={"m": np.tile(q, (origin.size, 1))},
+        classes={0: "smooth"},
+        scales={0: 1.0},
+    )
+    panel = SimpleNamespace(series=[SimpleNamespace(y=y, material="m1")], lead_days={"m1": lead_days})
+    return bt, panel
+
+
+def test_exact_forecast_of_constant_demand_serves_everything() -> None:
+    y = np.full(20, 10.0)
+    bt, panel = _backtest(y, np.array([10.0, 10.0, 10.0, 10.0]), [3.0])  # lead 3 days -> 1 week
+    curve = simulate(bt, panel, ["m"])["m"]
+    assert curve["fill_rate"] == pytest.approx([1.0] * len(SERVICE_LEVELS))
+    assert curve["avg_stock_weeks"] == pytest.approx([0.0] * len(SERVICE_LEVELS))  # all sold every week
+    assert stock_at_fill_rate(curve) == pytest.approx(0.0)
+
+
+def test_too_low_forecast_loses_sales() -> None:
+    y = np.full(20, 10.0)
+    bt, panel = _backtest(y, np.array([5.0, 5.0, 5.0, 5.0]), [3.0])
+    curve = simulate(bt, panel, ["m"])["m"]
+    assert curve["fill_rate"][0] == pytest.approx(0.5)
+    assert stock_at_fill_rate(curve) is None
+
+
+def test_stock_at_fill_rate_interpolates() -> None:
+    curve = {"fill_rate": [0.9, 0.94, 0.96, 0.99], "avg_stock_weeks": [1.0, 2.0, 4.0, 8.0]}
+    assert stock_at_fill_rate(curve) == pytest.approx(3.0)
