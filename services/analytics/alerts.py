@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import duckdb
@@ -156,7 +156,7 @@ class AlertStore(Protocol):
 
     async def get(self, alert_id: str) -> AlertRecord | None: ...
 
-    async def list(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
+    async def search(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
         """Alerts newest first, and the total matching."""
         ...
 
@@ -201,12 +201,12 @@ def _record(row: Sequence[object], history: Sequence[AlertEventRecord] = ()) -> 
     )
 
 
-def _event(row: Sequence[object]) -> AlertEventRecord:
+def _event(row: Sequence[Any]) -> AlertEventRecord:
     at = row[2]
     assert isinstance(at, dt.datetime)
     return AlertEventRecord(
         int(row[0]), str(row[1]), at if at.tzinfo else at.replace(tzinfo=dt.UTC), str(row[3])
-    )  # type: ignore[call-overload]
+    )
 
 
 def _now() -> dt.datetime:
@@ -402,7 +402,7 @@ class PostgresAlertStore:
         async with self._pool.acquire() as conn:  # type: ignore[attr-defined]
             return await self._load(conn, alert_id)
 
-    async def list(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
+    async def search(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
         cond, params = _conditions(query, _Marks(numbered=True))
         n = len(params)
         async with self._pool.acquire() as conn:  # type: ignore[attr-defined]
@@ -637,7 +637,7 @@ class DuckAlertStore:
     async def get(self, alert_id: str) -> AlertRecord | None:
         return await self._run(self._tx, self._load, alert_id)
 
-    async def list(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
+    async def search(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
         def run(con: duckdb.DuckDBPyConnection) -> tuple[list[AlertRecord], int]:
             cond, params = _conditions(query, _Marks(numbered=False))
             ids = [

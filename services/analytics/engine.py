@@ -87,6 +87,11 @@ class Job:
         self._running.check()
 
 
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class DuckEngine:
     """One DuckDB database used from a read pool (``read_workers`` threads) and one writer thread."""
 
@@ -155,6 +160,8 @@ class DuckEngine:
         except asyncio.CancelledError:
             if interruptible:
                 running.cancel()
+                # Nobody awaits the job any more: consume its outcome (QueryCancelled) when it ends.
+                future.add_done_callback(_consume)
             else:
                 # A write must finish (its transaction commits or rolls back as a whole): wait for it.
                 with contextlib.suppress(Exception):

@@ -100,6 +100,8 @@ class _Context:
         self.simulated_setting = simulated_setting
         self.simulated = simulated_setting
         self.stock_rows = 0
+        self.stock_first: dt.date | None = None
+        self.stock_last: dt.date | None = None
         self.start: dt.date | None = None
         self.end: dt.date | None = None
 
@@ -116,8 +118,8 @@ class _Context:
         self.stock_first, self.stock_last, self.stock_rows, sim = row if row else (None, None, 0, False)
         self.simulated = bool(sim) or self.simulated_setting
         # The period of stock KPIs: the filter's dates, else the span of the slice's stock counts.
-        self.start: dt.date | None = s.start or self.stock_first
-        self.end: dt.date | None = s.end or self.stock_last
+        self.start = s.start or self.stock_first
+        self.end = s.end or self.stock_last
 
     @property
     def has_stock(self) -> bool:
@@ -179,7 +181,8 @@ dem AS (
            sum(c.quantity) FILTER (WHERE c.demand_date BETWEEN ? AND ?) AS period_q,
            sum(c.quantity) FILTER (WHERE c.demand_date > ?::DATE - {HISTORY_RATE_DAYS} AND c.demand_date <= ?)
                AS trail_q
-    FROM consumption c JOIN cur USING (material_code, site_code) WHERE {dw.sql} GROUP BY ALL
+    FROM consumption c SEMI JOIN cur ON c.material_code = cur.material_code AND c.site_code = cur.site_code
+    WHERE {dw.sql} GROUP BY ALL
 ),
 crit AS (SELECT code FROM sites WHERE criticality = 3)
 SELECT
@@ -247,7 +250,8 @@ def _fill_rate(job: Job, s: Slice, start: dt.date, end: dt.date, ctx: _Context) 
 WITH counted AS (SELECT DISTINCT material_code, site_code FROM stock_snapshots s WHERE {sw.sql}),
 dd AS (
     SELECT c.material_code, c.site_code, c.demand_date AS d, sum(c.quantity) AS q
-    FROM consumption c JOIN counted USING (material_code, site_code) WHERE {dw.sql} GROUP BY ALL
+    FROM consumption c SEMI JOIN counted k ON c.material_code = k.material_code AND c.site_code = k.site_code
+    WHERE {dw.sql} GROUP BY ALL
 )
 SELECT sum(dd.q)::DOUBLE, sum(least(dd.q, greatest(s.on_hand, 0)))::DOUBLE
 FROM dd ASOF JOIN stock_snapshots s
@@ -257,7 +261,7 @@ FROM dd ASOF JOIN stock_snapshots s
         )
     )
     demanded, filled = row if row else (None, None)
-    if not demanded:
+    if not demanded or filled is None:
         return _na("fill_rate", "no demand with a stock count before it in this slice and period")
     return _ok("fill_rate", 100.0 * filled / demanded, ctx.stock_note())
 
@@ -381,7 +385,7 @@ act AS (
     SELECT c.material_code, c.site_code, date_trunc('week', c.demand_date)::DATE AS week_start,
            sum(c.quantity) AS q
     FROM consumption c
-    JOIN (SELECT DISTINCT material_code, site_code FROM fc) k USING (material_code, site_code)
+    SEMI JOIN fc ON c.material_code = fc.material_code AND c.site_code = fc.site_code
     GROUP BY ALL
 ),
 j AS (

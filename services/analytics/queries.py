@@ -468,7 +468,9 @@ mv AS (
 ),
 po AS (
     SELECT p.material_code, p.site_code, sum(p.quantity) AS on_order, bool_or(p.simulated) AS simulated
-    FROM purchase_orders p JOIN snap USING (material_code, site_code) WHERE TRUE {po_cap} GROUP BY ALL
+    FROM purchase_orders p
+    SEMI JOIN snap ON p.material_code = snap.material_code AND p.site_code = snap.site_code
+    WHERE TRUE {po_cap} GROUP BY ALL
 ),
 fc AS (
     SELECT material_code, site_code, week_start, mean, q_levels, q_values FROM forecasts WHERE level = 1
@@ -484,13 +486,16 @@ fc_rate AS (
 horizon AS (SELECT coalesce(?::DATE, max(demand_date)) AS d FROM consumption),
 hist AS (
     SELECT c.material_code, c.site_code, sum(c.quantity) / {HISTORY_RATE_DAYS}.0 AS rate
-    FROM consumption c JOIN snap USING (material_code, site_code), horizon
+    FROM consumption c SEMI JOIN snap ON c.material_code = snap.material_code AND c.site_code = snap.site_code
+    CROSS JOIN horizon
     WHERE c.demand_date > horizon.d - {HISTORY_RATE_DAYS} AND c.demand_date <= horizon.d GROUP BY ALL
 ),
 lt_ms AS (SELECT material_code, site_code, count(*) AS n, avg(lead_time_days) AS mean FROM consumption
-          JOIN snap USING (material_code, site_code) WHERE lead_time_days >= 0 GROUP BY ALL),
+          SEMI JOIN snap ON consumption.material_code = snap.material_code
+                         AND consumption.site_code = snap.site_code
+          WHERE lead_time_days >= 0 GROUP BY ALL),
 lt_m AS (SELECT material_code, count(*) AS n, avg(lead_time_days) AS mean FROM consumption
-         JOIN (SELECT DISTINCT material_code FROM snap) USING (material_code)
+         SEMI JOIN snap ON consumption.material_code = snap.material_code
          WHERE lead_time_days >= 0 GROUP BY ALL),
 lt_f AS (SELECT family, count(*) AS n, avg(lead_time_days) AS mean FROM consumption
          WHERE lead_time_days >= 0 GROUP BY ALL),

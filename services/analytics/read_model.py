@@ -235,8 +235,16 @@ def _key_arrow(table: str, keys: Sequence[tuple[object, ...]]) -> pa.Table:
 
 
 def forecast_series_key(level: int, material: str, site: str, family: str, region: str) -> str:
-    """Identity of a forecast series; fields that do not apply at the level are blank."""
-    return f"{level}|{material}|{site}|{family}|{region}"
+    """Identity of a forecast series: only the fields its level uses (a material x site forecast that also
+    names its family is still the material x site series)."""
+    level = level or 1
+    keep = {
+        1: (material, site, "", ""),
+        2: (material, "", "", ""),
+        3: ("", "", family, ""),
+        4: ("", "", "", region),
+    }.get(level, ("", "", "", ""))
+    return f"{level}|" + "|".join(keep)
 
 
 class MasterIndex:
@@ -348,39 +356,37 @@ class _Masters:
 
 def _dims_of(table: str, row: tuple[object, ...], masters: _Masters) -> list[tuple[str, str]]:
     """Dimension values a row belongs to (see the module docstring)."""
+    v = [str(x) if x is not None else "" for x in row]
     if table == "consumption":
-        material, site, supplier, family = row[2], row[3], row[4], row[12]
+        material, site, supplier, family = v[2], v[3], v[4], v[12]
         return [
             (Dim.MATERIAL, material),
-            (Dim.FAMILY, masters.family_of(material, family)),  # type: ignore[arg-type]
+            (Dim.FAMILY, masters.family_of(material, family)),
             (Dim.SUPPLIER, supplier),
-            *masters.geo_dims(site),  # type: ignore[arg-type]
-        ]  # type: ignore[list-item]
+            *masters.geo_dims(site),
+        ]
     if table == "stock_snapshots":
-        material, site = row[0], row[1]
-        return [(Dim.MATERIAL, material), (Dim.FAMILY, masters.family_of(material)), *masters.geo_dims(site)]  # type: ignore[arg-type,list-item]
+        return [(Dim.MATERIAL, v[0]), (Dim.FAMILY, masters.family_of(v[0])), *masters.geo_dims(v[1])]
     if table == "stock_movements":
-        material, site, to_site = row[2], row[3], row[4]
-        dims = [(Dim.MATERIAL, material), (Dim.FAMILY, masters.family_of(material)), *masters.geo_dims(site)]  # type: ignore[arg-type]
-        if to_site:
-            dims.extend(masters.geo_dims(to_site))  # type: ignore[arg-type]
-        return dims  # type: ignore[return-value]
+        dims = [(Dim.MATERIAL, v[2]), (Dim.FAMILY, masters.family_of(v[2])), *masters.geo_dims(v[3])]
+        if v[4]:
+            dims.extend(masters.geo_dims(v[4]))
+        return dims
     if table == "purchase_orders":
-        material, site, supplier = row[1], row[2], row[3]
         return [
-            (Dim.MATERIAL, material),
-            (Dim.FAMILY, masters.family_of(material)),  # type: ignore[arg-type]
-            (Dim.SUPPLIER, supplier),
-            *masters.geo_dims(site),  # type: ignore[arg-type]
-        ]  # type: ignore[list-item]
+            (Dim.MATERIAL, v[1]),
+            (Dim.FAMILY, masters.family_of(v[1])),
+            (Dim.SUPPLIER, v[3]),
+            *masters.geo_dims(v[2]),
+        ]
     if table == "materials":
-        return [(Dim.MATERIAL, row[0]), (Dim.FAMILY, row[2])]  # type: ignore[list-item]
+        return [(Dim.MATERIAL, v[0]), (Dim.FAMILY, v[2])]
     if table == "sites":
-        return [(Dim.SITE, row[0]), (Dim.CLIENT, row[1]), (Dim.REGION, row[2])]  # type: ignore[list-item]
+        return [(Dim.SITE, v[0]), (Dim.CLIENT, v[1]), (Dim.REGION, v[2])]
     if table == "suppliers":
-        return [(Dim.SUPPLIER, row[0])]  # type: ignore[list-item]
+        return [(Dim.SUPPLIER, v[0])]
     if table == "external_observations":
-        return [(Dim.SERIES, row[0])]  # type: ignore[list-item]
+        return [(Dim.SERIES, v[0])]
     raise ValueError(table)
 
 

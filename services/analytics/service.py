@@ -793,8 +793,8 @@ class AnalyticsService:
         def compute(job: Job) -> analytics_pb2.GetExternalSeriesResponse:
             response = analytics_pb2.GetExternalSeriesResponse()
             if not ids:
-                for info in q.external_catalogue(job):
-                    response.series.add(series_id=info.series_id, unit=info.unit, source=info.source)
+                for known in q.external_catalogue(job):
+                    response.series.add(series_id=known.series_id, unit=known.unit, source=known.source)
                 return response
             for series_id in ids:
                 info, values = q.external_values(job, series_id, s.start, s.end, grain)
@@ -853,7 +853,7 @@ class AnalyticsService:
             offset=offset,
             limit=limit,
         )
-        records, total = await self.alerts.list(query)
+        records, total = await self.alerts.search(query)
         return analytics_pb2.ListAlertsResponse(
             alerts=[conv.alert_proto(r) for r in records],
             page=self._page_info(offset, limit, len(records), total, bound),

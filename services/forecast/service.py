@@ -311,7 +311,8 @@ class ForecastUseCases:
                 values, means = np.zeros((horizon, len(levels))), np.zeros(horizon)
                 name, version, method_name = "", "", "zero"
             elif model is not None:
-                factors = model.sidecar.get("intermittent_models", {}).get("conformal_factors", {}).get(method)
+                calibrated = model.sidecar.get("intermittent_models", {}).get("conformal_factors", {})
+                factors = calibrated.get(method)
                 if factors is None or len(factors) != len(levels):
                     dist = intermittent_distribution(history.weekly, levels, method)
                     values = np.tile(dist.quantiles, (horizon, 1))

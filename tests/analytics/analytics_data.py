@@ -116,7 +116,10 @@ def records_from_rows(rows: Sequence[Row]) -> list[records_pb2.Record]:
             out.append(
                 records_pb2.Record(
                     material=records_pb2.Material(
-                        code=row.material, name=row.name, family=row.family, unit=row.unit,
+                        code=row.material,
+                        name=row.name,
+                        family=row.family,
+                        unit=row.unit,
                         stocked=not row.family.startswith("SERVI"),
                     )
                 )
@@ -126,7 +129,9 @@ def records_from_rows(rows: Sequence[Row]) -> list[records_pb2.Record]:
             out.append(records_pb2.Record(site=records_pb2.Site(code=row.site, region=region_of(row.site))))
         if row.supplier not in suppliers:
             suppliers.add(row.supplier)
-            out.append(records_pb2.Record(supplier=records_pb2.Supplier(code=row.supplier, name=row.supplier)))
+            out.append(
+                records_pb2.Record(supplier=records_pb2.Supplier(code=row.supplier, name=row.supplier))
+            )
         n = ordinal.get((row.requisition, row.material), 0) + 1
         ordinal[(row.requisition, row.material)] = n
         out.append(consumption_record(row, f"{row.material}#{n}"))
@@ -136,7 +141,9 @@ def records_from_rows(rows: Sequence[Row]) -> list[records_pb2.Record]:
 def line_key_of(rows: Sequence[Row], index: int) -> str:
     """The line key ``records_from_rows`` gives to ``rows[index]``."""
     target = rows[index]
-    n = sum(1 for r in rows[: index + 1] if (r.requisition, r.material) == (target.requisition, target.material))
+    n = sum(
+        1 for r in rows[: index + 1] if (r.requisition, r.material) == (target.requisition, target.material)
+    )
     return f"{target.material}#{n}"
 
 
@@ -150,7 +157,9 @@ class Sequencer:
     def watermark(self) -> int:
         return self.log[-1].sequence if self.log else 0
 
-    def commit(self, records: Iterable[records_pb2.Record], *, supersedes: bool = False) -> events_pb2.BatchCommitted:
+    def commit(
+        self, records: Iterable[records_pb2.Record], *, supersedes: bool = False
+    ) -> events_pb2.BatchCommitted:
         batch_id = uuid.uuid4().hex
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
@@ -158,7 +167,10 @@ class Sequencer:
         for record in records:
             committed.append(
                 records_pb2.CommittedRecord(
-                    sequence=self.watermark + 1, batch_id=batch_id, record=record, supersedes=supersedes,
+                    sequence=self.watermark + 1,
+                    batch_id=batch_id,
+                    record=record,
+                    supersedes=supersedes,
                     committed_at=now,
                 )
             )
@@ -175,17 +187,30 @@ class Sequencer:
 
 def snapshot(material: str, site: str, on_hand: float, as_of: dt.date) -> records_pb2.Record:
     return records_pb2.Record(
-        stock_snapshot=records_pb2.StockSnapshot(material_code=material, site_code=site, on_hand=on_hand, as_of=date(as_of))
+        stock_snapshot=records_pb2.StockSnapshot(
+            material_code=material, site_code=site, on_hand=on_hand, as_of=date(as_of)
+        )
     )
 
 
 def purchase_order(
-    po_id: str, material: str, site: str, quantity: float, placed: dt.date, expected: dt.date,
-    received: dt.date | None = None, supplier: str = "SUP",
+    po_id: str,
+    material: str,
+    site: str,
+    quantity: float,
+    placed: dt.date,
+    expected: dt.date,
+    received: dt.date | None = None,
+    supplier: str = "SUP",
 ) -> records_pb2.Record:
     po = records_pb2.PurchaseOrder(
-        po_id=po_id, material_code=material, site_code=site, supplier_code=supplier, quantity=quantity,
-        placed_date=date(placed), expected_date=date(expected),
+        po_id=po_id,
+        material_code=material,
+        site_code=site,
+        supplier_code=supplier,
+        quantity=quantity,
+        placed_date=date(placed),
+        expected_date=date(expected),
     )
     if received:
         po.received_date.CopyFrom(date(received))
@@ -204,14 +229,16 @@ def forecast_event(
     lead_time_mean_days: float = 0.0,
     model: tuple[str, str] = ("lgbm-quantile", "7"),
 ) -> events_pb2.ForecastsUpdated:
-    """A ForecastsUpdated with one material x site forecast (week, p10, p50, p90) and optionally its policy."""
+    """A ForecastsUpdated with one material x site forecast (week, p10, p50, p90), optionally its policy."""
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(generated_at)
     provenance = common_pb2.Provenance(model_name=model[0], model_version=model[1], generated_at=stamp)
     ref = forecast_pb2.SeriesRef(
         level=forecast_pb2.AGGREGATION_LEVEL_MATERIAL_SITE, material_code=material, site_code=site
     )
-    forecast = forecast_pb2.SeriesForecast(series=ref, method="lightgbm-quantile", unit="UN", provenance=provenance)
+    forecast = forecast_pb2.SeriesForecast(
+        series=ref, method="lightgbm-quantile", unit="UN", provenance=provenance
+    )
     for week, p10, p50, p90 in weeks:
         forecast.weeks.add(
             week_start=date(week),

@@ -52,7 +52,9 @@ class ExportDouble(ingestion_pb2_grpc.IngestionServiceServicer):
         pending = [r for r in self.log if request.since_sequence < r.sequence <= until]
         for start in range(0, len(pending), size):
             page = pending[start : start + size]
-            yield ingestion_pb2.ExportRecordsResponse(records=page, last_sequence=page[-1].sequence, watermark=until)
+            yield ingestion_pb2.ExportRecordsResponse(
+                records=page, last_sequence=page[-1].sequence, watermark=until
+            )
 
 
 @dataclass
@@ -150,7 +152,9 @@ class World:
             )
         await (await self.bus()).publish(messages)
 
-    async def commit(self, records: Sequence[records_pb2.Record], *, supersedes: bool = False) -> events_pb2.BatchCommitted:
+    async def commit(
+        self, records: Sequence[records_pb2.Record], *, supersedes: bool = False
+    ) -> events_pb2.BatchCommitted:
         """Commit records as ingestion would, publish the event, and wait for every replica to apply it."""
         event = self.sequencer.commit(records, supersedes=supersedes)
         await self.publish(event)

@@ -30,7 +30,9 @@ from tests.analytics.conftest import Replica, World, eventually
 from tests.conftest import fresh_pg_database
 
 
-def _candidate(material: str = "M1", site: str = "S1", kind: int = REORDER_POINT, **kw: object) -> AlertCandidate:
+def _candidate(
+    material: str = "M1", site: str = "S1", kind: int = REORDER_POINT, **kw: object
+) -> AlertCandidate:
     values: dict[str, object] = {
         "kind": kind,
         "material": material,
@@ -90,7 +92,7 @@ async def test_store_ignores_transitions_from_an_older_evaluation(store: AlertSt
 async def test_store_concurrent_raises_of_one_key_raise_one_alert(store: AlertStore) -> None:
     results = await asyncio.gather(*(store.raise_alert(_candidate(), (20, 0)) for _ in range(8)))
     assert sum(r is not None for r in results) == 1
-    alerts, total = await store.list(AlertQuery())
+    alerts, total = await store.search(AlertQuery())
     assert total == 1 and len(alerts) == 1
 
 
@@ -99,7 +101,9 @@ async def test_store_acknowledge_and_resolve_keep_an_audit_trail(store: AlertSto
     assert raised is not None
     acked = await store.transition(raised.alert_id, ACKNOWLEDGED, "pat", "ordering today")
     assert acked.state == ACKNOWLEDGED
-    assert [(e.state, e.actor, e.comment) for e in acked.history][1:] == [(ACKNOWLEDGED, "pat", "ordering today")]
+    assert [(e.state, e.actor, e.comment) for e in acked.history][1:] == [
+        (ACKNOWLEDGED, "pat", "ordering today")
+    ]
     same = await store.transition(raised.alert_id, ACKNOWLEDGED, "sam", "")
     assert len(same.history) == 2  # repeating the state changes nothing
     resolved = await store.transition(raised.alert_id, RESOLVED, "sam", "received")
@@ -114,23 +118,27 @@ async def test_store_acknowledge_and_resolve_keep_an_audit_trail(store: AlertSto
 
 async def test_store_lists_newest_first_with_filters_and_paging(store: AlertStore) -> None:
     for i in range(5):
-        alert = await store.raise_alert(_candidate(material=f"M{i}", family="EPI" if i % 2 else "CIVIL"), (i + 1, 0))
+        alert = await store.raise_alert(
+            _candidate(material=f"M{i}", family="EPI" if i % 2 else "CIVIL"), (i + 1, 0)
+        )
         assert alert is not None
         await asyncio.sleep(0.002)
-    alerts, total = await store.list(AlertQuery(limit=2))
+    alerts, total = await store.search(AlertQuery(limit=2))
     assert total == 5 and [x.material for x in alerts] == ["M4", "M3"]
-    alerts, _ = await store.list(AlertQuery(limit=2, offset=2))
+    alerts, _ = await store.search(AlertQuery(limit=2, offset=2))
     assert [x.material for x in alerts] == ["M2", "M1"]
-    alerts, total = await store.list(AlertQuery(families=("EPI",)))
+    alerts, total = await store.search(AlertQuery(families=("EPI",)))
     assert total == 2 and {x.material for x in alerts} == {"M1", "M3"}
-    first, _ = await store.list(AlertQuery(materials=("M0",)))
+    first, _ = await store.search(AlertQuery(materials=("M0",)))
     await store.transition(first[0].alert_id, RESOLVED, "pat", "")
-    _, open_total = await store.list(AlertQuery(states=(OPEN,)))
+    _, open_total = await store.search(AlertQuery(states=(OPEN,)))
     assert open_total == 4
     today = dt.datetime.now(dt.UTC).date()
-    _, dated = await store.list(AlertQuery(start=today - dt.timedelta(days=1), end=today + dt.timedelta(days=1)))
+    _, dated = await store.search(
+        AlertQuery(start=today - dt.timedelta(days=1), end=today + dt.timedelta(days=1))
+    )
     assert dated == 5
-    _, none = await store.list(AlertQuery(end=today - dt.timedelta(days=2)))
+    _, none = await store.search(AlertQuery(end=today - dt.timedelta(days=2)))
     assert none == 0
 
 
@@ -176,12 +184,16 @@ async def _alerts(replica: Replica, *states: int) -> list[a.Alert]:
 
 
 async def _collect(replica: Replica, into: list[a.Alert]) -> None:
-    call = replica.stub.WatchAlerts(a.WatchAlertsRequest(filter=c.Filter(site_codes=[SITE])), metadata=replica.md())
+    call = replica.stub.WatchAlerts(
+        a.WatchAlertsRequest(filter=c.Filter(site_codes=[SITE])), metadata=replica.md()
+    )
     async for alert in call:
         into.append(alert)
 
 
-async def test_alert_is_raised_once_streamed_acknowledged_and_ends_with_its_episode(world: World, real_records) -> None:
+async def test_alert_is_raised_once_streamed_acknowledged_and_ends_with_its_episode(
+    world: World, real_records
+) -> None:
     replica = await world.replica()
     await world.commit(real_records)
     streamed: list[a.Alert] = []
@@ -203,7 +215,9 @@ async def test_alert_is_raised_once_streamed_acknowledged_and_ends_with_its_epis
     assert len(await _alerts(replica)) == 1
 
     with pytest.raises(grpc.aio.AioRpcError) as denied:
-        await replica.stub.AcknowledgeAlert(a.AlertActionRequest(alert_id=alert.alert_id), metadata=replica.md())
+        await replica.stub.AcknowledgeAlert(
+            a.AlertActionRequest(alert_id=alert.alert_id), metadata=replica.md()
+        )
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     acked = await replica.stub.AcknowledgeAlert(
         a.AlertActionRequest(alert_id=alert.alert_id, comment="PO 123 placed"),
@@ -248,3 +262,33 @@ async def test_two_replicas_sharing_postgresql_raise_the_alert_once(world: World
         watcher.cancel()
         await world.stop(first)
         await world.stop(second)
+
+
+async def test_cover_below_the_supplier_lead_time_raises_its_own_alert(world: World, real_records) -> None:
+    replica = await world.replica()
+    await world.commit(real_records)
+    await world.commit([snapshot(MATERIAL, SITE, 12.0, dt.date(2025, 10, 20))])
+    # 14 a week is 2 a day: 12 on hand cover 6 days, under the 10-day lead time; the position is above the
+    # reorder point, so this is not a reorder-point alert.
+    await world.publish(
+        forecast_event(
+            MATERIAL,
+            SITE,
+            [(dt.date(2025, 11, 3), 10.0, 14.0, 20.0)],
+            generated_at=dt.datetime(2025, 10, 21, tzinfo=dt.UTC),
+            safety_stock=1.0,
+            reorder_point=5.0,
+            lead_time_mean_days=10.0,
+        )
+    )
+    await eventually(lambda: _alerts(replica))
+    alerts = await _alerts(replica)
+    assert [x.kind for x in alerts] == [a.ALERT_KIND_COVER_BELOW_LEAD_TIME]
+    assert alerts[0].days_of_cover == pytest.approx(6.0) and alerts[0].lead_time_days == 10.0
+    status = await replica.stub.ListInventoryStatus(
+        a.ListInventoryStatusRequest(filter=c.Filter(material_codes=[MATERIAL], site_codes=[SITE])),
+        metadata=replica.md(),
+    )
+    row = status.rows[0]
+    assert row.status == a.STOCK_STATUS_CRITICAL and row.suggested_order_quantity == 0
+    assert row.stock_position == 12.0 and row.days_of_cover == pytest.approx(6.0)

@@ -37,7 +37,10 @@ def _requests() -> list[tuple[str, Message]]:
     return [
         ("GetKpis", a.GetKpisRequest(filter=epi)),
         ("GetDemandSeries", a.GetDemandSeriesRequest(filter=epi, grain=c.TIME_GRAIN_MONTH)),
-        ("GetSeriesHistory", a.GetSeriesHistoryRequest(series=[a.SeriesKey(material_code="010932", site_code="ALMOX-BA")])),
+        (
+            "GetSeriesHistory",
+            a.GetSeriesHistoryRequest(series=[a.SeriesKey(material_code="010932", site_code="ALMOX-BA")]),
+        ),
         ("GetLeadTimes", a.GetLeadTimesRequest(filter=c.Filter(material_codes=["010323"]))),
         ("ListInventoryStatus", a.ListInventoryStatusRequest()),
     ]
@@ -65,7 +68,9 @@ async def test_equivalent_requests_share_one_entry(world: World, real_records) -
     replica = await world.replica()
     await world.commit(real_records)
     one = a.GetKpisRequest(filter=c.Filter(families=["EPI", "FERRO E AÇO"], site_codes=["ALMOX-BA"]))
-    same = a.GetKpisRequest(filter=c.Filter(families=["FERRO E AÇO", "EPI", "EPI"], site_codes=[" ALMOX-BA "]))
+    same = a.GetKpisRequest(
+        filter=c.Filter(families=["FERRO E AÇO", "EPI", "EPI"], site_codes=[" ALMOX-BA "])
+    )
     assert not (await _ask(replica, "GetKpis", one)).provenance.from_cache  # type: ignore[attr-defined]
     assert (await _ask(replica, "GetKpis", same)).provenance.from_cache  # type: ignore[attr-defined]
 

@@ -12,7 +12,14 @@ from novacorrente.analytics.v1 import analytics_pb2 as a
 from novacorrente.common.v1 import common_pb2 as c
 from novacorrente.ingestion.v1 import records_pb2
 
-from tests.analytics.analytics_data import Row, consumption_record, date, forecast_event, line_key_of, snapshot
+from tests.analytics.analytics_data import (
+    Row,
+    consumption_record,
+    date,
+    forecast_event,
+    line_key_of,
+    snapshot,
+)
 from tests.analytics.conftest import World, eventually
 
 
@@ -36,7 +43,9 @@ def _d(value: c.Date) -> dt.date:
     return dt.date(value.year, value.month, value.day)
 
 
-async def test_weekly_demand_series_has_the_zero_weeks_and_the_rows_totals(world: World, rows, real_records) -> None:
+async def test_weekly_demand_series_has_the_zero_weeks_and_the_rows_totals(
+    world: World, rows, real_records
+) -> None:
     replica = await world.replica()
     await world.commit(real_records)
     start, end = dt.date(2025, 1, 6), dt.date(2025, 6, 29)
@@ -78,7 +87,9 @@ async def test_weekly_demand_series_has_the_zero_weeks_and_the_rows_totals(world
     assert sum(p.quantity for p in monthly.points) == pytest.approx(sum(expected.values()))
 
 
-async def test_three_kpis_equal_an_independent_computation_on_the_same_rows(world: World, rows, real_records) -> None:
+async def test_three_kpis_equal_an_independent_computation_on_the_same_rows(
+    world: World, rows, real_records
+) -> None:
     replica = await world.replica()
     await world.commit(real_records)
     start, end = dt.date(2025, 1, 1), dt.date(2025, 9, 30)
@@ -92,7 +103,13 @@ async def test_three_kpis_equal_an_independent_computation_on_the_same_rows(worl
     response = await replica.stub.GetKpis(
         a.GetKpisRequest(
             filter=c.Filter(families=["MATERIAL ELETRICO"], date_range=_range(start, end)),
-            names=["total_demand", "demand_lines", "lead_time_p90_days", "lead_time_mean_days", "lead_time_std_days"],
+            names=[
+                "total_demand",
+                "demand_lines",
+                "lead_time_p90_days",
+                "lead_time_mean_days",
+                "lead_time_std_days",
+            ],
         ),
         metadata=replica.md(),
     )
@@ -171,7 +188,9 @@ async def test_stock_kpis_are_unavailable_without_stock_and_say_simulated_when_c
     assert "simulated" in after["stockout_rate"].note
 
 
-async def test_series_history_is_batched_with_zeros_and_static_attributes(world: World, rows, real_records) -> None:
+async def test_series_history_is_batched_with_zeros_and_static_attributes(
+    world: World, rows, real_records
+) -> None:
     replica = await world.replica()
     await world.commit(real_records)
     keys = [("0001", "ALMOX-BA"), ("0148", "N/A"), ("NOPE", "NOWHERE"), ("010323", rows[0].site)]
@@ -187,13 +206,19 @@ async def test_series_history_is_batched_with_zeros_and_static_attributes(world:
         unit = next(r.unit for r in rows if r.material == material)  # the master's unit
         weekly: dict[dt.date, float] = defaultdict(float)
         for r in rows:
-            if r.material == material and r.site == site and r.unit == unit and _monday(r.solicited) <= last_week:
+            if (
+                r.material == material
+                and r.site == site
+                and r.unit == unit
+                and _monday(r.solicited) <= last_week
+            ):
                 weekly[_monday(r.solicited)] += r.quantity
         first = min(weekly)
         assert _d(history.first_week) == first
         n = (last_week - first).days // 7 + 1
-        assert list(history.weekly_quantity) == pytest.approx([weekly.get(first + dt.timedelta(weeks=i), 0.0)
-                                                                for i in range(n)])
+        assert list(history.weekly_quantity) == pytest.approx(
+            [weekly.get(first + dt.timedelta(weeks=i), 0.0) for i in range(n)]
+        )
         assert 0.0 in history.weekly_quantity
         assert history.unit == unit and history.family == _family_of(rows)[material]
         assert not history.unknown
@@ -213,7 +238,8 @@ async def test_lead_times_fall_back_to_the_narrowest_scope_with_five_observation
         )
 
     busy = await replica.stub.GetLeadTimes(
-        a.GetLeadTimesRequest(filter=c.Filter(material_codes=["0001"], site_codes=["ALMOX-BA"])), metadata=replica.md()
+        a.GetLeadTimesRequest(filter=c.Filter(material_codes=["0001"], site_codes=["ALMOX-BA"])),
+        metadata=replica.md(),
     )
     assert busy.scope == "material_site"
     expected = sample(lambda r: r.material == "0001" and r.site == "ALMOX-BA")
@@ -223,7 +249,8 @@ async def test_lead_times_fall_back_to_the_narrowest_scope_with_five_observation
     material, site = rows[0].material, rows[0].site
     assert len(sample(lambda r: r.material == material and r.site == site)) < 5
     wider = await replica.stub.GetLeadTimes(
-        a.GetLeadTimesRequest(filter=c.Filter(material_codes=[material], site_codes=[site])), metadata=replica.md()
+        a.GetLeadTimesRequest(filter=c.Filter(material_codes=[material], site_codes=[site])),
+        metadata=replica.md(),
     )
     assert wider.scope == "material"
     assert sorted(wider.days) == sample(lambda r: r.material == material)
@@ -241,7 +268,8 @@ async def test_master_data_listing_searches_and_pages(world: World, rows, real_r
     token = ""
     while True:
         page = await replica.stub.ListMaterials(
-            a.ListMasterDataRequest(page=c.PageRequest(page_size=300, page_token=token)), metadata=replica.md()
+            a.ListMasterDataRequest(page=c.PageRequest(page_size=300, page_token=token)),
+            metadata=replica.md(),
         )
         assert page.page.total_size == len(materials)
         seen.extend(m.code for m in page.materials)
@@ -265,7 +293,12 @@ async def test_demand_series_carries_the_latest_forecast_band(world: World, real
     replica = await world.replica()
     await world.commit(real_records)
     material, site = "0001", "ALMOX-BA"
-    old = forecast_event(material, site, [(dt.date(2025, 10, 27), 0, 1, 2)], generated_at=dt.datetime(2025, 10, 1, tzinfo=dt.UTC))
+    old = forecast_event(
+        material,
+        site,
+        [(dt.date(2025, 10, 27), 0, 1, 2)],
+        generated_at=dt.datetime(2025, 10, 1, tzinfo=dt.UTC),
+    )
     new = forecast_event(
         material,
         site,
@@ -291,6 +324,7 @@ async def test_demand_series_carries_the_latest_forecast_band(world: World, real
 
 async def inbox_reaches(replica, n: int) -> None:  # type: ignore[no-untyped-def]
     """Wait until the replica has applied ``n`` distinct events."""
+
     def count(job):  # type: ignore[no-untyped-def]
         return job.cursor.execute("SELECT count(*) FROM inbox").fetchall()[0][0]
 
@@ -310,7 +344,9 @@ async def test_forecast_accuracy_against_actuals(world: World, rows, real_record
         if r.material == material and r.site == site:
             actual[_monday(r.solicited)] += r.quantity
     forecasts = [(w, 1.0, 5.0 + i, 30.0) for i, w in enumerate(weeks)]
-    await world.publish(forecast_event(material, site, forecasts, generated_at=dt.datetime(2025, 3, 1, tzinfo=dt.UTC)))
+    await world.publish(
+        forecast_event(material, site, forecasts, generated_at=dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
+    )
     await inbox_reaches(replica, 2)
     response = await replica.stub.GetKpis(
         a.GetKpisRequest(
@@ -334,10 +370,28 @@ async def test_external_series_by_grain(world: World) -> None:
     obs = []
     for day in range(1, 60):
         when = dt.date(2025, 1, 1) + dt.timedelta(days=day - 1)
-        obs.append(records_pb2.Record(external_observation=records_pb2.ExternalObservation(
-            series_id="weather.salvador.precipitation_mm", date=date(when), value=1.0, unit="mm", source="Open-Meteo")))
-        obs.append(records_pb2.Record(external_observation=records_pb2.ExternalObservation(
-            series_id="ptax.usd.sell", date=date(when), value=float(day), unit="BRL", source="BCB PTAX")))
+        obs.append(
+            records_pb2.Record(
+                external_observation=records_pb2.ExternalObservation(
+                    series_id="weather.salvador.precipitation_mm",
+                    date=date(when),
+                    value=1.0,
+                    unit="mm",
+                    source="Open-Meteo",
+                )
+            )
+        )
+        obs.append(
+            records_pb2.Record(
+                external_observation=records_pb2.ExternalObservation(
+                    series_id="ptax.usd.sell",
+                    date=date(when),
+                    value=float(day),
+                    unit="BRL",
+                    source="BCB PTAX",
+                )
+            )
+        )
     await world.commit(obs)
     listing = await replica.stub.GetExternalSeries(a.GetExternalSeriesRequest(), metadata=replica.md())
     assert [s.series_id for s in listing.series] == ["ptax.usd.sell", "weather.salvador.precipitation_mm"]
@@ -372,7 +426,9 @@ async def test_redelivered_and_overlapping_events_change_nothing(world: World, r
     def count(job):  # type: ignore[no-untyped-def]
         return job.cursor.execute("SELECT count(*) FROM consumption").fetchall()[0][0]
 
-    assert await replica.app.engine.read(count) == sum(1 for r in real_records[:2000] if r.HasField("consumption"))
+    assert await replica.app.engine.read(count) == sum(
+        1 for r in real_records[:2000] if r.HasField("consumption")
+    )
 
 
 async def test_back_dated_correction_changes_its_kpi_and_leaves_other_answers_cached(
@@ -382,7 +438,9 @@ async def test_back_dated_correction_changes_its_kpi_and_leaves_other_answers_ca
     await world.commit(real_records)
     target = next(i for i, r in enumerate(rows) if r.material == "010323")
     row = rows[target]
-    other_filter = c.Filter(material_codes=["0001"], date_range=_range(dt.date(2025, 1, 1), dt.date(2025, 6, 30)))
+    other_filter = c.Filter(
+        material_codes=["0001"], date_range=_range(dt.date(2025, 1, 1), dt.date(2025, 6, 30))
+    )
     affected = a.GetKpisRequest(filter=c.Filter(material_codes=["010323"]), names=["total_demand"])
     other_kpi = a.GetKpisRequest(filter=other_filter, names=["total_demand", "lead_time_p50_days"])
     other_series = a.GetDemandSeriesRequest(filter=other_filter)
@@ -425,4 +483,6 @@ async def test_a_gap_in_sequence_triggers_a_catch_up_from_the_export(world: Worl
     def count(job):  # type: ignore[no-untyped-def]
         return job.cursor.execute("SELECT count(*) FROM consumption").fetchall()[0][0]
 
-    assert await replica.app.engine.read(count) == sum(1 for r in real_records[:3000] if r.HasField("consumption"))
+    assert await replica.app.engine.read(count) == sum(
+        1 for r in real_records[:3000] if r.HasField("consumption")
+    )

@@ -37,8 +37,10 @@ async def _answers(replica: Replica) -> list[bytes]:
         s.GetDemandSeries(a.GetDemandSeriesRequest(filter=family, grain=c.TIME_GRAIN_DAY), metadata=md),
         s.GetSeriesHistory(
             a.GetSeriesHistoryRequest(
-                series=[a.SeriesKey(material_code="010932", site_code="ALMOX-BA"),
-                        a.SeriesKey(material_code="010323", site_code="N/A")]
+                series=[
+                    a.SeriesKey(material_code="010932", site_code="ALMOX-BA"),
+                    a.SeriesKey(material_code="010323", site_code="N/A"),
+                ]
             ),
             metadata=md,
         ),
@@ -86,7 +88,9 @@ async def test_deleting_the_read_model_and_restarting_rebuilds_identical_answers
     assert dict(dims_after) == dims_before and dict(kinds_after) == kinds_before
 
 
-async def test_a_restarted_replica_catches_up_only_what_it_missed(world: World, real_records, tmp_path) -> None:
+async def test_a_restarted_replica_catches_up_only_what_it_missed(
+    world: World, real_records, tmp_path
+) -> None:
     await world.start_export()
     path = tmp_path / "analytics.duckdb"
     first = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
@@ -134,6 +138,8 @@ async def test_replicas_on_rabbitmq_each_get_every_event(jwt_key, tmp_path, amqp
             "010932", "ALMOX-BA", [(dt.date(2025, 11, 3), 1, 2, 3)], generated_at=dt.datetime.now(dt.UTC)
         )
         await world.publish(forecast)
-        await eventually(lambda: all(r.app.service.model.watermarks.lookup()[1].get("forecast") for r in (one, two)))
+        await eventually(
+            lambda: all(r.app.service.model.watermarks.lookup()[1].get("forecast") for r in (one, two))
+        )
     finally:
         await world.close()
