@@ -75,7 +75,8 @@ class GatewayServer:
     def url(self) -> str:
         host = self.settings.host
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        scheme = "https" if self.settings.tls_cert_file else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     async def start(self) -> None:
         if self._server is not None:
@@ -90,6 +91,10 @@ class GatewayServer:
             timeout_graceful_shutdown=max(1, round(self.settings.grace_seconds)),
             # Keep-alive longer than a dashboard's polling interval, so connections are reused.
             timeout_keep_alive=30,
+            # With NOVA_TLS_CERT_FILE/KEY_FILE the gateway serves HTTPS. It never asks browsers for client
+            # certificates: those files also authenticate it to the services (mutual TLS upstream).
+            ssl_certfile=self.settings.tls_cert_file,
+            ssl_keyfile=self.settings.tls_key_file,
         )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="gateway-http")

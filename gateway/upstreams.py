@@ -50,6 +50,7 @@ class Upstreams:
                 self.target(name),
                 default_timeout=self._settings.request_timeout_seconds,
                 max_message_bytes=self._settings.max_message_bytes,
+                **self._settings.tls_client_paths(),
             )
             self._channels[name] = channel
             self._owned.add(name)

@@ -122,6 +122,7 @@ async def build_app(
         token_provider=TokenSource(key, "forecast-serving", Role.VIEWER),
         default_timeout=settings.analytics_timeout_seconds,
         max_message_bytes=settings.max_message_bytes,
+        **settings.tls_client_paths(),
     )
     reader = AnalyticsReader(
         channel,

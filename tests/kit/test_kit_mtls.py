@@ -24,11 +24,10 @@ def _ca(folder: Path, name: str) -> None:
     _openssl("req", "-x509", *key, "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}", cwd=folder)
 
 
-def _leaf(folder: Path, name: str, ca: str, *, server: bool) -> None:
+def _leaf(folder: Path, name: str, ca: str, *, usage: str) -> None:
     key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key")
     _openssl("req", *key, "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
     ext = folder / f"{name}.ext"
-    usage = "serverAuth" if server else "clientAuth"
     ext.write_text(f"subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\n")
     signer = ("-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial")
     _openssl("x509", "-req", "-in", f"{name}.csr", *signer, "-out", f"{name}.crt", "-days", "2",
@@ -40,9 +39,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("pki")
     _ca(folder, "ca")
     _ca(folder, "other-ca")
-    _leaf(folder, "server", "ca", server=True)
-    _leaf(folder, "client", "ca", server=False)
-    _leaf(folder, "intruder", "other-ca", server=False)
+    _leaf(folder, "server", "ca", usage="serverAuth")
+    _leaf(folder, "client", "ca", usage="clientAuth")
+    _leaf(folder, "intruder", "other-ca", usage="serverAuth,clientAuth")
+    # The gateway serves HTTPS and is a client of the services: one certificate for both roles.
+    _leaf(folder, "gateway", "ca", usage="serverAuth,clientAuth")
     return folder
 
 
