@@ -103,7 +103,8 @@ def prepare_records(
                     )
                 )
                 continue
-        problems = validate(record)
+        # A file reader yields Parsed only for records it validated already: validating twice costs time only.
+        problems = [] if isinstance(item, Parsed) else validate(record)
         if problems:
             out.rejected.append(
                 Rejected(

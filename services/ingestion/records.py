@@ -112,8 +112,14 @@ def canonical_decimal(value: Decimal) -> str:
     return text
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def _canonical(value: object) -> object:
     """JSON-able, deterministic form of a field value for keys and hashes."""
+    # Exact plain types first: this runs for every field of every ingested record.
+    if type(value) in _PLAIN:
+        return value
     if value is None or (isinstance(value, bool | int | str) and not isinstance(value, Enum)):
         return value
     if isinstance(value, Enum):
@@ -146,13 +152,18 @@ class Record:
         """The identity of the record across uploads, as strings (dates ISO, decimals canonical)."""
         return tuple(str(_canonical(getattr(self, name))) for name in self.key_fields)
 
+    @classmethod
+    def _hashed_fields(cls) -> tuple[str, ...]:
+        # Computed once per class (dataclasses.fields is slow on a hot path).
+        names = cls.__dict__.get("_hashed_names")
+        if names is None:
+            names = tuple(f.name for f in fields(cls) if f.name not in cls.hash_exclude)  # type: ignore[arg-type]
+            type.__setattr__(cls, "_hashed_names", names)
+        return names
+
     def content_hash(self) -> str:
         """SHA-256 (hex) of the record type and every field except ``hash_exclude``, canonically encoded."""
-        payload = {
-            f.name: _canonical(getattr(self, f.name))
-            for f in fields(self)  # type: ignore[arg-type]
-            if f.name not in self.hash_exclude
-        }
+        payload = {name: _canonical(getattr(self, name)) for name in self._hashed_fields()}
         text = json.dumps(
             [self.record_type, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":")
         )
