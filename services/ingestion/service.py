@@ -251,10 +251,12 @@ class IngestionUseCases:
             if quarantine_rejected
         ]
 
+        answers: list[pb.SubmitBatchResponse] = []
+
         def finish(outcome: CommitOutcome) -> tuple[list[OutboxMessage], bytes]:
-            response = _response(outcome, prepared)
+            answers.append(_response(outcome, prepared))
             messages = [_batch_committed(outcome)] if outcome.written else []
-            return messages, response.SerializeToString()
+            return messages, answers[-1].SerializeToString()
 
         outcome = await self._guard(
             self._store.commit(
@@ -263,7 +265,7 @@ class IngestionUseCases:
         )
         if outcome.written:
             self._on_commit()
-        return _response(outcome, prepared)
+        return answers[-1]
 
     # -- uploads -------------------------------------------------------------------------------
 
