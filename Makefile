@@ -26,9 +26,13 @@ setup: $(VENV)/.synced
 services-up:
 	deploy/dev/ensure-services.sh
 
-# A small but real model trained offline on the real export (the demo and the tests serve it).
-models: setup
+# A small but real model trained offline on the real export (the demo serves it). Retrained only when
+# the data, the training code or the shared feature module change.
+$(MODELS)/.trained: $(VENV)/.synced $(wildcard data/*.xlsx data/external/*.json ml_training/*.py) services/forecast/features.py
 	$(PY) -m ml_training train --data data --out $(MODELS) --quick
+	touch $@
+
+models: $(MODELS)/.trained
 
 demo: setup models
 	$(VENV)/bin/nova demo --models $(MODELS)
