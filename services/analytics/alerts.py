@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -29,7 +30,7 @@ from urllib.parse import urlsplit
 import duckdb
 
 from services.analytics.engine import one
-from services.kit.errors import FailedPrecondition, NotFound
+from services.kit.errors import FailedPrecondition, NotFound, Unavailable
 
 __all__ = [
     "ACKNOWLEDGED",
@@ -268,8 +269,19 @@ class PostgresAlertStore:
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=30)
         return cls(pool)
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; PostgreSQL unreachable becomes Unavailable (retry later), not INTERNAL."""
+        import asyncpg
+
+        try:
+            async with self._pool.acquire() as conn:  # type: ignore[attr-defined]
+                yield conn
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise Unavailable(f"alert store unavailable: {type(exc).__name__}") from exc
+
     async def migrate(self) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():  # type: ignore[attr-defined]
+        async with self._connection() as conn, conn.transaction():
             # Replicas start together; the lock makes their idempotent DDL run one after the other.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('novacorrente.analytics.migrations'))")
             for path in sorted(MIGRATIONS.glob("*.sql")):
@@ -311,7 +323,7 @@ class PostgresAlertStore:
     async def raise_alert(self, candidate: AlertCandidate, version: tuple[int, int]) -> AlertRecord | None:
         alert_id = _new_id()
         c = candidate
-        async with self._pool.acquire() as conn, conn.transaction():  # type: ignore[attr-defined]
+        async with self._connection() as conn, conn.transaction():
             won = await conn.fetchval(
                 "INSERT INTO analytics.alert_episodes AS e VALUES ($1, $2, $3, TRUE, $4, $5, $6) "
                 "ON CONFLICT (material_code, site_code, kind) DO UPDATE SET active = TRUE, "
@@ -353,7 +365,7 @@ class PostgresAlertStore:
     async def clear(
         self, material: str, site: str, kind: int, version: tuple[int, int]
     ) -> AlertRecord | None:
-        async with self._pool.acquire() as conn, conn.transaction():  # type: ignore[attr-defined]
+        async with self._connection() as conn, conn.transaction():
             alert_id = await conn.fetchval(
                 "UPDATE analytics.alert_episodes SET active = FALSE, changed_seq = $4, changed_version = $5 "
                 "WHERE material_code = $1 AND site_code = $2 AND kind = $3 AND active "
@@ -378,14 +390,14 @@ class PostgresAlertStore:
             return await self._load(conn, alert_id)
 
     async def active_keys(self) -> set[tuple[str, str, int]]:
-        async with self._pool.acquire() as conn:  # type: ignore[attr-defined]
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT material_code, site_code, kind FROM analytics.alert_episodes WHERE active"
             )
         return {(r[0], r[1], int(r[2])) for r in rows}
 
     async def transition(self, alert_id: str, state: int, actor: str, comment: str) -> AlertRecord:
-        async with self._pool.acquire() as conn, conn.transaction():  # type: ignore[attr-defined]
+        async with self._connection() as conn, conn.transaction():
             changed = await conn.fetchval(
                 "UPDATE analytics.alerts SET state = $2 WHERE alert_id = $1 AND state = ANY($3::SMALLINT[]) "
                 "RETURNING alert_id",
@@ -399,13 +411,13 @@ class PostgresAlertStore:
         return _checked_transition(current, alert_id, state, changed is not None)
 
     async def get(self, alert_id: str) -> AlertRecord | None:
-        async with self._pool.acquire() as conn:  # type: ignore[attr-defined]
+        async with self._connection() as conn:
             return await self._load(conn, alert_id)
 
     async def search(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
         cond, params = _conditions(query, _Marks(numbered=True))
         n = len(params)
-        async with self._pool.acquire() as conn:  # type: ignore[attr-defined]
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_ALERT_COLUMNS} FROM analytics.alerts WHERE {cond} "
                 f"ORDER BY raised_at DESC, alert_id DESC LIMIT ${n + 1} OFFSET ${n + 2}",
@@ -418,7 +430,7 @@ class PostgresAlertStore:
         return [_record(tuple(r), history.get(r[0], [])) for r in rows], int(total)
 
     async def pending(self, limit: int) -> list[Notification]:
-        async with self._pool.acquire() as conn:  # type: ignore[attr-defined]
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT event_id, alert_id FROM analytics.alert_events WHERE published_at IS NULL "
                 "ORDER BY id LIMIT $1",
@@ -432,7 +444,7 @@ class PostgresAlertStore:
         return out
 
     async def mark_published(self, event_ids: Sequence[str]) -> None:
-        async with self._pool.acquire() as conn:  # type: ignore[attr-defined]
+        async with self._connection() as conn:
             await conn.execute(
                 "UPDATE analytics.alert_events SET published_at = now() WHERE event_id = ANY($1::TEXT[])",
                 list(event_ids),
@@ -440,7 +452,7 @@ class PostgresAlertStore:
 
     async def check(self) -> bool:
         try:
-            async with self._pool.acquire() as conn:  # type: ignore[attr-defined]
+            async with self._connection() as conn:
                 return await conn.fetchval("SELECT 1") == 1
         except Exception:
             return False

@@ -1,11 +1,13 @@
 """Cache keys: the normalised request plus the watermarks of only the data the answer depends on.
 
-    analytics:v1:<method>:<sha256 of the normalised request>:<kind>=<version>,...
+    analytics:v1:<lineage>:<method>:<sha256 of the normalised request>:<kind>=<version>,...
 
-The request part is the method name and the deterministic serialization of the request after
-normalisation (filter lists sorted and deduplicated, defaults made explicit), so equivalent requests share an
-entry. The version part lists, for each record kind the method reads (demand lines, stock, purchase orders,
-forecasts, master data...), a watermark narrowed by the request's filter:
+The lineage is the batch id of ingestion's first record (see ``read_model``): versions are counted in one
+ingestion log, and a replaced ingestion database starts counting again. The request part is the method name
+and the deterministic serialization of the request after normalisation (filter lists sorted and
+deduplicated, defaults made explicit), so equivalent requests share an entry. The version part lists, for
+each record kind the method reads (demand lines, stock, purchase orders, forecasts, master data...), a
+watermark narrowed by the request's filter:
 
     version(kind) = min over the filter's fields f that index the kind
                         of ( max over the values v of f of watermark(kind, f, v) )
@@ -87,9 +89,11 @@ def load_versions(job: Job, kinds: Iterable[str], s: Slice) -> dict[str, int]:
     return versions(kinds, s, dims, {k: int(v) for k, v in totals.items()})
 
 
-def cache_key(method: str, request_fingerprint: str, deps: Mapping[str, int]) -> str:
+def cache_key(method: str, request_fingerprint: str, deps: Mapping[str, int], lineage: str = "") -> str:
+    """``lineage`` names the ingestion log the versions count in (sequence numbers restart when an
+    ingestion database is replaced), so entries of a previous log are never served."""
     parts = ",".join(f"{kind}={deps[kind]}" for kind in sorted(deps))
-    return f"{KEY_PREFIX}{method}:{request_fingerprint}:{parts}"
+    return f"{KEY_PREFIX}{lineage}:{method}:{request_fingerprint}:{parts}"
 
 
 def data_watermark(deps: Mapping[str, int]) -> str:

@@ -24,7 +24,6 @@ so replicas and rebuilt read models agree on keys.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -412,19 +411,23 @@ class ReadModel:
         self.master = MasterIndex()
         self.watermarks = Watermarks()
         self.applied_seq = 0
+        self.lineage = ""
+        """Batch id of the record with sequence 1: identifies the ingestion log this model was built from
+        (sequence numbers mean something only within one log: a reset ingestion database starts again)."""
         self._lock = threading.Lock()
 
     # -- start-up -------------------------------------------------------------------------------------
 
-    def open(self, job: Job) -> None:
-        """Create or check the schema and load the in-memory state. A schema from another version is dropped
-        (the read model is derived data: the caller rebuilds it from the export)."""
+    def open(self, job: Job, *, drop: bool = False) -> None:
+        """Create or check the schema and load the in-memory state. A schema from another version (or any,
+        with ``drop``) is dropped: the read model is derived data, the caller rebuilds it from the export."""
         cur = job.cursor
         cur.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         found = one(cur.execute("SELECT value FROM meta WHERE key = 'schema_version'"))
-        if found is not None and found[0] != SCHEMA_VERSION:
+        if drop or (found is not None and found[0] != SCHEMA_VERSION):
             for (name,) in cur.execute("SELECT table_name FROM duckdb_tables()").fetchall():
                 cur.execute(f'DROP TABLE IF EXISTS "{name}"')
+            cur.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         cur.execute("BEGIN")
         for statement in _ddl():
             cur.execute(statement)
@@ -437,6 +440,16 @@ class ReadModel:
         self.watermarks.load(job)
         row = one(job.cursor.execute("SELECT applied_seq FROM state WHERE id = 1"))
         self.applied_seq = int(row[0]) if row else 0
+        lineage = one(job.cursor.execute("SELECT value FROM meta WHERE key = 'lineage'"))
+        self.lineage = str(lineage[0]) if lineage else ""
+
+    def reset(self, job: Job) -> None:
+        """Forget everything (the ingestion log it came from is gone); the caller catches up from 0."""
+        self.open(job, drop=True)
+
+    def diverged(self, records: Sequence[records_pb2.CommittedRecord]) -> bool:
+        """True when ``records`` start another ingestion log than the one applied (sequence 1 differs)."""
+        return any(r.sequence == 1 and self.lineage and r.batch_id != self.lineage for r in records)
 
     # -- ingestion records ----------------------------------------------------------------------------
 
@@ -514,7 +527,12 @@ class ReadModel:
             cur.execute("UPDATE state SET applied_seq = ? WHERE id = 1", [watermark])
         if event_id is not None:
             cur.execute("INSERT INTO inbox VALUES (?, now()::TIMESTAMP)", [event_id])
+        lineage = next((r.batch_id for r in fresh if r.sequence == 1), None)
+        if lineage is not None:
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('lineage', ?)", [lineage])
         cur.execute("COMMIT")
+        if lineage is not None:
+            self.lineage = lineage
         self._committed(masters, bumps, watermark)
         result.watermark = watermark
         return result
@@ -705,7 +723,3 @@ class ReadModel:
         """True for a new (or lost and recreated) read model: nothing applied yet."""
         row = one(job.cursor.execute("SELECT applied_seq FROM state WHERE id = 1"))
         return not row or int(row[0]) == 0
-
-    @staticmethod
-    def today() -> dt.date:
-        return dt.datetime.now(dt.UTC).date()

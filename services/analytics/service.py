@@ -146,6 +146,11 @@ class AnalyticsService:
     async def apply_batch(self, event: events_pb2.BatchCommitted) -> ApplyResult:
         """Apply a BatchCommitted event (idempotent; a gap in sequence triggers a catch-up first)."""
         async with self._apply_lock:
+            if self.model.diverged(event.records):
+                log.warning(
+                    "batch %s starts another ingestion log than the read model's: rebuilding", event.batch_id
+                )
+                await self.engine.write(self.model.reset)
             watermark = self.model.applied_seq
             if event.sequence_from > watermark + 1:
                 if self.export is not None:
@@ -185,6 +190,9 @@ class AnalyticsService:
     async def _catch_up_locked(self) -> int:
         if self.export is None:
             return 0
+        if self.model.applied_seq and await self._log_replaced():
+            log.warning("the ingestion log is not the one the read model was built from: rebuilding")
+            await self.engine.write(self.model.reset)
         since = self.model.applied_seq
         buffer: list[Any] = []
         applied = 0
@@ -202,8 +210,6 @@ class AnalyticsService:
         except Unavailable:
             raise
         except Exception as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
             raise Unavailable(f"catch-up from the ingestion export failed: {exc}") from exc
         if applied:
             log.info(
@@ -214,6 +220,16 @@ class AnalyticsService:
                 time.perf_counter() - started,
             )
         return applied
+
+    async def _log_replaced(self) -> bool:
+        """Whether ingestion's log now starts with another batch than ours (its database was reset)."""
+        assert self.export is not None
+        try:
+            async for page in self.export.pages(0, 1, self.limits.catchup_timeout_seconds):
+                return bool(page.records) and page.records[0].batch_id != self.model.lineage
+            return True  # ingestion has nothing while we have data
+        except Exception as exc:
+            raise Unavailable(f"cannot read the ingestion export: {exc}") from exc
 
     async def _apply_chunk(self, records: Sequence[Any]) -> int:
         result = await self.engine.write(self.model.apply_records, records, None)
@@ -358,7 +374,7 @@ class AnalyticsService:
         """The cache-aside path shared by every cached read (see the module docstring)."""
         fp = fingerprint(method, normalised)
         dims, totals = self.model.watermarks.lookup()
-        key = cache_key(method, fp, versions(kinds, s, dims, totals))
+        key = cache_key(method, fp, versions(kinds, s, dims, totals), self.model.lineage)
         hit = await self._cache_get(key)
         if hit is not None:
             response = response_type.FromString(hit)
@@ -369,6 +385,7 @@ class AnalyticsService:
         def job(job: Job) -> tuple[str, Message, bytes]:
             job.cursor.execute("BEGIN TRANSACTION")
             deps = load_versions(job, kinds, s)
+            lineage = one(job.cursor.execute("SELECT value FROM meta WHERE key = 'lineage'"))
             response = compute(job)
             job.cursor.execute("COMMIT")
             if "provenance" in response.DESCRIPTOR.fields_by_name:  # listings carry none
@@ -376,7 +393,8 @@ class AnalyticsService:
                 provenance.data_watermark = data_watermark(deps)
                 provenance.generated_at.CopyFrom(_now_proto())
                 provenance.from_cache = False
-            return cache_key(method, fp, deps), response, response.SerializeToString(deterministic=True)
+            stored = cache_key(method, fp, deps, str(lineage[0]) if lineage else "")
+            return stored, response, response.SerializeToString(deterministic=True)
 
         stored_key, response, data = await self._run(job, time_left)
         await self._cache_set(stored_key, data)

@@ -486,3 +486,49 @@ async def test_a_gap_in_sequence_triggers_a_catch_up_from_the_export(world: Worl
     assert await replica.app.engine.read(count) == sum(
         1 for r in real_records[:3000] if r.HasField("consumption")
     )
+
+
+async def test_inventory_status_is_sorted_by_risk_filtered_and_paged(world: World, real_records) -> None:
+    replica = await world.replica()
+    await world.commit(real_records)
+    day = dt.date(2025, 10, 20)
+    pairs = [("010932", "ALMOX-BA", 2.0), ("010323", "N/A", 50.0), ("010436", "ALMOX-BA", 9.0)]
+    await world.commit([snapshot(m, s, v, day) for m, s, v in pairs])
+    for m, s, _ in pairs:
+        await world.publish(
+            forecast_event(
+                m,
+                s,
+                [(dt.date(2025, 11, 3), 0.0, 0.1, 0.5)],
+                generated_at=dt.datetime(2025, 10, 21, tzinfo=dt.UTC),
+                safety_stock=3.0,
+                reorder_point=10.0,
+                order_up_to=30.0,
+                lead_time_mean_days=5.0,
+            )
+        )
+    await inbox_reaches(replica, 5)
+    everything = await replica.stub.ListInventoryStatus(a.ListInventoryStatusRequest(), metadata=replica.md())
+    rows = [(r.material_code, r.status) for r in everything.rows]
+    assert rows == [
+        ("010932", a.STOCK_STATUS_CRITICAL),  # 2 <= safety stock 3
+        ("010436", a.STOCK_STATUS_ATTENTION),  # 9 <= reorder point 10
+        ("010323", a.STOCK_STATUS_NORMAL),
+    ]
+    risks = [r.risk for r in everything.rows]
+    assert risks == sorted(risks, reverse=True)
+    assert everything.rows[0].suggested_order_quantity == 28.0  # up to 30 from a position of 2
+    assert everything.rows[2].suggested_order_quantity == 0.0
+    at_least = await replica.stub.ListInventoryStatus(
+        a.ListInventoryStatusRequest(min_status=a.STOCK_STATUS_ATTENTION, page=c.PageRequest(page_size=1)),
+        metadata=replica.md(),
+    )
+    assert at_least.page.total_size == 2 and [r.material_code for r in at_least.rows] == ["010932"]
+    second = await replica.stub.ListInventoryStatus(
+        a.ListInventoryStatusRequest(
+            min_status=a.STOCK_STATUS_ATTENTION,
+            page=c.PageRequest(page_size=1, page_token=at_least.page.next_page_token),
+        ),
+        metadata=replica.md(),
+    )
+    assert [r.material_code for r in second.rows] == ["010436"] and not second.page.next_page_token

@@ -143,3 +143,35 @@ async def test_replicas_on_rabbitmq_each_get_every_event(jwt_key, tmp_path, amqp
         )
     finally:
         await world.close()
+
+
+async def test_a_replaced_ingestion_log_is_detected_and_rebuilt_from(
+    world: World, real_records, tmp_path
+) -> None:
+    """Sequence numbers restart when ingestion's database is replaced: the read model notices (the record
+    with sequence 1 belongs to another batch) and rebuilds, and no answer of the old log is served."""
+    from tests.analytics.analytics_data import Sequencer
+
+    await world.start_export()
+    path = tmp_path / "analytics.duckdb"
+    replica = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
+    await world.commit(real_records)
+    request = a.GetKpisRequest(names=["demand_lines"])
+    assert (await replica.stub.GetKpis(request, metadata=replica.md())).kpis[0].value == 4188
+
+    world.sequencer = Sequencer()  # a new, empty ingestion database...
+    assert world.export is not None
+    world.export.log = world.sequencer.log
+    await world.publish(world.sequencer.commit(real_records[:1000]))  # ...that starts numbering at 1 again
+    await eventually(lambda: replica.app.service.model.applied_seq == world.sequencer.watermark)
+    lines = sum(1 for r in real_records[:1000] if r.HasField("consumption"))
+    answer = await replica.stub.GetKpis(request, metadata=replica.md())
+    assert answer.kpis[0].value == lines and not answer.provenance.from_cache
+
+    await world.stop(replica)
+    world.sequencer = Sequencer()  # replaced again while the replica was down
+    world.export.log = world.sequencer.log
+    world.sequencer.commit(real_records[:500])
+    again = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
+    answer = await again.stub.GetKpis(request, metadata=again.md())
+    assert answer.kpis[0].value == sum(1 for r in real_records[:500] if r.HasField("consumption"))
