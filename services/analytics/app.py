@@ -182,7 +182,7 @@ async def build_app(
             owned.append(cache)
         if export is None and settings.ingestion_target:
             tokens = TokenSource(key, f"analytics-{settings.replica_id}", Role(settings.ingestion_token_role))
-            export = GrpcExportSource(settings.ingestion_target, tokens)
+            export = GrpcExportSource(settings.ingestion_target, tokens, tls=settings.tls_client_paths())
             owned.append(export)
     except BaseException:
         for resource in reversed(owned):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
 
 import grpc
 from grpc_status import rpc_status
@@ -29,9 +29,11 @@ class ExportSource(Protocol):
 class GrpcExportSource:
     """ExportRecords over gRPC with a service token; peer errors come back as domain errors."""
 
-    def __init__(self, target: str, token_provider: Callable[[], str]):
+    def __init__(
+        self, target: str, token_provider: Callable[[], str], *, tls: Mapping[str, Any] | None = None
+    ):
         self._channel = open_channel(
-            target, token_provider=token_provider, max_message_bytes=64 * 1024 * 1024
+            target, token_provider=token_provider, max_message_bytes=64 * 1024 * 1024, **(tls or {})
         )
         self._stub = ingestion_pb2_grpc.IngestionServiceStub(self._channel)
 
