@@ -1,102 +1,102 @@
-"""External factors as weekly arrays aligned with the training weeks, read from the feeds' own JSON.
+"""External factors as weekly arrays aligned with the training weeks.
 
-Open-Meteo hourly weather (one file per city), BCB PTAX (several bulletins a day: the closing one is used),
-BCB SGS SELIC (daily, dd/mm/yyyy, string values) and IBGE SIDRA IPCA (monthly, first element is the header).
-A missing file leaves its factor out: the features become NaN and LightGBM treats them as missing.
+The feeds' own JSON files (Open-Meteo hourly weather, one file per city; BCB PTAX; BCB SGS SELIC; IBGE SIDRA
+IPCA) are read by ingestion's readers, the code that fills analytics' read model, which serving queries at
+day grain. Both sides then turn those observations into weekly values with the shared table and rules of
+``services.forecast.features`` (``EXTERNAL_SERIES``, ``weekly_externals``), so a feature computed here and
+the same feature computed while serving come from the same points by the same arithmetic.
+
+A missing file leaves its factor out: the features become NaN and LightGBM treats them as missing. Lines a
+reader refuses are left out too, as ingestion leaves them out of the read model (they are counted).
 """
 
 from __future__ import annotations
 
-import json
+import logging
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Externals", "load_externals"]
+from services.forecast import features as F
+from services.ingestion.formats import Parsed, ParseError, read_file
+from services.ingestion.records import ExternalObservation
+
+__all__ = ["FEED_FILES", "Externals", "load_externals", "read_observations"]
+
+log = logging.getLogger(__name__)
+
+FEED_FILES: tuple[str, ...] = (
+    "openmeteo_hourly_*.json",
+    "bcb_ptax_usd.json",
+    "bcb_sgs_selic.json",
+    "ibge_sidra_ipca.json",
+)
+"""File name patterns read from the external directory (the readers take the city/currency from the name)."""
+
+Observations = dict[str, tuple[np.ndarray, np.ndarray]]
+"""Series id -> (days as datetime64[D], values), as ingestion would commit them."""
 
 
 class Externals:
-    """Weekly external factors: per weather city and national (PTAX, SELIC, IPCA)."""
+    """Observations of the external series and the training weeks; weekly arrays per weather city."""
 
-    def __init__(
-        self, weeks: np.ndarray, weather: dict[str, dict[str, np.ndarray]], national: dict[str, np.ndarray]
-    ):
+    def __init__(self, weeks: np.ndarray, observations: Observations):
         self.weeks = weeks
-        self.weather = weather
-        self.national = national
+        self.observations = observations
+        self._by_city: dict[str, dict[str, np.ndarray]] = {}
 
     def for_city(self, city: str) -> dict[str, np.ndarray]:
-        return {**self.weather.get(city, {}), **self.national}
+        """``externals`` for ``build_features`` of a series whose weather city is ``city``."""
+        if city not in self._by_city:
+            self._by_city[city] = F.weekly_externals(self.observations, self.weeks, city)
+        return self._by_city[city]
 
     @property
     def sources(self) -> list[str]:
-        return sorted([f"weather:{c}" for c in self.weather] + list(self.national))
+        """What the model was trained with: ``weather:<city>`` per weather city with all its series, and the
+        national factors present (the sidecar records it; serving supplies only these)."""
+        cities = sorted(set(F.WEATHER_CITY_BY_REGION.values()))
+        weather = [name for name, (series, _) in F.EXTERNAL_SERIES.items() if series.startswith("weather.")]
+        national = [name for name in F.EXTERNAL_SERIES if name not in weather]
+        found = [
+            f"weather:{city}"
+            for city in cities
+            if all(F.external_series_ids(city)[name] in self.observations for name in weather)
+        ]
+        found += [name for name in national if F.EXTERNAL_SERIES[name][0] in self.observations]
+        return sorted(found)
 
 
-def _weekly(days: np.ndarray, values: np.ndarray, weeks: np.ndarray, how: str) -> np.ndarray:
-    """Aggregate daily (or finer) values into the Monday-started weeks; NaN where a week has no value."""
-    out = np.full(weeks.size, np.nan)
-    idx = ((days - weeks[0]).astype(np.int64) // 7).astype(np.int64)
-    ok = (idx >= 0) & (idx < weeks.size) & ~np.isnan(values)
-    for w in np.unique(idx[ok]):
-        chunk = values[ok & (idx == w)]
-        out[w] = chunk.sum() if how == "sum" else chunk[-1] if how == "last" else chunk.mean()
-    return out
-
-
-def _weather(path: Path, weeks: np.ndarray) -> dict[str, np.ndarray]:
-    hourly = json.loads(path.read_text())["hourly"]
-    times = np.array([t[:10] for t in hourly["time"]], dtype="datetime64[D]")
-
-    def col(name: str) -> np.ndarray:
-        return np.array([np.nan if v is None else v for v in hourly[name]], dtype=np.float64)
-
-    return {
-        "precip_mm": _weekly(times, col("precipitation"), weeks, "sum"),
-        "temp_c": _weekly(times, col("temperature_2m"), weeks, "mean"),
-        "humidity_pct": _weekly(times, col("relative_humidity_2m"), weeks, "mean"),
+def read_observations(directory: Path) -> Observations:
+    """Observations of the series ``EXTERNAL_SERIES`` names, read from the feed files in ``directory``."""
+    wanted = {
+        series_id
+        for city in set(F.WEATHER_CITY_BY_REGION.values())
+        for series_id in F.external_series_ids(city).values()
     }
-
-
-def _ptax(path: Path, weeks: np.ndarray) -> np.ndarray:
-    quotes = [q for q in json.loads(path.read_text())["value"] if q.get("tipoBoletim") == "Fechamento"]
-    days = np.array([q["dataHoraCotacao"][:10] for q in quotes], dtype="datetime64[D]")
-    return _weekly(days, np.array([q["cotacaoVenda"] for q in quotes], dtype=np.float64), weeks, "mean")
-
-
-def _selic(path: Path, weeks: np.ndarray) -> np.ndarray:
-    data = json.loads(path.read_text())["data"]
-    days = np.array(
-        [f"{d['data'][6:10]}-{d['data'][3:5]}-{d['data'][0:2]}" for d in data], dtype="datetime64[D]"
-    )
-    return _weekly(days, np.array([float(d["valor"]) for d in data]), weeks, "last")
-
-
-def _ipca(path: Path, weeks: np.ndarray) -> np.ndarray:
-    rows = json.loads(path.read_text())[1:]  # first element is SIDRA's header row
-    by_month = {r["D3C"]: float(r["V"]) for r in rows if r.get("V") not in (None, "", "...", "-")}
-    thursdays = weeks + np.timedelta64(3, "D")
-    months = [str(t.astype("datetime64[M]")).replace("-", "") for t in thursdays]
-    # The IPCA of a month is published the next month: a week sees the latest month published by its end.
-    out = np.full(weeks.size, np.nan)
-    for i, month in enumerate(months):
-        prev = np.datetime64(f"{month[:4]}-{month[4:]}", "M") - np.timedelta64(1, "M")
-        key = str(prev).replace("-", "")
-        out[i] = by_month.get(key, np.nan)
+    points: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for pattern in FEED_FILES:
+        for path in sorted(directory.glob(pattern)):
+            refused = 0
+            for outcome in read_file(path):
+                if isinstance(outcome, ParseError):
+                    refused += 1
+                elif isinstance(outcome, Parsed) and isinstance(outcome.record, ExternalObservation):
+                    record = outcome.record
+                    if record.series_id in wanted:
+                        points[record.series_id].append((record.date.isoformat(), float(record.value)))
+            if refused:
+                log.warning("%s: %d lines refused by the reader are left out", path.name, refused)
+    out: Observations = {}
+    for series_id, rows in points.items():
+        days = np.array([d for d, _ in rows], dtype="datetime64[D]")
+        values = np.array([v for _, v in rows], dtype=np.float64)
+        out[series_id] = (days, values)
     return out
 
 
 def load_externals(directory: Path | None, weeks: np.ndarray) -> Externals:
-    weather: dict[str, dict[str, np.ndarray]] = {}
-    national: dict[str, np.ndarray] = {}
     if directory is None or not directory.is_dir():
-        return Externals(weeks, weather, national)
-    for path in sorted(directory.glob("openmeteo_hourly_*.json")):
-        weather[path.stem.removeprefix("openmeteo_hourly_")] = _weather(path, weeks)
-    if (directory / "bcb_ptax_usd.json").is_file():
-        national["ptax_usd"] = _ptax(directory / "bcb_ptax_usd.json", weeks)
-    if (directory / "bcb_sgs_selic.json").is_file():
-        national["selic_pct"] = _selic(directory / "bcb_sgs_selic.json", weeks)
-    if (directory / "ibge_sidra_ipca.json").is_file():
-        national["ipca_pct"] = _ipca(directory / "ibge_sidra_ipca.json", weeks)
-    return Externals(weeks, weather, national)
+        return Externals(weeks, {})
+    return Externals(weeks, read_observations(directory))

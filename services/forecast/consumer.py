@@ -30,7 +30,13 @@ from services.forecast.settings import ForecastSettings
 from services.kit.logging import request_id_var
 from services.ports.bus import Delivery, EventBus, OutgoingMessage, PoisonMessage, Subscription
 
-__all__ = ["BATCH_COMMITTED", "FORECASTS_UPDATED", "ReforecastConsumer", "touched_series"]
+__all__ = [
+    "BATCH_COMMITTED",
+    "FORECASTS_UPDATED",
+    "ReforecastConsumer",
+    "carries_externals",
+    "touched_series",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,11 @@ def touched_series(event: epb.BatchCommitted) -> list[SeriesKey]:
         elif kind == "purchase_order":
             keys[(record.purchase_order.material_code, record.purchase_order.site_code)] = None
     return [k for k in keys if k[0] and k[1]]
+
+
+def carries_externals(event: epb.BatchCommitted) -> bool:
+    """Whether a batch holds external observations (weather, PTAX, SELIC, IPCA)."""
+    return any(c.record.WhichOneof("kind") == "external_observation" for c in event.records)
 
 
 def _chunks(items: list[SeriesKey], size: int) -> Iterable[list[SeriesKey]]:
@@ -125,11 +136,19 @@ class ReforecastConsumer:
     async def process(self, event: epb.BatchCommitted) -> list[epb.ForecastsUpdated]:
         """Re-forecast and publish; returns the published events."""
         keys = touched_series(event)
-        if not keys:
+        externals = carries_externals(event)
+        if not keys and not externals:
             return []
         if event.sequence_to:
             await self._wait_for_read_model(event.sequence_to)
-        await self._reader.invalidate(keys, f"seq{event.sequence_to or event.event_id}")
+        generation = f"seq{event.sequence_to or event.event_id}"
+        if externals:
+            # New weather/market points change the features of every series: the next forecast of any
+            # series reads them. Series are re-forecast here only when the batch touched their own data.
+            await self._reader.invalidate_externals(generation)
+        if not keys:
+            return []
+        await self._reader.invalidate(keys, generation)
         published: list[epb.ForecastsUpdated] = []
         messages: list[OutgoingMessage] = []
         for number, chunk in enumerate(_chunks(keys, self._settings.reforecast_batch_size)):

@@ -28,6 +28,7 @@ __all__ = [
     "CV2_CUTOFF",
     "DEMAND_CLASSES",
     "EXTERNAL_NAMES",
+    "EXTERNAL_SERIES",
     "FEATURE_NAMES",
     "FEATURE_SPEC_VERSION",
     "LEVELS",
@@ -43,16 +44,21 @@ __all__ = [
     "demand_class_stats",
     "easter_sunday",
     "encode_static",
+    "external_series_ids",
     "intermittent_forecast",
     "intermittent_quantiles",
     "is_rainy_season",
     "site_attributes",
     "static_attributes",
     "tsb",
+    "weather_series_city",
     "week_calendar",
+    "weekly_external",
+    "weekly_externals",
 ]
 
-FEATURE_SPEC_VERSION = "1.1"
+# 1.2: weather aggregated on Brazil-time days by the shared EXTERNAL_SERIES rules (training = serving).
+FEATURE_SPEC_VERSION = "1.2"
 
 UNKNOWN = "__unknown__"
 """Vocabulary entry 0: any value unseen at training time encodes to code 0."""
@@ -81,7 +87,7 @@ EXTERNAL_NAMES: tuple[str, ...] = (
     "humidity_pct",  # weekly mean relative humidity
     "ptax_usd",  # weekly mean PTAX USD selling rate (closing bulletin)
     "selic_pct",  # SELIC target at the end of the week, % a year
-    "ipca_pct",  # IPCA monthly variation of the week's month, %
+    "ipca_pct",  # IPCA monthly variation of the month before the week's month (the latest published), %
 )
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -328,6 +334,96 @@ def encode_static(attrs: Mapping[str, str], vocabularies: Mapping[str, Sequence[
         value = attrs.get(name, UNKNOWN)
         codes[name] = vocab.index(value) if value in vocab else 0
     return codes
+
+
+# ---------------------------------------------------------------------- external factors
+
+EXTERNAL_SERIES: dict[str, tuple[str, str]] = {
+    "precip_mm": ("weather.{city}.precipitation_mm", "sum"),
+    "temp_c": ("weather.{city}.temperature_mean_c", "mean"),
+    "humidity_pct": ("weather.{city}.humidity_mean_pct", "mean"),
+    "ptax_usd": ("ptax.usd.sell", "mean"),
+    "selic_pct": ("selic.target_pct_year", "last"),
+    "ipca_pct": ("ipca.monthly_pct", "previous_month"),
+}
+"""Each of :data:`EXTERNAL_NAMES` -> (series id, weekly rule). Series ids are the ones ingestion's readers
+give the feeds' observations (daily; monthly ones dated on the month's first day), so training (reading the
+files with those readers) and serving (reading analytics' ``GetExternalSeries`` at day grain) start from the
+same points; ``{city}`` is :func:`weather_series_city` of the series' weather city. The rule is how
+:func:`weekly_external` turns them into one value per week. This table is the only place that says which
+observation feeds which feature."""
+
+
+def weather_series_city(city: str) -> str:
+    """City part of a weather series id: ``"rio_de_janeiro_rj"`` -> ``"rio_de_janeiro"``. The weather cities
+    of :data:`WEATHER_CITY_BY_REGION` carry their state, as the feed's file names do; ingestion names the
+    series after the city without it."""
+    head, _, tail = city.rpartition("_")
+    return head if head and tail.upper() in _UFS else city
+
+
+def external_series_ids(city: str) -> dict[str, str]:
+    """External name -> series id for a series whose weather city (a WEATHER_CITY_BY_REGION value) is
+    ``city``."""
+    slug = weather_series_city(city)
+    return {name: series.format(city=slug) for name, (series, _) in EXTERNAL_SERIES.items()}
+
+
+def weekly_external(days: np.ndarray, values: np.ndarray, week_starts: np.ndarray, how: str) -> np.ndarray:
+    """One value per week (``week_starts``: ascending Mondays) from dated observations, NaN where none.
+
+    ``sum`` / ``mean``: of the observations dated inside the week; ``last``: the latest of them;
+    ``previous_month``: the observation of the month before the week's month (a week belongs to the month of
+    its Thursday, as in :func:`week_calendar`), because a monthly index is published during the next month.
+    NaN values count as absent. A week never borrows a value from another week: nothing is carried forward.
+    """
+    weeks = np.asarray(week_starts, dtype="datetime64[D]")
+    out = np.full(weeks.size, np.nan)
+    stamps = np.asarray(days, dtype="datetime64[D]")
+    vals = np.asarray(values, dtype=np.float64)
+    if stamps.shape != vals.shape or stamps.ndim != 1:
+        raise ValueError("days and values must be 1-D arrays of the same length")
+    if how not in ("sum", "mean", "last", "previous_month"):
+        raise ValueError(f"unknown weekly rule {how!r}")
+    keep = ~np.isnan(vals)
+    order = np.argsort(stamps[keep], kind="stable")
+    stamps, vals = stamps[keep][order], vals[keep][order]
+    if weeks.size == 0 or stamps.size == 0:
+        return out
+    if how == "previous_month":
+        months = stamps.astype("datetime64[M]")
+        wanted = (weeks + np.timedelta64(3, "D")).astype("datetime64[M]") - np.timedelta64(1, "M")
+        pos = np.searchsorted(months, wanted, side="right") - 1  # the month's latest observation
+        hit = (pos >= 0) & (months[np.maximum(pos, 0)] == wanted)
+        out[hit] = vals[pos[hit]]
+        return out
+    pos = np.searchsorted(weeks, stamps, side="right") - 1
+    inside = (pos >= 0) & (stamps < weeks[np.maximum(pos, 0)] + np.timedelta64(7, "D"))
+    pos, vals = pos[inside], vals[inside]
+    if pos.size == 0:
+        return out
+    counts = np.bincount(pos, minlength=weeks.size)
+    seen = counts > 0
+    if how == "last":
+        ends = np.flatnonzero(np.append(np.diff(pos) != 0, True))  # last observation of each week
+        out[pos[ends]] = vals[ends]
+        return out
+    sums = np.bincount(pos, weights=vals, minlength=weeks.size)
+    out[seen] = sums[seen] if how == "sum" else sums[seen] / counts[seen]
+    return out
+
+
+def weekly_externals(
+    observations: Mapping[str, tuple[np.ndarray, np.ndarray]], week_starts: np.ndarray, city: str
+) -> dict[str, np.ndarray]:
+    """The ``externals`` argument of :func:`build_features` for a series whose weather city is ``city``, from
+    observations by series id (``(days, values)``); a name whose series is absent is left out (NaN)."""
+    out: dict[str, np.ndarray] = {}
+    for name, series_id in external_series_ids(city).items():
+        found = observations.get(series_id)
+        if found is not None:
+            out[name] = weekly_external(found[0], found[1], week_starts, EXTERNAL_SERIES[name][1])
+    return out
 
 
 # ---------------------------------------------------------------------- intermittent models

@@ -10,11 +10,18 @@ still stop using what the batch made stale, so invalidation goes through a per-s
 The re-forecast consumer writes a new token (the batch's last sequence) for every series a batch touched;
 every replica then misses on the old entry and fetches again. A missing generation entry (evicted, or never
 written) is a miss that starts a fresh random generation, so an eviction can never resurrect old data.
+
+External series (weather, PTAX, SELIC, IPCA) travel the same way, all the series a forecast call needs in one
+``GetExternalSeries`` call at day grain, cached as one entry under one generation for all of them:
+
+    extgen                           -> token, renewed for every batch carrying external observations
+    ext:<token>:<end>:<ids digest>   -> first day covered | the response (points, the data watermark)
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,11 +34,12 @@ from novacorrente.analytics.v1 import analytics_pb2_grpc as apb_grpc
 from novacorrente.common.v1 import common_pb2 as cpb
 
 from services.forecast.metrics import ForecastMetrics
-from services.kit.errors import DomainError, Unavailable, from_status
+from services.kit.errors import DomainError, NotFound, Unavailable, from_status
 from services.ports.cache import Cache
 
 __all__ = [
     "AnalyticsReader",
+    "ExternalObservations",
     "History",
     "LeadTimes",
     "SeriesKey",
@@ -75,6 +83,16 @@ class History:
 
 
 @dataclass(frozen=True, slots=True)
+class ExternalObservations:
+    """Points of external series as analytics holds them (daily; monthly ones on the month's first day)."""
+
+    series: dict[str, tuple[np.ndarray, np.ndarray]]  # series id -> (days datetime64[D], values)
+    missing: tuple[str, ...]  # asked for, but analytics holds no such series
+    watermark: str
+    from_cache: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class LeadTimes:
     """Observed supplier lead times (days) of a series' slice, as analytics chose it."""
 
@@ -111,6 +129,28 @@ def _history(series: apb.SeriesHistory, watermark: str, from_cache: bool) -> His
         watermark=watermark,
         from_cache=from_cache,
     )
+
+
+def _external(
+    response: apb.GetExternalSeriesResponse, wanted: Sequence[str], from_cache: bool
+) -> ExternalObservations:
+    series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for item in response.series:
+        if len(item.dates) != len(item.values):
+            raise Unavailable(
+                f"analytics answered {len(item.dates)} dates and {len(item.values)} values for "
+                f"{item.series_id}",
+                reason="ANALYTICS_CONTRACT",
+            )
+        days = np.array([_date(d) for d in item.dates], dtype="datetime64[D]")
+        series[item.series_id] = (days, np.asarray(item.values, dtype=np.float64))
+    missing = tuple(i for i in wanted if i not in series)
+    return ExternalObservations(series, missing, response.provenance.data_watermark, from_cache)
+
+
+def _date_pb(value: np.datetime64) -> cpb.Date:
+    year, month, day = (int(x) for x in str(value.astype("datetime64[D]")).split("-"))
+    return cpb.Date(year=year, month=month, day=day)
 
 
 def _peer_error(exc: grpc.aio.AioRpcError, what: str) -> DomainError:
@@ -224,6 +264,94 @@ class AnalyticsReader:
         await asyncio.gather(
             *(self._cache.set(f"gen:{m}|{s}", token.encode(), self._ttl) for m, s in dict.fromkeys(keys))
         )
+
+    # -- external series ---------------------------------------------------------------------------
+
+    async def external_observations(
+        self, series_ids: Iterable[str], start: np.datetime64, end: np.datetime64
+    ) -> ExternalObservations:
+        """Daily points of ``series_ids`` from ``start`` to ``end`` (inclusive): from the cache, else from one
+        ``GetExternalSeries`` call. Series analytics does not hold come back in ``missing`` (their features
+        are NaN), as do all of them when analytics does not implement the method.
+
+        One entry per generation, end day and set of series; it records the first day it covers and serves
+        every later start, so calls whose series begin at different weeks share it."""
+        ids = sorted(set(series_ids))
+        first, last = start.astype("datetime64[D]"), end.astype("datetime64[D]")
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:20]
+        token = ""
+        if self._cache is not None:
+            found = await self._cache.get("extgen")
+            if found is not None:
+                token = found.decode()
+                blob = await self._cache.get(f"ext:{token}:{last}:{digest}")
+                if blob is not None:
+                    covered, _, payload = blob.partition(b"|")
+                    if np.asarray(covered.decode(), dtype="datetime64[D]") <= first:
+                        return _external(apb.GetExternalSeriesResponse.FromString(payload), ids, True)
+        response = await self._fetch_external(ids, first, last)
+        if self._cache is not None:
+            if not token:
+                token = uuid.uuid4().hex
+                await self._cache.set("extgen", token.encode(), self._ttl)
+            await self._cache.set(
+                f"ext:{token}:{last}:{digest}",
+                f"{first}|".encode() + response.SerializeToString(),
+                self._ttl,
+            )
+        return _external(response, ids, False)
+
+    async def _fetch_external(
+        self, ids: list[str], start: np.datetime64, end: np.datetime64
+    ) -> apb.GetExternalSeriesResponse:
+        """One call in the normal case. Analytics answers NOT_FOUND for the whole call when one series is
+        unknown: then its catalogue says which exist, and only those are asked for."""
+        window = cpb.DateRange(start=_date_pb(start), end=_date_pb(end))
+        response = await self._call_external(ids, window)
+        asked = ids
+        if response is None:
+            known = await self._external_catalogue()
+            asked = [i for i in ids if i in known]
+            response = await self._call_external(asked, window) if asked else apb.GetExternalSeriesResponse()
+            if response is None:
+                raise Unavailable(
+                    "analytics lists external series it then does not find", reason="ANALYTICS_CONTRACT"
+                )
+        if [s.series_id for s in response.series] != asked and len(response.series) != 0:
+            raise Unavailable(
+                f"analytics answered {len(response.series)} external series for {len(asked)}",
+                reason="ANALYTICS_CONTRACT",
+            )
+        return response
+
+    async def _call_external(
+        self, ids: list[str], window: cpb.DateRange
+    ) -> apb.GetExternalSeriesResponse | None:
+        """The response; an empty one when analytics does not implement the method; None on NOT_FOUND."""
+        request = apb.GetExternalSeriesRequest(series_ids=ids, date_range=window, grain=cpb.TIME_GRAIN_DAY)
+        try:
+            return await self._stub.GetExternalSeries(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return apb.GetExternalSeriesResponse()
+            error = _peer_error(exc, "GetExternalSeries")
+            if isinstance(error, NotFound):
+                return None
+            raise error from exc
+
+    async def _external_catalogue(self) -> set[str]:
+        try:
+            response = await self._stub.GetExternalSeries(
+                apb.GetExternalSeriesRequest(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(exc, "GetExternalSeries") from exc
+        return {s.series_id for s in response.series}
+
+    async def invalidate_externals(self, token: str) -> None:
+        """Start generation ``token`` of the external series: cached points go stale."""
+        if self._cache is not None:
+            await self._cache.set("extgen", token.encode(), self._ttl)
 
     async def watermark(self) -> int | None:
         """Highest ingestion sequence the read model has applied."""

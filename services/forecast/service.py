@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,7 +46,11 @@ DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
 
 LEVEL_NAMES = {1: "material_site", 2: "material", 3: "family", 4: "region", 5: "national"}
 _MODEL_METHOD = "lightgbm-quantile"
+_DEFAULT_WEATHER_CITY = "salvador_ba"  # the serving contract's default: most demand is in Bahia
+_MAX_EXTERNAL_DAYS = 3650  # within analytics' longest range per call (max_range_days, 3,700 by default)
 _CHOSEN = {"croston": "croston", "sba": "sba", "tsb": "tsb"}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,45 @@ def _to_date(value: np.datetime64) -> dt.date:
     return dt.date.fromisoformat(str(value.astype("datetime64[D]")))
 
 
+@dataclass(frozen=True, slots=True)
+class _ExternalPlan:
+    """What a model was trained with: the weather city of each state and the factors it had (by city)."""
+
+    cities: Mapping[str, str]
+    sources: frozenset[str] | None  # None: every factor (a sidecar that does not list them)
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> _ExternalPlan | None:
+        """None for a sidecar without an ``externals`` section: a model trained without them."""
+        section = model.sidecar.get("externals")
+        if not isinstance(section, Mapping):
+            return None
+        cities = section.get("weather_city_by_region")
+        sources = section.get("sources")
+        return cls(
+            cities if isinstance(cities, Mapping) else features.WEATHER_CITY_BY_REGION,
+            frozenset(map(str, sources)) if isinstance(sources, list) else None,
+        )
+
+    def city(self, region: str) -> str:
+        return str(self.cities.get(region, _DEFAULT_WEATHER_CITY))
+
+    def names(self, city: str) -> frozenset[str]:
+        """The factors supplied for a series of weather city ``city``: the ones training had for it, so a
+        factor training lacked stays NaN here too."""
+        return frozenset(
+            name
+            for name, (series, _) in features.EXTERNAL_SERIES.items()
+            if self.sources is None
+            or (f"weather:{city}" if series.startswith("weather.") else name) in self.sources
+        )
+
+    def series_ids(self) -> set[str]:
+        """Every series the model may need, whatever the states of a call: one cache entry serves all."""
+        cities = {*map(str, self.cities.values()), _DEFAULT_WEATHER_CITY}
+        return {features.external_series_ids(c)[n] for c in cities for n in self.names(c)}
+
+
 class ForecastUseCases:
     """The service core. ``clock`` returns the current UTC time (tests pin it)."""
 
@@ -118,6 +162,7 @@ class ForecastUseCases:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
+        self._missing_externals: set[str] = set()  # logged once each
 
     # -- validation ------------------------------------------------------------------------------------
 
@@ -253,6 +298,59 @@ class ForecastUseCases:
             return _CHOSEN[recorded], ""
         return "model", ""
 
+    async def _externals(
+        self, model: LoadedModel, modelled: Sequence[tuple[History, dict[str, str]]]
+    ) -> list[dict[str, np.ndarray]]:
+        """The ``externals`` of each modelled series, as training computed them for its own weeks.
+
+        The model's sidecar says which factors it was trained with (``externals.sources``) and which weather
+        city stands for each state; only those are supplied, so a factor training lacked stays NaN here too.
+        Every series of the call is served by one ``GetExternalSeries`` read (cached), at day grain: the
+        weekly rules (a sum, a mean, the week's last SELIC, the previous month's IPCA) are the shared ones of
+        ``features.EXTERNAL_SERIES``, which analytics' own weekly grain (averages) would not reproduce.
+        Features read externals up to the origin (the last history week) only, so the forecast weeks need no
+        value of their own: like training's forecast rows, a week without observations is NaN, never filled
+        from an earlier one.
+        """
+        plan = _ExternalPlan.of(model)
+        wanted = plan.series_ids() if plan is not None else set()
+        if plan is None or not wanted:
+            return [{} for _ in modelled]
+        firsts = [h.week_starts[0] for h, _ in modelled if h.weekly.size]
+        lasts = [h.week_starts[-1] for h, _ in modelled if h.weekly.size]
+        # From the first day of the month before the first week's month (the IPCA a week sees) to the last
+        # history day; no further back than analytics serves in one call, far beyond the 5 weeks the
+        # features read.
+        end = max(lasts) + np.timedelta64(6, "D")
+        month = (min(firsts) + np.timedelta64(3, "D")).astype("datetime64[M]") - np.timedelta64(1, "M")
+        start = max(month.astype("datetime64[D]"), end - np.timedelta64(_MAX_EXTERNAL_DAYS - 1, "D"))
+        found = await self._reader.external_observations(wanted, start, end)
+        self._log_missing(found.missing, model)
+        out: list[dict[str, np.ndarray]] = []
+        memo: dict[tuple[str, np.datetime64, int], dict[str, np.ndarray]] = {}
+        for history, attrs in modelled:
+            city = plan.city(attrs["region"])
+            key = (city, history.first_week, history.weekly.size)
+            if key not in memo:
+                names = plan.names(city)
+                weekly = features.weekly_externals(found.series, history.week_starts, city)
+                memo[key] = {name: values for name, values in weekly.items() if name in names}
+            out.append(memo[key])
+        return out
+
+    def _log_missing(self, missing: Sequence[str], model: LoadedModel) -> None:
+        new = sorted(set(missing) - self._missing_externals)
+        if new:
+            self._missing_externals.update(new)
+            log.warning(
+                "analytics holds no external series %s: %s version %s was trained with them, their "
+                "features are NaN (missing) until they are ingested",
+                ", ".join(new),
+                model.name,
+                model.version,
+                extra={"external_series": new},
+            )
+
     async def forecast(self, series: Sequence[SeriesSpec], horizon_weeks: int) -> list[ForecastResult]:
         self._check_series(series)
         model = self._repository.serving(self._settings.model_name)
@@ -278,19 +376,27 @@ class ForecastUseCases:
         now = self._clock()
         levels = model.quantiles if model is not None else DEFAULT_LEVELS
         plans = []
-        blocks: list[np.ndarray] = []
         for spec, (history, attrs) in zip(series, histories, strict=True):
             demand_class = features.classify_demand(history.weekly) if history.weekly.size else "insufficient"
             method, reason = self._choose(spec, history, attrs, model, demand_class)
-            if method == "model":
-                assert model is not None
+            plans.append((spec, history, demand_class, method, reason))
+        modelled = [(h, a) for (_, h, _, m, _), (_, a) in zip(plans, histories, strict=True) if m == "model"]
+        blocks: list[np.ndarray] = []
+        if modelled:
+            assert model is not None
+            externals = await self._externals(model, modelled)
+            for (history, attrs), ext in zip(modelled, externals, strict=True):
                 codes = features.encode_static(attrs, model.vocabularies)
                 blocks.append(
                     features.build_features(
-                        history.weekly, history.week_starts, codes, horizon, region=attrs["region"]
+                        history.weekly,
+                        history.week_starts,
+                        codes,
+                        horizon,
+                        externals=ext,
+                        region=attrs["region"],
                     )
                 )
-            plans.append((spec, history, demand_class, method, reason))
         model_out = iter(())
         if blocks:
             assert model is not None

@@ -5,7 +5,8 @@
   on an unchanged tree reuses it).
 - ``panel``: the real export's weekly series, as the training package reads them.
 - ``AnalyticsDouble``: a small AnalyticsService servicer serving histories, lead times and demand series
-  built from those real rows (the end-to-end suite runs against the real analytics service).
+  built from those real rows, and external series when given (the end-to-end suite runs against the real
+  analytics service; ``test_externals`` too).
 - ``tiny_model``: builders of small ONNX models with the ``onnx`` helper API, for repository edge cases.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from grpc_status import rpc_status
 from novacorrente.analytics.v1 import analytics_pb2 as apb
 from novacorrente.analytics.v1 import analytics_pb2_grpc as apb_grpc
 from novacorrente.common.v1 import common_pb2 as cpb
@@ -30,6 +32,7 @@ from novacorrente.common.v1 import common_pb2 as cpb
 from services.forecast import features
 from services.forecast.app import ForecastApp, build_app
 from services.forecast.settings import ForecastSettings
+from services.kit.errors import NotFound
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
@@ -64,6 +67,10 @@ def _date(value: np.datetime64) -> cpb.Date:
     return cpb.Date(year=y, month=m, day=d)
 
 
+def _day(value: cpb.Date) -> np.datetime64:
+    return np.datetime64(f"{value.year:04d}-{value.month:02d}-{value.day:02d}", "D")
+
+
 @dataclass
 class AnalyticsDouble(apb_grpc.AnalyticsServiceServicer):
     """Serves the real export's weekly series; counts calls so tests can see batching and caching."""
@@ -74,6 +81,9 @@ class AnalyticsDouble(apb_grpc.AnalyticsServiceServicer):
     calls: dict[str, int] = field(default_factory=dict)
     history_requests: list[int] = field(default_factory=list)
     overrides: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    external: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    """External series (id -> days, values) served at day grain; None: GetExternalSeries is unimplemented."""
+    external_requests: list[apb.GetExternalSeriesRequest] = field(default_factory=list)
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -136,6 +146,40 @@ class AnalyticsDouble(apb_grpc.AnalyticsServiceServicer):
     async def GetWatermark(self, request, context):  # type: ignore[no-untyped-def]
         self._count("GetWatermark")
         return apb.GetWatermarkResponse(sequence=self.watermark, data_watermark=f"seq:{self.watermark}")
+
+    async def GetExternalSeries(self, request, context):  # type: ignore[no-untyped-def]
+        """As analytics answers: request order, NOT_FOUND (with ResourceInfo) for the whole call when one
+        series is unknown, the catalogue without points for an empty list. Day grain only."""
+        self._count("GetExternalSeries")
+        self.external_requests.append(request)
+        if self.external is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        out = apb.GetExternalSeriesResponse(provenance=self._provenance())
+        if not request.series_ids:
+            for series_id in sorted(self.external):
+                out.series.add(series_id=series_id)
+            return out
+        if request.grain != cpb.TIME_GRAIN_DAY:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this double serves day grain only")
+        rng = request.date_range
+        start = _day(rng.start) if rng.start.year else np.datetime64("1900-01-01", "D")
+        end = _day(rng.end) if rng.end.year else np.datetime64("2999-12-31", "D")
+        for series_id in request.series_ids:
+            if series_id not in self.external:
+                error = NotFound(
+                    f"no external series {series_id!r}",
+                    resource_type="external_series",
+                    resource_name=series_id,
+                )
+                await context.abort_with_status(rpc_status.to_status(error.to_status()))
+            days, values = self.external[series_id]
+            inside = (days >= start) & (days <= end)
+            out.series.add(
+                series_id=series_id,
+                dates=[_date(d) for d in days[inside]],
+                values=values[inside].tolist(),
+            )
+        return out
 
     async def GetDemandSeries(self, request, context):  # type: ignore[no-untyped-def]
         self._count("GetDemandSeries")
