@@ -91,6 +91,9 @@ async def stream_events(
 
     reader = asyncio.create_task(pump(), name="sse-pump")
     stop = asyncio.create_task(shutdown.wait(), name="sse-shutdown")
+    # The pending read of the moment: cancelled in `finally` too, since the generator may be closed (client
+    # gone) while it waits on it, and an orphaned queue read would outlive the stream.
+    get: asyncio.Task[object] | None = None
     metrics.sse_streams.inc()
     code = "OK"
     try:
@@ -123,8 +126,9 @@ async def stream_events(
         metrics.sse_streams.dec()
         metrics.upstream.labels(method=method, code=code).inc()
         call.cancel()
-        for task in (reader, stop):
+        tasks = [task for task in (reader, stop, get) if task is not None]
+        for task in tasks:
             task.cancel()
-        for task in (reader, stop):
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                 await task
