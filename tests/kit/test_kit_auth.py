@@ -116,3 +116,19 @@ def test_dev_token_is_signed_with_the_configured_key() -> None:
     assert (principal.subject, principal.role) == ("dev-admin", Role.ADMIN)
     with pytest.raises(ValueError):
         mint_dev_token(settings, "superuser")
+
+
+def test_a_verified_token_is_still_refused_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verified tokens are remembered (no HMAC per call), but their expiry is checked on every call."""
+    import time as real_time
+
+    from services.kit import auth as auth_module
+
+    key = b"e" * 32
+    token = auth_module.mint_token(key, "svc", "viewer", 60)
+    assert auth_module.verify_token(key, token, leeway_seconds=0).subject == "svc"
+    later = real_time.time() + 120
+    monkeypatch.setattr(auth_module.time, "time", lambda: later)
+    with pytest.raises(auth_module.Unauthenticated) as err:
+        auth_module.verify_token(key, token, leeway_seconds=0)
+    assert err.value.reason == "TOKEN_EXPIRED"
