@@ -5,10 +5,17 @@
     ...
     await channel.close()
 
+Load balancing: ``round_robin`` by default, so a target that resolves to several addresses (a headless
+Service's DNS name, or ``ipv4:10.0.0.1:50052,10.0.0.2:50052``) spreads the calls over every replica that is
+connected, and a replica that goes away simply drops out of the rotation. A one-address target behaves as
+with gRPC's default ``pick_first``.
+
 Retries: the service config retries UNAVAILABLE up to 4 attempts with exponential backoff. gRPC only retries
-an attempt that has not yet received response headers, so this covers a peer that is down or restarting
-(connection refused, GOAWAY); an UNAVAILABLE answered by a running handler of this platform arrives after the
-request-id header and is returned to the caller, who decides (its RetryInfo says when).
+an attempt that has not yet received response headers. The platform's servers send no headers before the
+answer (the request id travels in trailing metadata, see ``services.kit.interceptors``), so this covers a
+peer that is down, restarting or killed in the middle of the call (connection refused or reset, GOAWAY) as
+well as an UNAVAILABLE status answered by a handler; with round robin the retry goes to the next replica.
+An attempt that already received headers (a streaming response under way) is committed and not retried.
 """
 
 from __future__ import annotations
@@ -91,6 +98,16 @@ def metadata_interceptors(
     ]
 
 
+def _service_config(load_balancing: str = "round_robin") -> str:
+    """The channel's service config (JSON): load-balancing policy and the retry policy for every method."""
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{load_balancing: {}}],
+            "methodConfig": [{"name": [{}], "retryPolicy": RETRY_POLICY}],
+        }
+    )
+
+
 def _read(path: str | Path | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
@@ -105,8 +122,12 @@ def open_channel(
     ca_cert_path: str | Path | None = None,
     client_cert_path: str | Path | None = None,
     client_key_path: str | Path | None = None,
+    load_balancing: str = "round_robin",
 ) -> grpc.aio.Channel:
-    """Open a channel to ``target`` (``host:port``) with the platform's client defaults.
+    """Open a channel to ``target`` with the platform's client defaults.
+
+    ``target`` is any gRPC target: ``host:port``, ``dns:///name:port``, or ``ipv4:host:port,host:port,...``
+    (a fixed list of replicas).
 
     Args:
         token: a fixed bearer token (e.g. a user's, forwarded by the gateway).
@@ -115,13 +136,15 @@ def open_channel(
         default_timeout: deadline in seconds for calls made without one.
         ca_cert_path: PEM roots to verify the server; giving any of the three paths switches to TLS.
         client_cert_path, client_key_path: PEM client certificate chain and key for mutual TLS.
+        load_balancing: gRPC load-balancing policy over the target's addresses, ``round_robin`` or
+            ``pick_first``.
     """
     if token is not None and token_provider is not None:
         raise ValueError("give token or token_provider, not both")
     provider = token_provider if token is None else (lambda: token)
     options: list[tuple[str, Any]] = [
         ("grpc.enable_retries", 1),
-        ("grpc.service_config", json.dumps({"methodConfig": [{"name": [{}], "retryPolicy": RETRY_POLICY}]})),
+        ("grpc.service_config", _service_config(load_balancing)),
         # Keepalive only while calls are active; the server accepts pings every 10 s or slower.
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),

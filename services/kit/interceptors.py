@@ -139,8 +139,13 @@ def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
 class RequestIdInterceptor(WrappingInterceptor):
     """Takes ``x-request-id`` from the caller (or makes one), exposes it to logs, and echoes it back.
 
-    The id goes back as initial metadata, sent before the handler runs; handlers therefore must not call
-    ``context.send_initial_metadata`` themselves (use trailing metadata instead).
+    The id goes back in *trailing* metadata, with the status. Sending it as initial metadata at the start of
+    the call would make the client's gRPC see response headers at once, and an attempt that has received
+    headers is committed: gRPC never retries it, so a replica killed or restarted in the middle of a call
+    would fail the call instead of having it retried on another replica (``services.kit.clients``). With no
+    early headers the headers travel with the answer, and every attempt cut short before it is retryable.
+    Handlers that set trailing metadata of their own must keep what is there
+    (``context.trailing_metadata()``).
     """
 
     @asynccontextmanager
@@ -151,7 +156,7 @@ class RequestIdInterceptor(WrappingInterceptor):
         request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         try:
-            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             yield
         finally:
             # A generator closed from another context cannot reset; the call's context dies with it anyway.
@@ -328,7 +333,11 @@ class ErrorMappingInterceptor(WrappingInterceptor):
                 exc.message,
                 extra={"method": details.method, "code": exc.code.name, "reason": exc.reason},
             )
-            await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+            status = rpc_status.to_status(exc.to_status())
+            # abort() replaces the trailing metadata set so far; keep it (the request id) beside the details.
+            await context.abort(
+                status.code, status.details, (*(context.trailing_metadata() or ()), *status.trailing_metadata)
+            )
         except Exception:
             request_id = request_id_var.get() or "unknown"
             log.exception(

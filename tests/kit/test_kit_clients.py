@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,9 +12,11 @@ import pytest
 from kit_echo import method
 from kit_harness import Harness
 
-from services.kit.auth import Role, TokenSource, mint_token
+from services.kit.auth import READ, MethodPolicy, Role, TokenSource, mint_token
 from services.kit.clients import open_channel
 from services.kit.logging import request_id_var
+from services.kit.server import GrpcServer
+from services.kit.settings import ServiceSettings
 
 
 async def test_channel_sends_token_request_id_and_default_deadline(harness: Harness) -> None:
@@ -104,6 +107,66 @@ async def test_retries_give_up_after_four_attempts() -> None:
         assert len(attempts) == 4
     finally:
         await server.stop(0)
+
+
+def _replica(jwt_key: bytes, number: int, started: list[int], pinged: set[int]) -> GrpcServer:
+    """A server of test.v1.Cut: ``Hold`` counts its start and answers after a second, ``Ping`` at once."""
+
+    async def hold(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        started[number] += 1
+        await asyncio.sleep(1.0)
+        return b"done"
+
+    async def ping(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        pinged.add(number)
+        return b""
+
+    server = GrpcServer(
+        ServiceSettings(host="127.0.0.1", port=0, grace_seconds=0),
+        policy=MethodPolicy({"/test.v1.Cut/Hold": READ, "/test.v1.Cut/Ping": READ}),
+        jwt_key=jwt_key,
+    )
+    methods = {"Hold": hold, "Ping": ping}
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "test.v1.Cut", {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in methods.items()}
+            )
+        ]
+    )
+    return server
+
+
+async def test_a_call_cut_by_a_replica_going_away_is_retried_on_the_other() -> None:
+    """Round robin over two replicas; one stops without grace while calls are in flight on it. Its attempts
+    had received no response headers (the request id travels in trailers), so gRPC retries them on the other
+    replica and every call succeeds."""
+    key = b"k" * 32
+    started, pinged = [0, 0], set[int]()
+    replicas = [_replica(key, number, started, pinged) for number in range(2)]
+    for server in replicas:
+        await server.start()
+    try:
+        target = "ipv4:" + ",".join(f"127.0.0.1:{server.port}" for server in replicas)
+        async with open_channel(
+            target, token=mint_token(key, "dave", Role.VIEWER, 60), default_timeout=10
+        ) as ch:
+            for _ in range(50):  # round robin only uses connected replicas: until both are in the rotation
+                await ch.unary_unary("/test.v1.Cut/Ping")(b"")
+                if len(pinged) == 2:
+                    break
+            calls = [ch.unary_unary("/test.v1.Cut/Hold")(b"") for _ in range(8)]
+            for _ in range(250):
+                if sum(started) == 8:
+                    break
+                await asyncio.sleep(0.02)
+            assert started == [4, 4]  # every call is in flight, half of them on the replica about to go
+            await replicas[0].server.stop(0)
+            assert await asyncio.gather(*calls) == [b"done"] * 8
+        assert started == [4, 8]  # the four cut calls ran again, on the other replica
+    finally:
+        for server in replicas:
+            await server.stop(0)
 
 
 @pytest.fixture

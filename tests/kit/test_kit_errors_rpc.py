@@ -78,6 +78,8 @@ async def test_invalid_argument_carries_field_violations(harness: Harness, invok
     ]
     info = detail(status, error_details_pb2.ErrorInfo)
     assert (info.reason, info.domain) == ("INVALID_ARGUMENT", "novacorrente")
+    # The details did not displace the request id: both travel in the trailing metadata.
+    assert len(dict(error.trailing_metadata())["x-request-id"]) == 32
 
 
 @KINDS
@@ -97,7 +99,7 @@ async def test_unexpected_error_is_internal_without_leaking(
         error = await failing(invoke, harness, b"boom")
     assert error.code() == grpc.StatusCode.INTERNAL
     assert SECRET not in (error.details() or "")
-    request_id = dict(error.initial_metadata())["x-request-id"]
+    request_id = dict(error.trailing_metadata())["x-request-id"]
     assert error.details() == f"internal error (request id {request_id})"
     assert rpc_status.from_call(error) is None  # no details that could carry the exception text
     [record] = [r for r in caplog.records if r.name == "services.kit.interceptors"]

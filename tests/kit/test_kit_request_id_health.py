@@ -24,7 +24,7 @@ async def test_request_id_is_echoed_and_seen_by_handler(harness: Harness) -> Non
         b"rid", metadata=harness.metadata(extra := ("x-request-id", "req-42.a:b")), timeout=5
     )
     assert await call == b"req-42.a:b"
-    assert dict(await call.initial_metadata())["x-request-id"] == extra[1]
+    assert dict(await call.trailing_metadata())["x-request-id"] == extra[1]
 
 
 @pytest.mark.parametrize("incoming", [None, "x" * 200, 'bad id {"level": "forged"}'])
@@ -33,7 +33,7 @@ async def test_missing_or_unsafe_request_id_is_replaced(harness: Harness, incomi
     call = harness.channel.unary_unary(method("Echo"))(b"rid", metadata=harness.metadata(*extra), timeout=5)
     seen = (await call).decode()
     assert seen != incoming and len(seen) == 32 and int(seen, 16) >= 0
-    assert dict(await call.initial_metadata())["x-request-id"] == seen
+    assert dict(await call.trailing_metadata())["x-request-id"] == seen
 
 
 async def test_streaming_response_carries_request_id(harness: Harness) -> None:
@@ -41,7 +41,7 @@ async def test_streaming_response_carries_request_id(harness: Harness) -> None:
         b"rid", metadata=harness.metadata(("x-request-id", "stream-1")), timeout=5
     )
     assert [item async for item in call] == [b"first", b"stream-1", b"last"]
-    assert dict(await call.initial_metadata())["x-request-id"] == "stream-1"
+    assert dict(await call.trailing_metadata())["x-request-id"] == "stream-1"
 
 
 async def wait_status(stub: health_pb2_grpc.HealthStub, service: str, expected: int) -> None:
