@@ -23,7 +23,7 @@ import time
 import uuid
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ from services.kit.logging import request_id_var
 __all__ = [
     "REQUEST_ID_HEADER",
     "AuthInterceptor",
+    "ChainInterceptor",
     "ErrorMappingInterceptor",
     "MetricsInterceptor",
     "RequestIdInterceptor",
@@ -396,13 +397,66 @@ class AuthInterceptor(WrappingInterceptor):
                 principal_var.reset(token)
 
 
+@dataclass(frozen=True, slots=True)
+class _CallDetails:
+    """The two fields of ``grpc.HandlerCallDetails`` the layers read, taken from the call's context."""
+
+    method: str
+    invocation_metadata: Sequence[tuple[str, str | bytes]]
+
+
+class ChainInterceptor(grpc.aio.ServerInterceptor):
+    """Several wrapping interceptors run as ONE server interceptor, outermost first.
+
+    grpc.aio calls every interceptor on every call, and each would rebuild the method's handler: composed
+    here, a method's wrapped handler is built once and reused, and each call only enters the layers'
+    context managers. Behaviour is that of nesting the layers (an ``AsyncExitStack`` unwinds like nested
+    ``async with``), with malformed request bytes turned into INVALID_ARGUMENT inside the error mapping.
+    """
+
+    def __init__(self, layers: Sequence[WrappingInterceptor]):
+        self._layers = tuple(layers)
+        # method -> (the server's handler, its wrapped twin); bounded by the methods the server has.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: let the server answer UNIMPLEMENTED
+            return None
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = wrap_handler(
+            decode_errors_as_invalid(handler), lambda context: self._around(method, context)
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    @asynccontextmanager
+    async def _around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        details = _CallDetails(method, tuple(context.invocation_metadata() or ()))
+        async with AsyncExitStack() as stack:
+            for layer in self._layers:
+                await stack.enter_async_context(layer.around(details, context))  # type: ignore[arg-type]
+            yield
+
+
 def default_interceptors(
     key: bytes, policy: MethodPolicy, registry: CollectorRegistry
 ) -> Sequence[grpc.aio.ServerInterceptor]:
-    """The interceptor chain every service uses, outermost first."""
+    """The chain every service uses: request id, metrics, error mapping, auth (outermost first)."""
     return (
-        RequestIdInterceptor(),
-        MetricsInterceptor(RpcMetrics(registry)),
-        ErrorMappingInterceptor(),
-        AuthInterceptor(key, policy),
+        ChainInterceptor(
+            (
+                RequestIdInterceptor(),
+                MetricsInterceptor(RpcMetrics(registry)),
+                ErrorMappingInterceptor(),
+                AuthInterceptor(key, policy),
+            )
+        ),
     )
