@@ -14,15 +14,16 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from novacorrente.analytics.v1 import analytics_pb2
 
 from services.analytics.alerts import AlertStore, Notification
 from services.kit.errors import ResourceExhausted
-from services.ports.bus import BusError, EventBus, OutgoingMessage
+from services.ports.bus import EventBus, OutgoingMessage
+from services.ports.relay import OutboxRelay
 
-__all__ = ["AlertHub", "AlertRelay"]
+__all__ = ["AlertHub", "alert_relay"]
 
 log = logging.getLogger(__name__)
 
@@ -84,59 +85,25 @@ class AlertHub:
             self._watchers.discard(watcher)
 
 
-class AlertRelay:
+def alert_relay(
+    store: AlertStore,
+    bus: EventBus,
+    to_message: Callable[[Notification], OutgoingMessage],
+    *,
+    interval: float = 1.0,
+    batch_size: int = 100,
+) -> OutboxRelay[Notification]:
     """Publishes the alert store's unpublished changes; woken after each change, and polls as a fallback."""
 
-    def __init__(
-        self,
-        store: AlertStore,
-        bus: EventBus,
-        to_message: Callable[[Notification], OutgoingMessage],
-        *,
-        interval: float = 1.0,
-        batch_size: int = 100,
-    ):
-        self._store = store
-        self._bus = bus
-        self._to_message = to_message
-        self._interval = interval
-        self._batch_size = batch_size
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+    async def published(notifications: Sequence[Notification]) -> None:
+        await store.mark_published([n.event_id for n in notifications])
 
-    def notify(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="analytics-alert-relay")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def drain(self) -> int:
-        """Publish everything pending now; returns how many events were published."""
-        published = 0
-        while True:
-            pending = await self._store.pending(self._batch_size)
-            if not pending:
-                return published
-            await self._bus.publish([self._to_message(n) for n in pending])
-            await self._store.mark_published([n.event_id for n in pending])
-            published += len(pending)
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-            try:
-                await self.drain()
-            except (BusError, OSError) as exc:
-                log.warning("alert relay: publish failed, will retry: %s", exc)
-            except Exception:
-                log.exception("alert relay failed; will retry")
+    return OutboxRelay(
+        "alerts",
+        bus,
+        pending=store.pending,
+        published=published,
+        to_message=to_message,
+        batch_size=batch_size,
+        poll_seconds=interval,
+    )

@@ -17,7 +17,7 @@ from novacorrente.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from novacorrente.events.v1 import events_pb2
 from prometheus_client import CollectorRegistry
 
-from services.analytics.alert_stream import AlertHub, AlertRelay
+from services.analytics.alert_stream import AlertHub, alert_relay
 from services.analytics.alerts import AlertStore, Notification, open_alert_store
 from services.analytics.consumer import (
     ALERT_RAISED,
@@ -37,6 +37,7 @@ from services.kit.auth import PLAN, READ, MethodPolicy, Role, TokenSource
 from services.kit.server import GrpcServer
 from services.ports.bus import EventBus, OutgoingMessage, Subscription, open_bus
 from services.ports.cache import Cache, open_cache
+from services.ports.relay import OutboxRelay
 
 __all__ = ["SERVICE_NAME", "AnalyticsApp", "alert_message", "build_app", "policy"]
 
@@ -76,7 +77,7 @@ class AnalyticsApp:
     cache: Cache
     bus: EventBus
     alerts: AlertStore
-    relay: AlertRelay
+    relay: OutboxRelay[Notification]
     subscriptions: list[Subscription] = field(default_factory=list)
     _catch_up: asyncio.Task[None] | None = None
 
@@ -191,7 +192,7 @@ async def build_app(
         await engine.close()
         raise
     hub = AlertHub()
-    relay = AlertRelay(alerts, bus, alert_message, interval=settings.alert_relay_interval_seconds)
+    relay = alert_relay(alerts, bus, alert_message, interval=settings.alert_relay_interval_seconds)
     limits = Limits(
         query_timeout_seconds=settings.query_timeout_seconds,
         cache_ttl_seconds=settings.cache_ttl_seconds,

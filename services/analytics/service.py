@@ -33,7 +33,7 @@ from novacorrente.events.v1 import events_pb2
 from services.analytics import converters as conv
 from services.analytics import kpis as kpi_mod
 from services.analytics import queries as q
-from services.analytics.alert_stream import AlertHub, AlertRelay
+from services.analytics.alert_stream import AlertHub
 from services.analytics.alerts import (
     ACKNOWLEDGED,
     COVER_BELOW_LEAD_TIME,
@@ -42,6 +42,7 @@ from services.analytics.alerts import (
     AlertCandidate,
     AlertQuery,
     AlertStore,
+    Notification,
 )
 from services.analytics.cache_keys import cache_key, data_watermark, fingerprint, load_versions, versions
 from services.analytics.engine import DuckEngine, Job, QueryCancelled, one
@@ -51,6 +52,7 @@ from services.analytics.slices import Kind, Slice
 from services.kit.auth import require_principal
 from services.kit.errors import DeadlineExceeded, FieldViolation, InvalidArgument, NotFound, Unavailable
 from services.ports.cache import Cache
+from services.ports.relay import OutboxRelay
 
 __all__ = ["MAX_PAGE_SIZE", "AnalyticsService", "Limits"]
 
@@ -106,7 +108,7 @@ class AnalyticsService:
         cache: Cache,
         alerts: AlertStore,
         hub: AlertHub,
-        relay: AlertRelay | None = None,
+        relay: OutboxRelay[Notification] | None = None,
         export: ExportSource | None = None,
         limits: Limits = Limits(),
     ):

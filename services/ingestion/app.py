@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from novacorrente.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 
-from services.ingestion.relay import OutboxRelay
 from services.ingestion.service import IngestionUseCases, Limits
 from services.ingestion.servicer import IngestionServicer
 from services.ingestion.settings import IngestionSettings
 from services.ingestion.sql import open_database
-from services.ingestion.store import IngestionStore
+from services.ingestion.store import IngestionStore, OutboxEntry
 from services.kit.auth import ADMIN, READ, WRITE, MethodPolicy
 from services.kit.server import GrpcServer
-from services.ports.bus import EventBus, open_bus
+from services.ports.bus import EventBus, OutgoingMessage, open_bus
+from services.ports.relay import OutboxRelay
 
 __all__ = ["SERVICE_NAME", "IngestionApp", "build_app", "policy"]
 
@@ -37,11 +38,16 @@ def policy() -> MethodPolicy:
     )
 
 
+def _message(entry: OutboxEntry) -> OutgoingMessage:
+    m = entry.message
+    return OutgoingMessage(routing_key=m.routing_key, body=m.body, type=m.event_type, message_id=m.event_id)
+
+
 @dataclass
 class IngestionApp:
     server: GrpcServer
     store: IngestionStore
-    relay: OutboxRelay
+    relay: OutboxRelay[OutboxEntry]
     bus: EventBus
     cases: IngestionUseCases
 
@@ -62,7 +68,18 @@ async def build_app(
     store = IngestionStore(db)
     own_bus = bus is None
     bus = bus if bus is not None else await open_bus(settings.broker_url)
-    relay = OutboxRelay(store, bus, batch_size=settings.relay_batch_size)
+
+    async def published(entries: Sequence[OutboxEntry]) -> None:
+        await store.outbox_published([e.id for e in entries])
+
+    relay = OutboxRelay(
+        "outbox",
+        bus,
+        pending=store.outbox_pending,
+        published=published,
+        to_message=_message,
+        batch_size=settings.relay_batch_size,
+    )
     executor = concurrent.futures.ThreadPoolExecutor(
         settings.parse_workers, thread_name_prefix="ingestion-parse"
     )
