@@ -65,3 +65,48 @@ def rabbitmq_restored() -> Iterator[None]:
     finally:
         subprocess.run(["rabbitmqctl", "-q", "start_app"], check=False, capture_output=True, timeout=120)
         _run("rabbitmqctl", "-q", "await_startup", "--timeout", "120")
+
+
+def _redis_up() -> bool:
+    reply = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"], check=False, capture_output=True, text=True
+    )
+    return reply.stdout.strip() == "PONG"
+
+
+def stop_redis() -> None:
+    subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], check=False, capture_output=True
+    )
+    deadline = time.monotonic() + 30
+    while _redis_up():
+        if time.monotonic() > deadline:
+            raise RuntimeError("Redis did not stop")
+        time.sleep(0.1)
+
+
+def start_redis() -> None:
+    """Started with the same command the machine uses (deploy/dev/ensure-services.sh)."""
+    if not _redis_up():
+        subprocess.run(
+            [
+                "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
+                "--save", "", "--appendonly", "no",
+                "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not _redis_up():
+        if time.monotonic() > deadline:
+            raise RuntimeError("Redis did not come back")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def redis_restored() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        start_redis()
