@@ -36,9 +36,8 @@ from services.ingestion.formats.outcome import (
     Outcome,
     Parsed,
     ParseError,
-    Skipped,
-    SkipReason,
     Source,
+    csv_rows,
     file_error,
     open_binary,
 )
@@ -280,20 +279,11 @@ def _read_csv_rows(text: TextIO, builder: _RowBuilder) -> Iterator[Outcome]:
     if problems:
         yield ParseError.of(0, problems, ",".join(header))
         return
-    line_no = 0
-    while True:
-        line_no += 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield file_error("line", ReasonCode.INVALID_FORMAT, f"unreadable CSV: {exc}", line_no=line_no)
+    for item in csv_rows(reader, ","):
+        if not isinstance(item, tuple):
+            yield item
             continue
-        raw = ",".join(values)[:MAX_RAW]
-        if all(not v.strip() for v in values):
-            yield Skipped(line_no, SkipReason.BLANK, "empty line")
-            continue
+        line_no, values, raw = item
         if len(values) != len(header):
             yield file_error(
                 "line",

@@ -7,6 +7,7 @@ an xlsx/CSV file is line 1, the first element of a JSON array is line 1, and 0 s
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ __all__ = [
     "SkipReason",
     "Skipped",
     "Source",
+    "csv_rows",
     "file_error",
     "open_binary",
     "printable",
@@ -123,3 +125,22 @@ def open_binary(source: Source) -> Iterator[BinaryIO]:
             yield handle
     else:
         yield source
+
+
+def csv_rows(reader: Iterator[list[str]], delimiter: str) -> Iterator[tuple[int, list[str], str] | Outcome]:
+    """Number a CSV reader's rows (1-based, header already read): ``(line_no, values, raw)`` for rows with
+    content; an unreadable row becomes a ParseError and a blank one a Skipped, and reading goes on."""
+    line_no = 0
+    while True:
+        line_no += 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield file_error("line", ReasonCode.INVALID_FORMAT, f"unreadable CSV: {exc}", line_no=line_no)
+            continue
+        if all(not v.strip() for v in values):
+            yield Skipped(line_no, SkipReason.BLANK, "empty line")
+            continue
+        yield line_no, values, delimiter.join(values)[:MAX_RAW]

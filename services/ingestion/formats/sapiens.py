@@ -69,6 +69,7 @@ from services.ingestion.formats.outcome import (
     Skipped,
     SkipReason,
     Source,
+    csv_rows,
     file_error,
     open_binary,
 )
@@ -593,20 +594,11 @@ def _read_csv_text(
         return
     assembler = _Assembler(_CsvCells(decimal_separator))
     reader = csv.reader(text, delimiter=delimiter)
-    line_no = 0
-    while True:
-        line_no += 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield file_error("line", ReasonCode.INVALID_FORMAT, f"unreadable CSV: {exc}", line_no=line_no)
+    for item in csv_rows(reader, delimiter):
+        if not isinstance(item, tuple):
+            yield item
             continue
-        raw = delimiter.join(values)
-        if all(not v.strip() for v in values):
-            yield Skipped(line_no, SkipReason.BLANK, "empty line")
-            continue
+        line_no, values, raw = item
         if len(values) < len(header) or any(v.strip() for v in values[len(header) :]):
             yield file_error(
                 "line",
