@@ -337,6 +337,8 @@ def reorder_policy(p: fpb.ReorderPolicy) -> m.ReorderPolicyOut:
         suggested_order_date=date_out(p.suggested_order_date),
         days_of_cover=_finite(p.days_of_cover),
         stock_position=p.stock_position,
+        stock_position_known=p.stock_position_known,
+        stock_position_note=p.stock_position_note,
         decomposition=m.ReorderDecompositionOut(
             expected_lead_time_demand=d.expected_lead_time_demand,
             demand_part=d.demand_part,

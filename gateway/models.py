@@ -331,6 +331,8 @@ class ReorderPolicyOut(_Out):
     suggested_order_date: dt.date | None
     days_of_cover: float | None = Field(description="Null when unbounded.")
     stock_position: float
+    stock_position_known: bool = Field(description="False: no stock records for it, position taken as 0.")
+    stock_position_note: str = Field(description="Where the stock position came from, or why it is unknown.")
     decomposition: ReorderDecompositionOut
     unit: str
     method: str

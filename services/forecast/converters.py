@@ -122,6 +122,8 @@ def policy_pb(result: PolicyResult) -> fpb.ReorderPolicy:
         method=result.forecast.method,
         fallback=result.forecast.fallback,
         provenance=_provenance(result.forecast),
+        stock_position_known=result.stock.known,
+        stock_position_note=result.stock.note,
     )
 
 

@@ -104,10 +104,13 @@ async def test_reorder_policy_hand_checked_for_three_real_materials(
             / 7
         )
         if key == keys[2]:
+            assert policy.stock_position_known and policy.stock_position_note
             assert policy.stock_position == 10_000.0 and policy.suggested_order_quantity == 0.0
             cover = min(10_000.0 / daily, 3650.0) if daily > 0 else 3650.0
             assert policy.days_of_cover == pytest.approx(cover, rel=0.01)
         else:
+            # No stock records: the answer says the position is unknown rather than passing 0 off as real.
+            assert not policy.stock_position_known and "taken as 0" in policy.stock_position_note
             assert policy.stock_position == 0.0 and policy.days_of_cover == 0.0
             assert policy.suggested_order_quantity == pytest.approx(policy.order_up_to)
             assert (policy.suggested_order_date.year, policy.suggested_order_date.month) == (

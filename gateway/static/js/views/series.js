@@ -142,6 +142,7 @@ export function render(view, params) {
         [t("policy.date"), date(p.suggested_order_date)],
         [t("policy.cover"), p.days_of_cover == null ? t("inv.unbounded") : num(p.days_of_cover)],
         [t("policy.method"), p.fallback ? `${p.method} (${t("policy.fallback")})` : p.method],
+        [t("policy.position"), p.stock_position_known ? num(p.stock_position) : `${num(p.stock_position)} (${p.stock_position_note})`],
       ]),
       h("h3", {}, t("series.decomp")),
       h("div", { class: "stack", id: "rop-stack" }, part("ltd", d.expected_lead_time_demand), part("dem", d.demand_part),

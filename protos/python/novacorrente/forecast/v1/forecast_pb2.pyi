@@ -373,6 +373,8 @@ class ReorderPolicy(_message.Message):
     METHOD_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    STOCK_POSITION_KNOWN_FIELD_NUMBER: _builtins.int
+    STOCK_POSITION_NOTE_FIELD_NUMBER: _builtins.int
     safety_stock: _builtins.float
     """Safety stock."""
     reorder_point: _builtins.float
@@ -391,6 +393,12 @@ class ReorderPolicy(_message.Message):
     """Forecast method used."""
     fallback: _builtins.bool
     """True when a fallback forecast was used."""
+    stock_position_known: _builtins.bool
+    """False when analytics holds no stock position for the series: `stock_position` is then taken as 0
+    and the suggested quantity and date assume an empty shelf.
+    """
+    stock_position_note: _builtins.str
+    """Where `stock_position` came from, or why it is unknown, in words for the user."""
     @_builtins.property
     def series(self) -> Global___SeriesRef:
         """The series."""
@@ -423,10 +431,12 @@ class ReorderPolicy(_message.Message):
         method: _builtins.str = ...,
         fallback: _builtins.bool = ...,
         provenance: _common_pb2.Provenance | None = ...,
+        stock_position_known: _builtins.bool = ...,
+        stock_position_note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decomposition", b"decomposition", "provenance", b"provenance", "series", b"series", "suggested_order_date", b"suggested_order_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["days_of_cover", b"days_of_cover", "decomposition", b"decomposition", "fallback", b"fallback", "method", b"method", "order_up_to", b"order_up_to", "provenance", b"provenance", "reorder_point", b"reorder_point", "safety_stock", b"safety_stock", "series", b"series", "stock_position", b"stock_position", "suggested_order_date", b"suggested_order_date", "suggested_order_quantity", b"suggested_order_quantity", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days_of_cover", b"days_of_cover", "decomposition", b"decomposition", "fallback", b"fallback", "method", b"method", "order_up_to", b"order_up_to", "provenance", b"provenance", "reorder_point", b"reorder_point", "safety_stock", b"safety_stock", "series", b"series", "stock_position", b"stock_position", "stock_position_known", b"stock_position_known", "stock_position_note", b"stock_position_note", "suggested_order_date", b"suggested_order_date", "suggested_order_quantity", b"suggested_order_quantity", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
