@@ -12,6 +12,9 @@ from novacorrente.analytics.v1 import analytics_pb2
 from novacorrente.forecast.v1 import forecast_pb2
 from novacorrente.ingestion.v1 import ingestion_pb2
 
+from services.analytics.access import policy as analytics_policy
+from services.forecast.access import policy as forecast_policy
+from services.ingestion.access import policy as ingestion_policy
 from services.kit.auth import MethodPolicy
 
 __all__ = ["ANALYTICS", "FORECAST", "INGESTION", "method", "upstream_policy"]
@@ -33,11 +36,6 @@ def method(service: str, name: str) -> str:
 
 
 def upstream_policy() -> MethodPolicy:
-    """The union of the ingestion, analytics and forecast policies, from the services' composition roots."""
-    # Imported here, not at module level: the composition roots pull in their stores, which only a
-    # gateway that actually starts needs to load.
-    from services.analytics.app import policy as analytics_policy
-    from services.forecast.app import policy as forecast_policy
-    from services.ingestion.app import policy as ingestion_policy
-
+    """The union of the ingestion, analytics and forecast policies (each service's `access` module, which
+    imports no store or model runtime)."""
     return ingestion_policy().merged(analytics_policy()).merged(forecast_policy())

@@ -13,10 +13,11 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from novacorrente.analytics.v1 import analytics_pb2, analytics_pb2_grpc
+from novacorrente.analytics.v1 import analytics_pb2_grpc
 from novacorrente.events.v1 import events_pb2
 from prometheus_client import CollectorRegistry
 
+from services.analytics.access import SERVICE_NAME, policy
 from services.analytics.alert_stream import AlertHub, alert_relay
 from services.analytics.alerts import AlertStore, Notification, open_alert_store
 from services.analytics.consumer import (
@@ -33,7 +34,7 @@ from services.analytics.read_model import ReadModel
 from services.analytics.service import AnalyticsService, Limits
 from services.analytics.servicer import AnalyticsServicer
 from services.analytics.settings import AnalyticsSettings
-from services.kit.auth import PLAN, READ, MethodPolicy, Role, TokenSource
+from services.kit.auth import Role, TokenSource
 from services.kit.server import GrpcServer
 from services.ports.bus import EventBus, OutgoingMessage, Subscription, open_bus
 from services.ports.cache import Cache, open_cache
@@ -42,16 +43,6 @@ from services.ports.relay import OutboxRelay
 __all__ = ["SERVICE_NAME", "AnalyticsApp", "alert_message", "build_app", "policy"]
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
-_PLAN_METHODS = ("AcknowledgeAlert", "ResolveAlert")
-
-
-def policy() -> MethodPolicy:
-    methods = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].methods
-    return MethodPolicy(
-        {f"/{SERVICE_NAME}/{m.name}": (PLAN if m.name in _PLAN_METHODS else READ) for m in methods}
-    )
 
 
 def alert_message(notification: Notification) -> OutgoingMessage:

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from inference import grpc_service_pb2 as oip_pb
 from inference import grpc_service_pb2_grpc as oip_grpc
-from novacorrente.forecast.v1 import forecast_pb2, forecast_pb2_grpc
+from novacorrente.forecast.v1 import forecast_pb2_grpc
 
+from services.forecast.access import OIP_SERVICE_NAME, SERVICE_NAME, policy
 from services.forecast.consumer import ReforecastConsumer
 from services.forecast.history import AnalyticsReader
 from services.forecast.metrics import ForecastMetrics
@@ -21,29 +21,13 @@ from services.forecast.runner import InferenceRunner
 from services.forecast.service import ForecastUseCases
 from services.forecast.servicer import ForecastServicer
 from services.forecast.settings import ForecastSettings
-from services.kit.auth import ADMIN, READ, Role, TokenSource
-from services.kit.auth import MethodPolicy as _MethodPolicy
+from services.kit.auth import Role, TokenSource
 from services.kit.clients import open_channel
 from services.kit.server import GrpcServer
 from services.ports.bus import EventBus, open_bus
 from services.ports.cache import Cache, open_cache
 
 __all__ = ["OIP_SERVICE_NAME", "SERVICE_NAME", "ForecastApp", "build_app", "policy"]
-
-SERVICE_NAME = forecast_pb2.DESCRIPTOR.services_by_name["ForecastService"].full_name
-OIP_SERVICE_NAME = oip_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-
-
-def policy() -> _MethodPolicy:
-    domain, oip = f"/{SERVICE_NAME}/", f"/{OIP_SERVICE_NAME}/"
-    rules = {domain + name: READ for name in ("Forecast", "GetReorderPolicy", "ListModels")}
-    for name in ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"):
-        rules[oip + name] = READ
-    rules[oip + "RepositoryIndex"] = READ
-    # Loading and unloading change what every caller gets: operators only.
-    rules[oip + "RepositoryModelLoad"] = ADMIN
-    rules[oip + "RepositoryModelUnload"] = ADMIN
-    return _MethodPolicy(rules)
 
 
 @dataclass

@@ -6,36 +6,19 @@ import concurrent.futures
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from novacorrente.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+from novacorrente.ingestion.v1 import ingestion_pb2_grpc
 
+from services.ingestion.access import SERVICE_NAME, policy
 from services.ingestion.service import IngestionUseCases, Limits
 from services.ingestion.servicer import IngestionServicer
 from services.ingestion.settings import IngestionSettings
 from services.ingestion.sql import open_database
 from services.ingestion.store import IngestionStore, OutboxEntry
-from services.kit.auth import ADMIN, READ, WRITE, MethodPolicy
 from services.kit.server import GrpcServer
 from services.ports.bus import EventBus, OutgoingMessage, open_bus
 from services.ports.relay import OutboxRelay
 
 __all__ = ["SERVICE_NAME", "IngestionApp", "build_app", "policy"]
-
-SERVICE_NAME = ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name
-
-
-def policy() -> MethodPolicy:
-    m = f"/{SERVICE_NAME}/"
-    return MethodPolicy(
-        {
-            m + "SubmitBatch": WRITE,
-            m + "UploadFile": WRITE,
-            m + "ReplayQuarantine": WRITE,
-            # Exporting every record is what a rebuilding read model does: service accounts only.
-            m + "ExportRecords": WRITE | ADMIN,
-            m + "ListQuarantine": WRITE | READ,
-            m + "GetWatermark": WRITE | READ,
-        }
-    )
 
 
 def _message(entry: OutboxEntry) -> OutgoingMessage:
