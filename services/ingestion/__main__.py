@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from services.ingestion.app import build_app
+from services.ingestion.reading import tune_collector
 from services.ingestion.settings import IngestionSettings
 from services.ingestion.sql import open_database
 from services.kit.logging import configure_logging
@@ -13,6 +14,7 @@ from services.kit.logging import configure_logging
 
 async def _serve(settings: IngestionSettings) -> None:
     app = await build_app(settings)
+    tune_collector()
     await app.start()
     # The server is started: run_until_signal only waits for SIGTERM/SIGINT, then stops in order.
     await app.server.run_until_signal()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from novacorrente.ingestion.v1 import ingestion_pb2_grpc
 
 from services.ingestion.access import SERVICE_NAME, policy
+from services.ingestion.reading import ReadingPool
 from services.ingestion.service import IngestionUseCases, Limits
 from services.ingestion.servicer import IngestionServicer
 from services.ingestion.settings import IngestionSettings
@@ -33,9 +35,12 @@ class IngestionApp:
     relay: OutboxRelay[OutboxEntry]
     bus: EventBus
     cases: IngestionUseCases
+    reading: ReadingPool | None = None
 
     async def start(self) -> None:
         self.relay.start()
+        if self.reading is not None:
+            self.reading.warm()  # the worker starts while the server does, not at the first big upload
         await self.server.start()
 
     async def stop(self) -> None:
@@ -72,8 +77,10 @@ async def build_app(
         upload_commit_records=settings.upload_commit_records,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         idempotency_lease_seconds=settings.idempotency_lease_seconds,
+        process_read_min_bytes=settings.process_read_min_bytes,
     )
-    cases = IngestionUseCases(store, limits, executor, on_commit=relay.notify)
+    reading = ReadingPool(settings.read_processes) if settings.read_processes > 0 else None
+    cases = IngestionUseCases(store, limits, executor, on_commit=relay.notify, reading=reading)
     server = GrpcServer(settings, policy=policy(), jwt_key=jwt_key, service_names=[SERVICE_NAME])
     server.add_servicer(
         ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
@@ -86,9 +93,11 @@ async def build_app(
 
     async def close() -> None:
         executor.shutdown(wait=True)
+        if reading is not None:
+            await asyncio.to_thread(reading.shutdown)
         if own_bus:
             await bus.close()
         await db.close()
 
     server.on_close(close)
-    return IngestionApp(server=server, store=store, relay=relay, bus=bus, cases=cases)
+    return IngestionApp(server=server, store=store, relay=relay, bus=bus, cases=cases, reading=reading)

@@ -14,8 +14,8 @@ from typing import NamedTuple
 from novacorrente.ingestion.v1 import records_pb2
 
 from services.ingestion import records as dom
-from services.ingestion.converters import ConversionError, record_from_proto, record_to_proto
-from services.ingestion.formats.outcome import Outcome, Parsed, ParseError, Skipped
+from services.ingestion.converters import ConversionError, record_from_proto, record_payload, record_to_proto
+from services.ingestion.formats.outcome import Outcome, Parsed, ParseError, Skipped, Stored
 from services.ingestion.store import PreparedRecord
 from services.ingestion.validation import Violation as FieldProblem
 from services.ingestion.validation import validate
@@ -56,7 +56,7 @@ def _accept(out: Prepared, index: int, record: dom.Record) -> None:
             kind=record.record_type,
             record_key=record_key(record),
             content_hash=record.content_hash(),
-            payload=record_to_proto(record).SerializeToString(deterministic=True),
+            payload=record_payload(record),
         )
     )
 
@@ -69,6 +69,16 @@ def prepare_records(
     Wire records are indexed by position; file outcomes by their line number."""
     out = Prepared()
     for position, item in enumerate(items):
+        if type(item) is Parsed:
+            # A file reader yields Parsed only for records it validated already: validating twice
+            # costs time only.
+            _accept(out, item.line_no, item.record)
+            continue
+        if type(item) is Stored:
+            out.records.append(
+                PreparedRecord(item.line_no, item.kind, item.record_key, item.content_hash, item.payload)
+            )
+            continue
         if isinstance(item, Skipped):
             out.skipped.append(item)
             continue

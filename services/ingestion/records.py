@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum, StrEnum
-from typing import ClassVar
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any, ClassVar
 
 __all__ = [
     "RECORD_TYPES",
@@ -39,7 +41,9 @@ __all__ = [
     "StockSnapshot",
     "Supplier",
     "canonical_decimal",
+    "consumption_json",
     "decimal_from_float",
+    "json_value",
     "novelty",
 ]
 
@@ -162,12 +166,70 @@ class Record:
         return names
 
     def content_hash(self) -> str:
-        """SHA-256 (hex) of the record type and every field except ``hash_exclude``, canonically encoded."""
-        payload = {name: _canonical(getattr(self, name)) for name in self._hashed_fields()}
-        text = json.dumps(
-            [self.record_type, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        """SHA-256 (hex) of the record type and every field except ``hash_exclude``, canonically encoded:
+        the compact, key-sorted JSON text of ``[record_type, {field: canonical value}]``."""
+        layout = type(self).__dict__.get("_hash_layout")
+        if layout is None:
+            layout = _hash_layout(type(self))
+        head, names, keys = layout
+        # The JSON text json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":")) writes, built
+        # from the fields directly: this runs for every ingested record.
+        text = (
+            head
+            + ",".join([k + json_value(getattr(self, n)) for n, k in zip(names, keys, strict=True)])
+            + "}]"
         )
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hash_layout(cls: type[Record]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """The fixed parts of a class's hashed JSON text: its opening, its sorted field names and their keys."""
+    names = tuple(sorted(cls._hashed_fields()))
+    layout = (
+        "[" + encode_basestring(cls.record_type) + ",{",
+        names,
+        tuple(encode_basestring(n) + ":" for n in names),
+    )
+    type.__setattr__(cls, "_hash_layout", layout)
+    return layout
+
+
+def _json_decimal(value: Decimal) -> str:
+    return encode_basestring(canonical_decimal(value))
+
+
+def _json_date(value: date) -> str:
+    return encode_basestring(value.isoformat())
+
+
+# The JSON text of the canonical form of the common field types, by exact type (subclasses such as the
+# StrEnums take the general path).
+_JSON_BY_TYPE: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring,
+    type(None): lambda _: "null",
+    Decimal: _json_decimal,
+    date: _json_date,
+}
+# Dates and quantities repeat from record to record: their text is kept (bounded). Only Decimal and date
+# keys go in, which never equal one another.
+_JSON_MEMO: dict[object, str] = {}
+_JSON_MEMO_LIMIT = 50_000
+
+
+def json_value(value: object) -> str:
+    """The JSON text json.dumps writes for ``_canonical(value)`` (compact, keys sorted, UTF-8 kept)."""
+    kind = type(value)
+    if kind is Decimal or kind is date:
+        text = _JSON_MEMO.get(value)
+        if text is None:
+            if len(_JSON_MEMO) >= _JSON_MEMO_LIMIT:
+                _JSON_MEMO.clear()
+            text = _JSON_MEMO[value] = _JSON_BY_TYPE[kind](value)
+        return text
+    encode = _JSON_BY_TYPE.get(kind)
+    if encode is not None:
+        return encode(value)
+    return json.dumps(_canonical(value), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def novelty(stored_hash: str | None, record: Record) -> Novelty:
@@ -246,11 +308,79 @@ class Consumption(Record):
     family: str = ""
     flags: tuple[ConsumptionFlag, ...] = ()
 
+    def natural_key(self) -> tuple[str, ...]:
+        # Record.natural_key for the usual plain-text key fields (the same strings), without the
+        # general conversion.
+        if type(self.requisition_id) is str and type(self.line_key) is str:
+            return (self.requisition_id, self.line_key)
+        return Record.natural_key(self)
+
+    def content_hash(self) -> str:
+        # Record.content_hash spelled out for the most frequent record (same text, same hash); the
+        # field list is checked against the generic one below the class.
+        e, j = encode_basestring, json_value
+        try:
+            text = consumption_json(
+                e(self.family),
+                e(self.line_key),
+                e(self.material_code),
+                j(self.purchase_date),
+                j(self.quantity),
+                j(self.requested_date),
+                e(self.requisition_id),
+                e(self.site_code),
+                j(self.solicited_date),
+                e(self.supplier_code),
+                e(self.unit),
+            )
+        except TypeError:  # a text field holding something else than text: the general spelling
+            return Record.content_hash(self)
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def lead_time_days(self) -> int | None:
         """Days from solicitation to purchase (negative for after-the-fact purchases); None if not bought."""
         if self.purchase_date is None:
             return None
         return (self.purchase_date - self.solicited_date).days
+
+
+def consumption_json(
+    family: str,
+    line_key: str,
+    material_code: str,
+    purchase_date: str,
+    quantity: str,
+    requested_date: str,
+    requisition_id: str,
+    site_code: str,
+    solicited_date: str,
+    supplier_code: str,
+    unit: str,
+) -> str:
+    """The text Consumption.content_hash hashes, from each field's JSON text (``json_value``)."""
+    return (
+        f'["consumption",{{"family":{family},"line_key":{line_key},"material_code":{material_code},'
+        f'"purchase_date":{purchase_date},"quantity":{quantity},"requested_date":{requested_date},'
+        f'"requisition_id":{requisition_id},"site_code":{site_code},"solicited_date":{solicited_date},'
+        f'"supplier_code":{supplier_code},"unit":{unit}}}]'
+    )
+
+
+# A field added to Consumption must be added to its content_hash too.
+if _hash_layout(Consumption)[1] != (
+    "family",
+    "line_key",
+    "material_code",
+    "purchase_date",
+    "quantity",
+    "requested_date",
+    "requisition_id",
+    "site_code",
+    "solicited_date",
+    "supplier_code",
+    "unit",
+):
+    raise TypeError("Consumption.content_hash does not hash the fields Record.content_hash would")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -27,6 +28,7 @@ from novacorrente.ingestion.v1 import ingestion_pb2 as pb
 from novacorrente.ingestion.v1 import records_pb2
 
 from services.ingestion.preparation import Prepared, prepare_records
+from services.ingestion.reading import ChunkReader, ReadingPool, open_in_thread
 from services.ingestion.store import (
     ClaimState,
     CommitOutcome,
@@ -36,6 +38,7 @@ from services.ingestion.store import (
     VerdictKind,
 )
 from services.ingestion.uploads import read_file
+from services.ingestion.wire import length_delimited, varint
 from services.kit.errors import (
     Aborted,
     FailedPrecondition,
@@ -60,6 +63,7 @@ class Limits:
     max_batch_records: int = 10_000
     max_upload_bytes: int = 2_000_000_000
     upload_commit_records: int = 5_000
+    process_read_min_bytes: int = 8_000_000
     idempotency_ttl_seconds: float = 7 * 24 * 3600
     idempotency_lease_seconds: float = 120
     export_page_size: int = 5_000
@@ -95,10 +99,12 @@ class IngestionUseCases:
         limits: Limits,
         executor: concurrent.futures.Executor,
         on_commit: Callable[[], None] = lambda: None,
+        reading: ReadingPool | None = None,
     ) -> None:
         self._store = store
         self._limits = limits
         self._executor = executor
+        self._reading = reading  # worker processes for big uploads; None reads every file in threads
         self._on_commit = on_commit  # wakes the outbox relay
 
     # -- database guard ------------------------------------------------------------------------
@@ -230,6 +236,7 @@ class IngestionUseCases:
         idempotency: tuple[str, str] | None,
         replayed: Sequence[int] = (),
         quarantine_rejected: bool = True,
+        accepted_verdicts: bool = True,
     ) -> pb.SubmitBatchResponse:
         if all_or_nothing and prepared.rejected:
             raise InvalidArgument(
@@ -254,7 +261,7 @@ class IngestionUseCases:
         answers: list[pb.SubmitBatchResponse] = []
 
         def finish(outcome: CommitOutcome) -> tuple[list[OutboxMessage], bytes]:
-            answers.append(_response(outcome, prepared))
+            answers.append(_response(outcome, prepared, accepted_verdicts=accepted_verdicts))
             messages = [_batch_committed(outcome)] if outcome.written else []
             return messages, answers[-1].SerializeToString()
 
@@ -275,9 +282,43 @@ class IngestionUseCases:
         writes nothing twice."""
         if not header.idempotency_key:
             raise InvalidArgument([FieldViolation("header.idempotency_key", "required")])
-        file_hash = await self._run(lambda: _file_hash(path))
-        parsed = await self._run(lambda: read_file(header, path))
-        answer = pb.UploadFileResponse(format=parsed.format)
+        # The file's hash (in the chunks' request hashes) is computed while the reading starts.
+        hashing = asyncio.get_running_loop().run_in_executor(self._executor, _file_hash, path)
+        try:
+            file_size = (await self._run(path.stat)).st_size
+            reader = await self._open_reader(header, path, file_size)
+        except BaseException:
+            hashing.cancel()
+            raise
+        try:
+            file_hash = await hashing
+            answer = pb.UploadFileResponse(format=reader.format)
+            chunk_no = 0
+            while (prepared := await reader.next()) is not None:
+                chunk_no += 1
+                key = f"{header.idempotency_key}#{chunk_no}"
+                chunk_hash = _hash(file_hash.encode(), str(chunk_no).encode())
+                async with self._idempotent(caller, key, chunk_hash) as stored:
+                    if stored is not None:
+                        response = pb.SubmitBatchResponse.FromString(stored)
+                        answer.replayed = True
+                    else:
+                        # The upload's answer keeps the counts and the exceptions only, so the chunk's
+                        # stored answer (what a retried upload replays) leaves accepted verdicts out.
+                        response = await self._commit(
+                            prepared,
+                            origin=f"upload:{header.filename}",
+                            all_or_nothing=False,
+                            idempotency=(caller, key),
+                            accepted_verdicts=False,
+                        )
+                _accumulate(answer, response)
+        finally:
+            reader.close()
+        answer.data_watermark = watermark_text(await self._guard(self._store.watermark()))
+        return answer
+
+    async def _open_reader(self, header: pb.UploadHeader, path: Path, file_size: int) -> ChunkReader:
         if header.all_or_nothing:
             # Validate everything first (a second pass over the spooled file) so a bad line
             # anywhere rejects the file before any chunk commits.
@@ -291,29 +332,10 @@ class IngestionUseCases:
                     ],
                     "file rejected as a whole (all_or_nothing): nothing was written",
                 )
-        chunk_no = 0
-        while True:
-            chunk = await self._run(lambda: list(islice(parsed.records, self._limits.upload_commit_records)))
-            if not chunk:
-                break
-            chunk_no += 1
-            prepared = await self._run(lambda c=chunk: prepare_records(c, base_path="line", from_file=True))
-            key = f"{header.idempotency_key}#{chunk_no}"
-            chunk_hash = _hash(file_hash.encode(), str(chunk_no).encode())
-            async with self._idempotent(caller, key, chunk_hash) as stored:
-                if stored is not None:
-                    response = pb.SubmitBatchResponse.FromString(stored)
-                    answer.replayed = True
-                else:
-                    response = await self._commit(
-                        prepared,
-                        origin=f"upload:{header.filename}",
-                        all_or_nothing=False,
-                        idempotency=(caller, key),
-                    )
-            _accumulate(answer, response)
-        answer.data_watermark = watermark_text(await self._guard(self._store.watermark()))
-        return answer
+        size = self._limits.upload_commit_records
+        if self._reading is not None and file_size >= self._limits.process_read_min_bytes:
+            return await self._reading.open(header, path, size)
+        return await self._run(lambda: open_in_thread(self._executor, header, path, size))
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -385,30 +407,39 @@ def _first_rejections(records: Iterator[object], limit: int) -> list:  # type: i
     return bad[:limit]
 
 
-def _response(outcome: CommitOutcome, prepared: Prepared) -> pb.SubmitBatchResponse:
+_COUNT_NAMES = {
+    pb.VERDICT_ACCEPTED: "accepted",
+    pb.VERDICT_DUPLICATE: "duplicate",
+    pb.VERDICT_SUPERSEDED: "superseded",
+    pb.VERDICT_REJECTED: "rejected",
+    pb.VERDICT_SKIPPED: "skipped",
+}
+
+
+def _response(
+    outcome: CommitOutcome, prepared: Prepared, *, accepted_verdicts: bool = True
+) -> pb.SubmitBatchResponse:
+    """The batch's answer; without `accepted_verdicts`, accepted records are counted but not listed."""
     response = pb.SubmitBatchResponse(
         batch_id=outcome.batch_id if outcome.written else "", data_watermark=watermark_text(outcome.watermark)
     )
-    # A file line can hold several records, so verdicts are ordered by (index, arrival), not keyed by index.
-    verdicts: list[tuple[int, int, pb.RecordVerdict]] = []
-    for n, d in enumerate(outcome.decisions):
-        verdicts.append(
-            (
-                d.index,
-                n,
-                pb.RecordVerdict(
-                    index=d.index, verdict=int(d.verdict), natural_key=d.record_key, sequence=d.sequence
-                ),
-            )
-        )
-    for n, r in enumerate(prepared.rejected, start=len(verdicts)):
+    verdict = pb.RecordVerdict
+    decisions = outcome.decisions
+    # A file line can hold several records, so verdicts are ordered by (index, arrival), not keyed by
+    # index; arrival numbers are unique, so sorting the tuples never compares two messages.
+    verdicts: list[tuple[int, int, pb.RecordVerdict]] = [
+        (d.index, n, verdict(index=d.index, verdict=d.verdict, natural_key=d.record_key, sequence=d.sequence))
+        for n, d in enumerate(decisions)
+        if accepted_verdicts or d.verdict is not VerdictKind.ACCEPTED
+    ]
+    for n, r in enumerate(prepared.rejected, start=len(decisions)):
         verdicts.append(
             (
                 r.index,
                 n,
-                pb.RecordVerdict(
+                verdict(
                     index=r.index,
-                    verdict=int(VerdictKind.REJECTED),
+                    verdict=pb.VERDICT_REJECTED,
                     natural_key=r.natural_key,
                     violations=[
                         pb.Violation(field=v.field, reason=v.reason, description=v.description)
@@ -417,12 +448,12 @@ def _response(outcome: CommitOutcome, prepared: Prepared) -> pb.SubmitBatchRespo
                 ),
             )
         )
-    for n, skipped in enumerate(prepared.skipped, start=len(verdicts)):
+    for n, skipped in enumerate(prepared.skipped, start=len(decisions) + len(prepared.rejected)):
         verdicts.append(
             (
                 skipped.line_no,
                 n,
-                pb.RecordVerdict(
+                verdict(
                     index=skipped.line_no,
                     verdict=pb.VERDICT_SKIPPED,
                     violations=[
@@ -433,18 +464,14 @@ def _response(outcome: CommitOutcome, prepared: Prepared) -> pb.SubmitBatchRespo
                 ),
             )
         )
-    counts = response.counts
-    names = {
-        pb.VERDICT_ACCEPTED: "accepted",
-        pb.VERDICT_DUPLICATE: "duplicate",
-        pb.VERDICT_SUPERSEDED: "superseded",
-        pb.VERDICT_REJECTED: "rejected",
-        pb.VERDICT_SKIPPED: "skipped",
-    }
-    for _, _, v in sorted(verdicts, key=lambda t: (t[0], t[1])):
-        response.verdicts.append(v)
-        name = names[v.verdict]
-        setattr(counts, name, getattr(counts, name) + 1)
+    verdicts.sort()
+    response.verdicts.extend([v for _, _, v in verdicts])
+    counts = Counter(int(d.verdict) for d in decisions)
+    counts[pb.VERDICT_REJECTED] += len(prepared.rejected)
+    counts[pb.VERDICT_SKIPPED] += len(prepared.skipped)
+    for kind, total in counts.items():
+        if total:
+            setattr(response.counts, _COUNT_NAMES[kind], total)
     return response
 
 
@@ -457,22 +484,41 @@ def _accumulate(answer: pb.UploadFileResponse, batch: pb.SubmitBatchResponse) ->
 
 
 def _batch_committed(outcome: CommitOutcome) -> OutboxMessage:
-    event = events_pb2.BatchCommitted(
+    """The BatchCommitted event of a commit. Its records are the stored payloads, already serialized:
+    the event's bytes are written around them rather than parsing each one into the message to
+    serialize it again (the bytes are the same)."""
+    head = events_pb2.BatchCommitted(
         event_id=str(uuid.uuid4()),
         batch_id=outcome.batch_id,
         sequence_from=outcome.written[0][0],
         sequence_to=outcome.written[-1][0],
     )
-    event.committed_at.FromDatetime(outcome.committed_at)
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(outcome.committed_at)
-    for seq, rec, supersedes in outcome.written:
-        committed = event.records.add(sequence=seq, batch_id=outcome.batch_id, supersedes=supersedes)
-        committed.record.MergeFromString(rec.payload)
-        committed.committed_at.CopyFrom(stamp)
+    stamp_bytes = stamp.SerializeToString()
+    # CommittedRecord: sequence = 1, batch_id = 2, record = 3, supersedes = 4, committed_at = 5.
+    batch = length_delimited(0x12, outcome.batch_id.encode())
+    committed_at = length_delimited(0x2A, stamp_bytes)
+    records = [
+        length_delimited(
+            0x2A,  # BatchCommitted.records = 5
+            b"".join(
+                (
+                    b"\x08" + varint(seq),
+                    batch,
+                    length_delimited(0x1A, rec.payload),
+                    b"\x20\x01" if supersedes else b"",
+                    committed_at,
+                )
+            ),
+        )
+        for seq, rec, supersedes in outcome.written
+    ]
+    # Fields 1-4, the records (5), then committed_at (6): the order SerializeToString writes.
+    body = head.SerializeToString() + b"".join(records) + length_delimited(0x32, stamp_bytes)
     return OutboxMessage(
-        event_id=event.event_id,
+        event_id=head.event_id,
         routing_key=BATCH_COMMITTED,
-        event_type=event.DESCRIPTOR.full_name,
-        body=event.SerializeToString(),
+        event_type=head.DESCRIPTOR.full_name,
+        body=body,
     )

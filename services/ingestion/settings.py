@@ -31,3 +31,9 @@ class IngestionSettings(ServiceSettings):
     )
     relay_batch_size: int = Field(200, description="Outbox entries published per broker round trip.")
     parse_workers: int = Field(2, description="Threads for file parsing and other blocking work.")
+    read_processes: int = Field(
+        1, description="Worker processes reading big uploads (0: read every file in the threads)."
+    )
+    process_read_min_bytes: int = Field(
+        8_000_000, description="Uploads of at least this size are read in a worker process."
+    )

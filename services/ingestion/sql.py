@@ -12,12 +12,13 @@ import concurrent.futures
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 import asyncpg
-import duckdb
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = ["DuckDbDatabase", "PostgresDatabase", "SqlDatabase", "SqlSession", "open_database"]
 
@@ -60,6 +61,23 @@ class _PgSession:
         await self._conn.copy_records_to_table(name, schema_name=schema, columns=list(columns), records=rows)
 
 
+async def _session_settings(url: str) -> dict[str, str]:
+    """Settings of every pooled session (given at connection, so a pool's RESET ALL keeps them).
+
+    Outbox bodies (a committed chunk's event, up to a few MB) are compressed when stored: lz4 does it
+    several times faster than the default pglz, where the server has it (PostgreSQL 14+ built with
+    lz4). Reading a value does not depend on how it was compressed.
+    """
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET default_toast_compression = 'lz4'")
+        return {"default_toast_compression": "lz4"}
+    except asyncpg.PostgresError:
+        return {}
+    finally:
+        await conn.close()
+
+
 class PostgresDatabase:
     """PostgreSQL through an asyncpg pool (the production system of record)."""
 
@@ -70,7 +88,13 @@ class PostgresDatabase:
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresDatabase:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=60)
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=60,
+            server_settings=await _session_settings(url),
+        )
         return cls(pool)
 
     @contextlib.asynccontextmanager
@@ -122,6 +146,8 @@ class _DuckSession:
         if not rows:
             return
         # DuckDB's executemany runs row by row; a columnar Arrow scan inserts a batch in one statement.
+        import pyarrow as pa  # the embedded profile's only: ~50 MB a PostgreSQL service does not load
+
         data = pa.table({name: [r[i] for r in rows] for i, name in enumerate(columns)})
 
         def insert(c: duckdb.DuckDBPyConnection) -> None:
@@ -143,6 +169,8 @@ class DuckDbDatabase:
     def __init__(self, path: str) -> None:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        import duckdb  # imported by the embedded profile only (see _DuckSession.copy)
+
         self._conn = duckdb.connect(path)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="duckdb-sor")
         self._lock = asyncio.Lock()

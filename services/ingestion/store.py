@@ -10,8 +10,10 @@ import enum
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from services.ingestion.sql import SqlDatabase
+if TYPE_CHECKING:  # the reader process imports this module for its records, not the database drivers
+    from services.ingestion.sql import SqlDatabase
 
 __all__ = [
     "Claim",

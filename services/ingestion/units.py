@@ -136,12 +136,14 @@ def is_known_unit(raw: str) -> bool:
     return True
 
 
+_SERVICE_CODES = frozenset(code for code, unit in UNITS.items() if not unit.stockable)
+
+
 def is_service_unit(raw: str) -> bool:
     """True for units that measure services (SR, VB, HR); False for stock units and unknown units."""
-    try:
-        return not UNITS[canonical_unit(raw)].stockable
-    except UnknownUnitError:
-        return False
+    # canonical_unit without the exception for unknown units: this runs for every requisition line.
+    code = raw.strip().upper()
+    return ALIASES.get(code, code) in _SERVICE_CODES
 
 
 def convert(quantity: Decimal, from_unit: str, to_unit: str) -> Decimal:

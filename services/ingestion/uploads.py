@@ -30,7 +30,7 @@ class ParsedFile:
     records: Iterator[Outcome]
 
 
-def read_file(header: pb.UploadHeader, path: Path) -> ParsedFile:
+def read_file(header: pb.UploadHeader, path: Path, *, stored_form: bool = False) -> ParsedFile:
     fmt = _TO_READER.get(header.format) or detect_format(header.filename, sniff(path))
     records = formats.read_file(
         path,
@@ -38,5 +38,6 @@ def read_file(header: pb.UploadHeader, path: Path) -> ParsedFile:
         file_format=fmt,
         record_type=header.record_type or None,
         series_id=header.series_id or None,
+        stored_form=stored_form,
     )
     return ParsedFile(format=_TO_WIRE.get(fmt, pb.FILE_FORMAT_UNSPECIFIED), records=records)

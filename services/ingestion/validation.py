@@ -56,7 +56,9 @@ __all__ = [
     "ReasonCode",
     "Violation",
     "at_index",
+    "consumption_field_valid",
     "field_path",
+    "line_flags",
     "quality_flags",
     "validate",
 ]
@@ -236,21 +238,29 @@ def _supplier(r: Supplier, c: _Checker) -> None:
     c.text("name", r.name)
 
 
+# The checks of a Consumption's own fields, in the order ``validate`` reports them. Each depends on its
+# field's value only, which lets a reader check each distinct value of a column once
+# (``consumption_field_valid``); the cross-field checks are in ``_consumption``.
+_CONSUMPTION_FIELDS: dict[str, Callable[[_Checker, object], object]] = {
+    "requisition_id": lambda c, v: c.text("requisition_id", v, code=True),
+    "line_key": lambda c, v: c.text("line_key", v),
+    "material_code": lambda c, v: c.text("material_code", v, code=True),
+    "site_code": lambda c, v: c.text("site_code", v, code=True),
+    "supplier_code": lambda c, v: c.text("supplier_code", v),
+    "quantity": lambda c, v: c.number("quantity", v, positive=True),
+    "unit": lambda c, v: c.unit("unit", v),
+    "solicited_date": lambda c, v: c.day("solicited_date", v),
+    "requested_date": lambda c, v: c.day("requested_date", v, required=False),
+    "purchase_date": lambda c, v: c.day("purchase_date", v, required=False),
+    "family": lambda c, v: c.text("family", v, required=False),
+}
+
+
 def _consumption(r: Consumption, c: _Checker) -> None:
-    c.text("requisition_id", r.requisition_id, code=True)
-    c.text("line_key", r.line_key)
-    c.text("material_code", r.material_code, code=True)
-    c.text("site_code", r.site_code, code=True)
-    c.text("supplier_code", r.supplier_code)
-    c.number("quantity", r.quantity, positive=True)
-    c.unit("unit", r.unit)
-    solicited = c.day("solicited_date", r.solicited_date)
-    requested = c.day("requested_date", r.requested_date, required=False)
-    c.day("purchase_date", r.purchase_date, required=False)
-    c.text("family", r.family, required=False)
+    passed = {name: check(c, getattr(r, name)) for name, check in _CONSUMPTION_FIELDS.items()}
     # In the export DATA REQUISITADA is never after DATA SOLICITADO (it is the requisition's own date);
     # the other way round cannot happen. A purchase *before* solicitation can, and is only flagged.
-    if solicited and requested and r.requested_date > r.solicited_date:  # type: ignore[operator]
+    if passed["solicited_date"] and passed["requested_date"] and r.requested_date > r.solicited_date:  # type: ignore[operator]
         c.add(
             "requested_date",
             ReasonCode.INCONSISTENT,
@@ -261,6 +271,18 @@ def _consumption(r: Consumption, c: _Checker) -> None:
     else:
         for flag in r.flags:
             c.choice("flags", flag, ConsumptionFlag)
+
+
+def consumption_field_valid(name: str, value: object) -> bool:
+    """True when ``validate`` finds nothing wrong with ``value`` as the Consumption field ``name``.
+
+    A Consumption whose every field passes, whose requested date is not after its solicited date and whose
+    flags are ``ConsumptionFlag`` members is valid; a reader that caches this per distinct value checks a
+    line in a few lookups, and calls ``validate`` only for a line that fails, to get its violations.
+    """
+    checker = _Checker("consumption")
+    _CONSUMPTION_FIELDS[name](checker, value)
+    return not checker.violations
 
 
 def _stock_snapshot(r: StockSnapshot, c: _Checker) -> None:
@@ -358,13 +380,37 @@ def quality_flags(record: Consumption, *, stocked: bool | None = None) -> tuple[
     lines as services. Flags that need other lines (``unit_variant``, ``master_conflict``) are the reader's.
     """
     flags = set(record.flags)
-    if stocked is False or is_service_unit(record.unit):
-        flags.add(ConsumptionFlag.SERVICE)
-    lead_time = record.lead_time_days()
-    if lead_time is not None and lead_time < 0:
-        flags.add(ConsumptionFlag.NEGATIVE_LEAD_TIME)
-    if record.site_code == "N/A":
-        flags.add(ConsumptionFlag.UNKNOWN_SITE)
-    if record.quantity > OUTLIER_QUANTITY:
-        flags.add(ConsumptionFlag.QUANTITY_OUTLIER)
+    flags.update(
+        line_flags(
+            unit=record.unit,
+            site_code=record.site_code,
+            quantity=record.quantity,
+            solicited_date=record.solicited_date,
+            purchase_date=record.purchase_date,
+            stocked=stocked,
+        )
+    )
     return tuple(sorted(flags))
+
+
+def line_flags(
+    *,
+    unit: str,
+    site_code: str,
+    quantity: Decimal,
+    solicited_date: date,
+    purchase_date: date | None,
+    stocked: bool | None,
+) -> list[ConsumptionFlag]:
+    """``quality_flags`` of a line from its fields, for a reader that has not built the record yet."""
+    flags = []
+    if stocked is False or is_service_unit(unit):
+        flags.append(ConsumptionFlag.SERVICE)
+    # A negative lead time: purchased before the solicitation (``Consumption.lead_time_days`` < 0).
+    if purchase_date is not None and purchase_date < solicited_date:
+        flags.append(ConsumptionFlag.NEGATIVE_LEAD_TIME)
+    if site_code == "N/A":
+        flags.append(ConsumptionFlag.UNKNOWN_SITE)
+    if quantity > OUTLIER_QUANTITY:
+        flags.append(ConsumptionFlag.QUANTITY_OUTLIER)
+    return flags

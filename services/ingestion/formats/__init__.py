@@ -31,6 +31,7 @@ from services.ingestion.formats.outcome import (
     Skipped,
     SkipReason,
     Source,
+    Stored,
     file_error,
     source_name,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "SkipReason",
     "Skipped",
     "Source",
+    "Stored",
     "detect_format",
     "read_file",
     "sniff",
@@ -69,11 +71,13 @@ def read_file(
     file_format: FileFormat | None = None,
     record_type: str | type[Record] | None = None,
     series_id: str | None = None,
+    stored_form: bool = False,
 ) -> Iterator[Outcome]:
     """Read any supported file. ``file_format`` None (or UNKNOWN) means detect from name and content.
 
     ``record_type`` is required for generic CSV/Parquet; ``series_id`` overrides the SGS series; the PTAX
-    currency and the Open-Meteo city come from ``filename`` (or the path's name).
+    currency and the Open-Meteo city come from ``filename`` (or the path's name). With ``stored_form``,
+    readers that can yield valid records as ``Stored`` rather than ``Parsed`` (the Sapiens CSV's lines).
     """
     # Imported here so that reading one JSON feed does not import openpyxl and pyarrow.
     from services.ingestion.formats import bcb_ptax, bcb_sgs, generic, ibge_sidra, openmeteo, sapiens
@@ -84,7 +88,7 @@ def read_file(
     if file_format is FileFormat.SAPIENS_XLSX:
         yield from sapiens.read_sapiens_xlsx(source)
     elif file_format is FileFormat.SAPIENS_CSV:
-        yield from sapiens.read_sapiens_csv(source)
+        yield from sapiens.read_sapiens_csv(source, stored_form=stored_form)
     elif file_format in (FileFormat.CSV, FileFormat.PARQUET):
         if not record_type:
             yield file_error(

@@ -26,6 +26,7 @@ __all__ = [
     "SkipReason",
     "Skipped",
     "Source",
+    "Stored",
     "csv_rows",
     "file_error",
     "open_binary",
@@ -88,7 +89,20 @@ class Skipped:
     description: str
 
 
-Outcome = Parsed | ParseError | Skipped
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A valid record read from ``line_no`` in the form it is stored in (its kind, natural key, content
+    hash and serialized wire form): what a reader asked for ``stored_form`` yields instead of ``Parsed``,
+    for a caller that only stores records and would otherwise build each one just to serialize it."""
+
+    line_no: int
+    kind: str
+    record_key: str
+    content_hash: str
+    payload: bytes
+
+
+Outcome = Parsed | ParseError | Skipped | Stored
 
 
 def printable(raw: str) -> str:
@@ -127,9 +141,12 @@ def open_binary(source: Source) -> Iterator[BinaryIO]:
         yield source
 
 
-def csv_rows(reader: Iterator[list[str]], delimiter: str) -> Iterator[tuple[int, list[str], str] | Outcome]:
+def csv_rows(
+    reader: Iterator[list[str]], delimiter: str, *, with_raw: bool = True
+) -> Iterator[tuple[int, list[str], str] | Outcome]:
     """Number a CSV reader's rows (1-based, header already read): ``(line_no, values, raw)`` for rows with
-    content; an unreadable row becomes a ParseError and a blank one a Skipped, and reading goes on."""
+    content; an unreadable row becomes a ParseError and a blank one a Skipped, and reading goes on.
+    Without ``with_raw``, raw is "" (for a caller that rebuilds it only for the lines it rejects)."""
     line_no = 0
     while True:
         line_no += 1
@@ -140,7 +157,8 @@ def csv_rows(reader: Iterator[list[str]], delimiter: str) -> Iterator[tuple[int,
         except csv.Error as exc:
             yield file_error("line", ReasonCode.INVALID_FORMAT, f"unreadable CSV: {exc}", line_no=line_no)
             continue
-        if all(not v.strip() for v in values):
+        # Every field blank exactly when their concatenation is (one strip instead of one per field).
+        if not "".join(values).strip():
             yield Skipped(line_no, SkipReason.BLANK, "empty line")
             continue
-        yield line_no, values, delimiter.join(values)[:MAX_RAW]
+        yield line_no, values, delimiter.join(values)[:MAX_RAW] if with_raw else ""

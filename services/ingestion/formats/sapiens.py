@@ -4,7 +4,8 @@ Each data line yields the ``Consumption`` (or a ``ParseError``), preceded by the
 ``Supplier`` master records it names the first time they appear (deduplicated on their natural key). Rows are
 streamed (openpyxl read-only, csv module); what the reader remembers is one small entry per material, site
 and supplier code, and one counter per (requisition, material) pair for the line keys: about 4,000 entries
-for this export, bounded by the number of requisition lines rather than by their size.
+for this export, bounded by the number of requisition lines rather than by their size. Cells are read and
+checked once per distinct text (bounded memos): a file repeats its sites, materials, dates and quantities.
 
 Decisions on the export's known traps:
 
@@ -50,17 +51,20 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import operator
 import re
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, BinaryIO
 
 from openpyxl import load_workbook  # type: ignore[import-untyped]
 from openpyxl.utils.datetime import from_excel  # type: ignore[import-untyped]
 
+from services.ingestion.converters import consumption_family, consumption_head, consumption_wire
+from services.ingestion.formats.ordinals import Ordinals
 from services.ingestion.formats.outcome import (
     MAX_RAW,
     Outcome,
@@ -69,6 +73,7 @@ from services.ingestion.formats.outcome import (
     Skipped,
     SkipReason,
     Source,
+    Stored,
     csv_rows,
     file_error,
     open_binary,
@@ -81,14 +86,17 @@ from services.ingestion.records import (
     Site,
     SiteType,
     Supplier,
+    consumption_json,
     decimal_from_float,
+    json_value,
 )
 from services.ingestion.units import UnknownUnitError, canonical_unit, is_service_unit
 from services.ingestion.validation import (
     BRAZILIAN_STATES,
     ReasonCode,
     Violation,
-    quality_flags,
+    consumption_field_valid,
+    line_flags,
     validate,
 )
 
@@ -318,79 +326,218 @@ def _pair_id(requisition: str, code: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-class _Assembler:
-    """Turns rows (column -> cell) into outcomes, remembering the masters already emitted."""
+# The columns in the order a line reads them and reports their problems: the cell reader (a ``_Cells``
+# method), what "N/A" or an empty cell means ("keep" N/A as a value, "none", or "required": a violation),
+# and the Consumption field the value becomes as it is (checked against ``validate`` once per value).
+_LAYOUT: tuple[tuple[str, str, str, str | None], ...] = (
+    (_SITE, "text", "keep", "site_code"),
+    (_CODE, "code", "required", "material_code"),
+    (_NAME, "text", "required", None),
+    (_FAMILY, "text", "required", "family"),
+    (_SUPPLIER, "text", "required", None),  # the supplier code is derived from it
+    (_QTY, "number", "required", "quantity"),
+    (_UNIT, "text", "required", None),  # the unit is its canonical form
+    (_REQ_DATE, "day", "none", "requested_date"),
+    (_REQ_ID, "text", "required", "requisition_id"),
+    (_SOL_DATE, "day", "required", "solicited_date"),
+    (_BUY_DATE, "day", "none", "purchase_date"),
+)
+LAYOUT_COLUMNS: tuple[str, ...] = tuple(column for column, *_ in _LAYOUT)
+"""The columns ``_Assembler.line`` takes, in its order."""
 
-    def __init__(self, cells: _Cells) -> None:
+# A file has few distinct sites, materials, dates and quantities: each distinct text of a column is read
+# and checked once. Requisition numbers and line keys are nearly all distinct, so every memo is bounded.
+_MEMO_LIMIT = 50_000
+
+_Read = tuple[Any, Violation | None, bool]  # (value, the reader's violation, valid as its Consumption field)
+# The cells site .. unit (read values, their problems, all valid, canonical unit, its problem, supplier code).
+_HEAD_COLUMNS = 7
+# In stored form, also the head's part of the stored record: the JSON texts of family, material code,
+# quantity, site code, supplier code and unit, and the wire bytes of fields 3-7 and of the family.
+_StoredHead = tuple[str, str, str, str, str, str, bytes, bytes]
+_Head = tuple[
+    list[Any], tuple[Violation, ...], bool, str | None, Violation | None, str | None, _StoredHead | None
+]
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+class _Assembler:
+    """Turns rows (cells in ``LAYOUT_COLUMNS`` order) into outcomes, remembering the masters already
+    emitted."""
+
+    def __init__(
+        self, cells: _Cells, raw_text: Callable[[Sequence[object]], str], *, stored_form: bool = False
+    ) -> None:
         self.cells = cells
+        self.raw_text = raw_text  # a row's raw text, built only for the rows that are rejected
+        self.stored_form = stored_form  # valid lines as ``Stored`` rather than ``Parsed``
+        self._texts = isinstance(cells, _CsvCells)  # every cell is a str
         self.materials: dict[str, _SeenMaterial] = {}
         self.sites: set[str] = set()
         self.suppliers: set[str] = set()
-        # One entry per (requisition, material) seen: keyed by a 64-bit digest rather than a tuple of two
-        # strings, a million-line file keeps ~80 MB here instead of ~250 MB (a collision is ~1e-8 likely).
-        self.ordinals: Counter[int] = Counter()
+        # Occurrences per (requisition, material) pair, keyed by a 64-bit digest rather than a tuple of
+        # two strings (a collision is ~1e-8 likely in a million-line file).
+        self.ordinals = Ordinals()
+        self._memos: list[dict[str | None, _Read]] = [{} for _ in _LAYOUT]
+        self._units: dict[str, tuple[str | None, Violation | None, bool]] = {}
+        self._suppliers: dict[str, tuple[str, bool]] = {}
+        self._line_keys: dict[str, bool] = {}
+        self._heads: dict[tuple[str, ...], _Head] = {}
 
-    def _cell(
-        self,
-        row: dict[str, Any],
-        column: str,
-        read: Callable[[object], Any],
-        na: str,
-        problems: list[Violation],
-    ) -> Any:
-        value = row.get(column)
-        if self.cells.is_empty(value) or self.cells.is_na(value):
-            if na == "keep" and self.cells.is_na(value):
-                return NA
-            if na == "none":
-                return None
-            shown = "empty" if self.cells.is_empty(value) else '"N/A"'
-            problems.append(Violation(_PATHS[column], ReasonCode.REQUIRED, f"{column} is {shown}"))
-            return None
-        try:
-            return read(value)
-        except ValueProblem as problem:
-            problems.append(Violation(_PATHS[column], problem.reason, f"{column}: {problem.description}"))
-            return None
-
-    def line(self, line_no: int, row: dict[str, Any], raw: str) -> Iterator[Outcome]:
+    def _read(self, slot: int, value: object) -> _Read:
+        column, reader, na, field = _LAYOUT[slot]
         c = self.cells
-        problems: list[Violation] = []
-        site = self._cell(row, _SITE, c.text, "keep", problems)
-        code = self._cell(row, _CODE, c.code, "required", problems)
-        name = self._cell(row, _NAME, c.text, "required", problems)
-        family = self._cell(row, _FAMILY, c.text, "required", problems)
-        supplier_name = self._cell(row, _SUPPLIER, c.text, "required", problems)
-        quantity = self._cell(row, _QTY, c.number, "required", problems)
-        raw_unit = self._cell(row, _UNIT, c.text, "required", problems)
-        requested = self._cell(row, _REQ_DATE, c.day, "none", problems)
-        requisition = self._cell(row, _REQ_ID, c.text, "required", problems)
-        solicited = self._cell(row, _SOL_DATE, c.day, "required", problems)
-        purchased = self._cell(row, _BUY_DATE, c.day, "none", problems)
+        result: Any = None
+        problem = None
+        if c.is_empty(value) or c.is_na(value):
+            if na == "keep" and c.is_na(value):
+                result = NA
+            elif na != "none":
+                shown = "empty" if c.is_empty(value) else '"N/A"'
+                problem = Violation(_PATHS[column], ReasonCode.REQUIRED, f"{column} is {shown}")
+        else:
+            try:
+                result = getattr(c, reader)(value)
+            except ValueProblem as exc:
+                problem = Violation(_PATHS[column], exc.reason, f"{column}: {exc.description}")
+        valid = problem is None and (field is None or consumption_field_valid(field, result))
+        return result, problem, valid
 
-        unit = None
-        if raw_unit is not None:
+    def _unit(self, raw_unit: str) -> tuple[str | None, Violation | None, bool]:
+        known = self._units.get(raw_unit)
+        if known is None:
             try:
                 unit = canonical_unit(raw_unit)
+                known = (unit, None, consumption_field_valid("unit", unit))
             except UnknownUnitError:
-                problems.append(
-                    Violation(_PATHS[_UNIT], ReasonCode.UNKNOWN_UNIT, f"{_UNIT}: unknown unit {raw_unit!r}")
+                problem = Violation(
+                    _PATHS[_UNIT], ReasonCode.UNKNOWN_UNIT, f"{_UNIT}: unknown unit {raw_unit!r}"
                 )
+                known = (None, problem, False)
+            _remember(self._units, raw_unit, known)
+        return known
+
+    def _supplier(self, name: str) -> tuple[str, bool]:
+        known = self._suppliers.get(name)
+        if known is None:
+            code = supplier_code(name)
+            known = _remember(self._suppliers, name, (code, consumption_field_valid("supplier_code", code)))
+        return known
+
+    def _fill(self, slot: int, value: str) -> _Read:
+        return _remember(self._memos[slot], value, self._read(slot, value))
+
+    def _cells(self, values: Sequence[object], start: int) -> tuple[list[Any], list[Violation], bool]:
+        """The values read from cells ``start``.. of a line, their problems, and whether every value is
+        valid as its Consumption field."""
+        problems: list[Violation] = []
+        read: list[Any] = []
+        valid = True
+        for slot, value in enumerate(values, start):
+            memo = self._memos[slot]
+            cached = type(value) is str or value is None  # only these: in xlsx cells 1 == 1.0 == True
+            hit = memo.get(value) if cached else None  # type: ignore[arg-type]
+            if hit is None:
+                hit = self._read(slot, value)
+                if cached:
+                    _remember(memo, value, hit)
+            if hit[1] is not None:
+                problems.append(hit[1])
+            valid = valid and hit[2]
+            read.append(hit[0])
+        return read, problems, valid
+
+    def _head(self, values: Sequence[object]) -> _Head:
+        """The first ``_HEAD_COLUMNS`` cells read, with the unit and supplier code derived from them."""
+        read, problems, valid = self._cells(values, 0)
+        unit = unit_problem = supplier = None
+        raw_unit, supplier_name = read[6], read[4]
+        if raw_unit is not None:
+            unit, unit_problem, unit_valid = self._unit(raw_unit)
+            valid = valid and unit_valid
+        if supplier_name is not None:
+            supplier, supplier_valid = self._supplier(supplier_name)
+            valid = valid and supplier_valid
+        stored = None
+        if self.stored_form and valid and not problems:
+            site, code, _, family, _, quantity, _ = read
+            wire = consumption_head(code, site, supplier, quantity, unit)  # type: ignore[arg-type]
+            if wire is not None:
+                e = encode_basestring
+                stored = (
+                    e(family),
+                    e(code),
+                    json_value(quantity),
+                    e(site),
+                    e(supplier),
+                    e(unit),
+                    wire,
+                    consumption_family(family),
+                )
+        return read, tuple(problems), valid, unit, unit_problem, supplier, stored
+
+    def line(self, line_no: int, values: Sequence[object], row: Sequence[object], out: list[Outcome]) -> None:
+        """Appends the outcomes of one line (``values`` in ``LAYOUT_COLUMNS`` order, taken from ``row``)
+        to ``out``."""
+        if self._texts:
+            # The head cells repeat, as a whole, line after line (they come from the same master data).
+            key = tuple(values[:_HEAD_COLUMNS])
+            head = self._heads.get(key)  # type: ignore[arg-type]
+            if head is None:
+                head = _remember(self._heads, key, self._head(key))
+        else:
+            head = self._head(values[:_HEAD_COLUMNS])
+        (
+            (site, code, name, family, supplier_name, quantity, _),
+            head_problems,
+            valid,
+            unit,
+            unit_problem,
+            supplier,
+            stored,
+        ) = head
+        if self._texts:
+            # _cells for the four last cells, unrolled: this runs for every line of a file.
+            memos = self._memos
+            a, b, c, d = (
+                memos[7].get(values[7]) or self._fill(7, values[7]),  # type: ignore[arg-type]
+                memos[8].get(values[8]) or self._fill(8, values[8]),  # type: ignore[arg-type]
+                memos[9].get(values[9]) or self._fill(9, values[9]),  # type: ignore[arg-type]
+                memos[10].get(values[10]) or self._fill(10, values[10]),  # type: ignore[arg-type]
+            )
+            requested, requisition, solicited, purchased = a[0], b[0], c[0], d[0]
+            tail_valid = a[2] and b[2] and c[2] and d[2]
+            problems = [] if tail_valid else [h[1] for h in (a, b, c, d) if h[1] is not None]
+        else:
+            (requested, requisition, solicited, purchased), problems, tail_valid = self._cells(
+                values[_HEAD_COLUMNS:], _HEAD_COLUMNS
+            )
+        valid = valid and tail_valid  # every field of the line's Consumption passes validate's own checks
+        if head_problems:
+            problems[:0] = head_problems
+        if unit_problem is not None:
+            problems.append(unit_problem)
 
         # Masters first, so that a consumer can insert them before the line that refers to them.
         flags: set[ConsumptionFlag] = set()
         stocked: bool | None = None
         if code is not None and name is not None and family is not None and unit is not None:
-            stocked = not (is_service_unit(unit) or is_service_family(family))
             seen = self.materials.get(code)
             if seen is None:
+                stocked = not (is_service_unit(unit) or is_service_family(family))
                 material = Material(code=code, name=name, family=family, unit=unit, stocked=stocked)
                 bad = validate(material)
                 if bad:
                     problems.extend(bad)
                 else:
                     self.materials[code] = _SeenMaterial(name, family, unit, stocked)
-                    yield Parsed(line_no, material)
+                    out.append(Parsed(line_no, material))
             else:
                 stocked = seen.stocked
                 if seen.unit != unit:
@@ -405,8 +552,7 @@ class _Assembler:
                 problems.extend(bad)
             else:
                 self.sites.add(site)
-                yield Parsed(line_no, site_record)
-        supplier = supplier_code(supplier_name) if supplier_name is not None else None
+                out.append(Parsed(line_no, site_record))
         if supplier is not None and supplier not in self.suppliers:
             supplier_record = Supplier(code=supplier, name=_WHITESPACE.sub(" ", supplier_name))
             bad = validate(supplier_record)
@@ -414,40 +560,111 @@ class _Assembler:
                 problems.extend(bad)
             else:
                 self.suppliers.add(supplier)
-                yield Parsed(line_no, supplier_record)
+                out.append(Parsed(line_no, supplier_record))
 
         line_key = ""
         if requisition is not None and code is not None:
             # Counted even when the line is rejected, so fixing it later does not renumber its neighbours.
-            pair = _pair_id(requisition, code)
-            self.ordinals[pair] += 1
-            line_key = f"{code}#{self.ordinals[pair]}"
+            line_key = f"{code}#{self.ordinals.next(_pair_id(requisition, code))}"
         if problems:
-            yield ParseError.of(line_no, problems, raw)
+            out.append(ParseError.of(line_no, problems, self.raw_text(row)))
             return
-        record = Consumption(
-            requisition_id=requisition,
-            line_key=line_key,
-            material_code=code,
-            site_code=site,
-            supplier_code=supplier,  # type: ignore[arg-type]
-            quantity=quantity,
-            unit=unit,  # type: ignore[arg-type]
-            solicited_date=solicited,
-            requested_date=requested,
-            purchase_date=purchased,
-            family=family,
+        if valid:
+            key_valid = self._line_keys.get(line_key)
+            if key_valid is None:
+                key_valid = _remember(
+                    self._line_keys, line_key, consumption_field_valid("line_key", line_key)
+                )
+            # The rest of validate(): requested after solicited (both dates passed their own checks here).
+            valid = key_valid and not (requested is not None and requested > solicited)
+        if not valid:
+            # Some check fails: validate() lists the violations, in its order.
+            bad = validate(
+                Consumption(
+                    requisition_id=requisition,
+                    line_key=line_key,
+                    material_code=code,
+                    site_code=site,
+                    supplier_code=supplier,  # type: ignore[arg-type]
+                    quantity=quantity,
+                    unit=unit,  # type: ignore[arg-type]
+                    solicited_date=solicited,
+                    requested_date=requested,
+                    purchase_date=purchased,
+                    family=family,
+                )
+            )
+            if bad:
+                out.append(ParseError.of(line_no, bad, self.raw_text(row)))
+                return
+        flags.update(
+            line_flags(
+                unit=unit,  # type: ignore[arg-type]
+                site_code=site,
+                quantity=quantity,
+                solicited_date=solicited,
+                purchase_date=purchased,
+                stocked=stocked,
+            )
         )
-        bad = validate(record)
-        if bad:
-            yield ParseError.of(line_no, bad, raw)
+        if stored is not None:
+            # What record_key(), content_hash() and the wire form of the Consumption below would give,
+            # from the parts of the head kept with it: the record itself is never needed.
+            json_family, json_code, json_quantity, json_site, json_supplier, json_unit, wire, family_wire = (
+                stored
+            )
+            e = encode_basestring
+            text = consumption_json(
+                json_family,
+                e(line_key),
+                json_code,
+                json_value(purchased),
+                json_quantity,
+                json_value(requested),
+                e(requisition),
+                json_site,
+                json_value(solicited),
+                json_supplier,
+                json_unit,
+            )
+            out.append(
+                Stored(
+                    line_no,
+                    Consumption.record_type,
+                    f"{Consumption.record_type}:{requisition}|{line_key}",
+                    hashlib.sha256(text.encode()).hexdigest(),
+                    consumption_wire(
+                        requisition,
+                        line_key,
+                        wire,
+                        requested,
+                        solicited,
+                        purchased,
+                        family_wire,
+                        tuple(sorted(flags)),
+                    ),
+                )
+            )
             return
-        all_flags = set(quality_flags(record, stocked=stocked)) | flags
-        yield Parsed(line_no, _with_flags(record, all_flags))
-
-
-def _with_flags(record: Consumption, flags: Iterable[ConsumptionFlag]) -> Consumption:
-    return replace(record, flags=tuple(sorted(flags)))
+        out.append(
+            Parsed(
+                line_no,
+                Consumption(
+                    requisition_id=requisition,
+                    line_key=line_key,
+                    material_code=code,
+                    site_code=site,
+                    supplier_code=supplier,  # type: ignore[arg-type]
+                    quantity=quantity,
+                    unit=unit,  # type: ignore[arg-type]
+                    solicited_date=solicited,
+                    requested_date=requested,
+                    purchase_date=purchased,
+                    family=family,
+                    flags=tuple(sorted(flags)),
+                ),
+            )
+        )
 
 
 def _header_index(header: Iterable[object]) -> dict[str, int] | list[str]:
@@ -538,13 +755,18 @@ def _read_sheet(worksheet: Any, cells: _XlsxCells) -> Iterator[Outcome]:
     if isinstance(index, list):
         yield _missing_columns_error(index, _raw_cells(header))
         return
-    assembler = _Assembler(cells)
+    last = max(index.values()) + 1
+    assembler = _Assembler(cells, lambda values: _raw_cells(values[:last]))
+    positions = [index[column] for column in LAYOUT_COLUMNS]
+    out: list[Outcome] = []
     for line_no, values in enumerate(rows, start=1):
         if all(cells.is_empty(v) for v in values):
             yield Skipped(line_no, SkipReason.BLANK, "empty row")
             continue
-        row = {column: values[i] if i < len(values) else None for column, i in index.items()}
-        yield from assembler.line(line_no, row, _raw_cells(values[: max(index.values()) + 1]))
+        row = [values[i] if i < len(values) else None for i in positions]
+        assembler.line(line_no, row, values, out)
+        yield from out
+        out.clear()
 
 
 # -------------------------------------------------------------------------------------------------- csv
@@ -556,19 +778,23 @@ def read_sapiens_csv(
     encoding: str = "utf-8-sig",
     delimiter: str | None = None,
     decimal_separator: str | None = None,
+    stored_form: bool = False,
 ) -> Iterator[Outcome]:
-    """Stream the CSV form of the export (see the module docstring for delimiter, decimals and dates)."""
+    """Stream the CSV form of the export (see the module docstring for delimiter, decimals and dates).
+
+    With ``stored_form``, valid requisition lines come as ``Stored`` (their masters still as ``Parsed``).
+    """
     with open_binary(source) as handle:
         # surrogateescape: a bad byte becomes a marker on its own field instead of an exception mid-file.
         text = io.TextIOWrapper(handle, encoding=encoding, errors="surrogateescape", newline="")
         try:
-            yield from _read_csv_text(text, delimiter, decimal_separator)
+            yield from _read_csv_text(text, delimiter, decimal_separator, stored_form)
         finally:
             text.detach()  # leave the caller's file object open
 
 
 def _read_csv_text(
-    text: io.TextIOWrapper, delimiter: str | None, decimal_separator: str | None
+    text: io.TextIOWrapper, delimiter: str | None, decimal_separator: str | None, stored_form: bool
 ) -> Iterator[Outcome]:
     first = text.readline()
     if not first.strip():
@@ -592,24 +818,38 @@ def _read_csv_text(
     if isinstance(index, list):
         yield _missing_columns_error(index, first)
         return
-    assembler = _Assembler(_CsvCells(decimal_separator))
+    sep = delimiter
+
+    def raw_text(values: Sequence[object]) -> str:
+        return sep.join(values)[:MAX_RAW]  # type: ignore[arg-type]
+
+    assembler = _Assembler(_CsvCells(decimal_separator), raw_text, stored_form=stored_form)
     reader = csv.reader(text, delimiter=delimiter)
-    for item in csv_rows(reader, delimiter):
+    width = len(header)
+    pick = operator.itemgetter(*(index[column] for column in LAYOUT_COLUMNS))
+    # Outcomes are handed on in runs of lines: one generator step per line costs more than the list.
+    out: list[Outcome] = []
+    for item in csv_rows(reader, delimiter, with_raw=False):
         if not isinstance(item, tuple):
-            yield item
+            out.append(item)
             continue
-        line_no, values, raw = item
-        if len(values) < len(header) or any(v.strip() for v in values[len(header) :]):
-            yield file_error(
-                "line",
-                ReasonCode.INVALID_SCHEMA,
-                f"expected {len(header)} fields, got {len(values)}",
-                line_no=line_no,
-                raw=raw,
+        line_no, values, _ = item
+        if len(values) != width and (len(values) < width or any(v.strip() for v in values[width:])):
+            out.append(
+                file_error(
+                    "line",
+                    ReasonCode.INVALID_SCHEMA,
+                    f"expected {width} fields, got {len(values)}",
+                    line_no=line_no,
+                    raw=raw_text(values),
+                )
             )
             continue
-        row = {column: values[i] for column, i in index.items()}
-        yield from assembler.line(line_no, row, raw)
+        assembler.line(line_no, pick(values), values, out)
+        if len(out) >= 256:
+            yield from out
+            out.clear()
+    yield from out
 
 
 # ------------------------------------------------------------------------------------------------ DADOS
