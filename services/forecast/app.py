@@ -17,8 +17,9 @@ from services.forecast.history import AnalyticsReader
 from services.forecast.metrics import ForecastMetrics
 from services.forecast.oip_servicer import OipServicer
 from services.forecast.repository import ModelRepository
+from services.forecast.result_cache import ForecastCache
 from services.forecast.runner import InferenceRunner
-from services.forecast.service import ForecastUseCases
+from services.forecast.service import ForecastUseCases, answer_settings_digest
 from services.forecast.servicer import ForecastServicer
 from services.forecast.settings import ForecastSettings
 from services.kit.auth import Role, TokenSource
@@ -112,12 +113,24 @@ async def build_app(
         channel,
         cache,
         batch_size=settings.history_batch_size,
+        read_concurrency=settings.history_read_concurrency,
         ttl_seconds=settings.history_cache_ttl_seconds,
         timeout_seconds=settings.analytics_timeout_seconds,
         metrics=metrics,
     )
     extra = {"clock": clock} if clock is not None else {}
-    use_cases = ForecastUseCases(repository, runner, reader, settings, metrics=metrics, **extra)
+    results = (
+        ForecastCache(
+            cache,
+            ttl_seconds=settings.history_cache_ttl_seconds,
+            settings_digest=answer_settings_digest(settings),
+        )
+        if settings.result_cache
+        else None
+    )
+    use_cases = ForecastUseCases(
+        repository, runner, reader, settings, metrics=metrics, results=results, **extra
+    )
     consumer = (
         ReforecastConsumer(bus, use_cases, reader, settings, metrics)
         if settings.consume_events and bus is not None

@@ -154,12 +154,15 @@ class ReforecastConsumer:
         for number, chunk in enumerate(_chunks(keys, self._settings.reforecast_batch_size)):
             forecasts, policies = await self._use_cases.reforecast(chunk)
             event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"{event.event_id}:{number}"))
+            answers = [converters.forecast_pb(f) for f in forecasts]
             update = epb.ForecastsUpdated(
                 event_id=event_id,
-                forecasts=[converters.forecast_pb(f) for f in forecasts],
+                forecasts=answers,
                 policies=[converters.policy_pb(p) for p in policies],
                 trigger_batch_id=event.batch_id,
             )
+            # The next Forecast call for these series is answered with exactly what was published.
+            await self._use_cases.remember(forecasts, [a.SerializeToString() for a in answers])
             published.append(update)
             messages.append(
                 OutgoingMessage(

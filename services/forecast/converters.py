@@ -11,11 +11,14 @@ from novacorrente.common.v1 import common_pb2 as cpb
 from novacorrente.forecast.v1 import forecast_pb2 as fpb
 
 from services.forecast.repository import ModelRepository, VersionRecord
+from services.forecast.result_cache import CachedForecast
 from services.forecast.service import ForecastResult, PolicyResult, SeriesSpec
 
 __all__ = [
     "date_pb",
+    "encode_forecast",
     "forecast_pb",
+    "forecast_response",
     "model_info_pb",
     "policy_pb",
     "series_pb",
@@ -73,20 +76,8 @@ def _provenance(result: ForecastResult) -> cpb.Provenance:
 
 
 def forecast_pb(result: ForecastResult) -> fpb.SeriesForecast:
-    weeks = [
-        fpb.WeekForecast(
-            week_start=date_pb(week),
-            quantiles=[
-                cpb.QuantileValue(level=level, value=float(v))
-                for level, v in zip(result.levels, row, strict=True)
-            ],
-            mean=float(mean),
-        )
-        for week, row, mean in zip(result.week_starts, result.quantiles, result.means, strict=True)
-    ]
-    return fpb.SeriesForecast(
+    out = fpb.SeriesForecast(
         series=series_pb(result.series),
-        weeks=weeks,
         demand_class=_DEMAND_CLASS.get(result.demand_class, fpb.DEMAND_CLASS_UNSPECIFIED),
         method=result.method,
         fallback=result.fallback,
@@ -94,6 +85,37 @@ def forecast_pb(result: ForecastResult) -> fpb.SeriesForecast:
         unit=result.unit,
         provenance=_provenance(result),
     )
+    # Filled in place with add(): building a message per value and copying it in costs twice as much, and
+    # this runs for every series of every answer.
+    weeks, levels = out.weeks, result.levels
+    for week, row, mean in zip(
+        result.week_starts, result.quantiles.tolist(), result.means.tolist(), strict=True
+    ):
+        item = weeks.add(mean=mean)
+        start = item.week_start
+        start.year, start.month, start.day = week.year, week.month, week.day
+        quantiles = item.quantiles
+        for level, value in zip(levels, row, strict=True):
+            quantiles.add(level=level, value=value)
+    return out
+
+
+def encode_forecast(result: ForecastResult) -> bytes:
+    """The wire form of one series' forecast, as the forecast cache stores it."""
+    return forecast_pb(result).SerializeToString()
+
+
+def forecast_response(items: Sequence[CachedForecast]) -> fpb.ForecastResponse:
+    """The answer from encoded forecasts; those served from the cache say so in their provenance (the rest
+    of the provenance, ``generated_at`` included, is the one of the computation)."""
+    response = fpb.ForecastResponse()
+    forecasts = response.forecasts
+    for item in items:
+        forecast = forecasts.add()
+        forecast.MergeFromString(item.payload)
+        if item.from_cache:
+            forecast.provenance.from_cache = True
+    return response
 
 
 def policy_pb(result: PolicyResult) -> fpb.ReorderPolicy:

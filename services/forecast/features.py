@@ -17,7 +17,8 @@ Also here, because serving needs them without any training dependency:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "brazil_holidays",
     "build_features",
     "classify_demand",
+    "conformal_quantiles",
     "criticality_for_family",
     "croston",
     "demand_class_stats",
@@ -232,39 +234,45 @@ def week_calendar(week_starts: np.ndarray, region: str = "ALL") -> np.ndarray:
     features: week_of_year, month, holidays on weekdays, business days, carnival, holy week, year end,
     rainy."""
     starts = np.asarray(week_starts, dtype="datetime64[D]")
-    out = np.zeros((starts.size, 8), dtype=np.float64)
-    for row, start in enumerate(starts):
-        # ISO rule: a week belongs to the year and month of its Thursday.
-        thursday = start + np.timedelta64(3, "D")
-        year = int(thursday.astype("datetime64[Y]").astype(int)) + 1970
-        month = int(thursday.astype("datetime64[M]").astype(int)) % 12 + 1
-        jan4 = np.datetime64(f"{year:04d}-01-04", "D")
-        week1_monday = jan4 - np.timedelta64((int(jan4.astype(int)) - 4) % 7, "D")  # 1970-01-05 is a Monday
-        week_of_year = int((start - week1_monday).astype(int)) // 7 + 1
-        holidays = {**brazil_holidays(year - 1, region), **brazil_holidays(year, region)}
-        holidays.update(brazil_holidays(year + 1, region))
-        weekday_holidays = 0
-        carnival = holy = False
-        for offset in range(7):
-            name = holidays.get(start + np.timedelta64(offset, "D"))
-            if name is None:
-                continue
-            weekday_holidays += offset < 5
-            carnival |= name == "carnival"
-            holy |= name == "good_friday"
-        day_of_year = int((thursday - np.datetime64(f"{year:04d}-01-01", "D")).astype(int))
-        year_end = week_of_year >= 52 or day_of_year <= 6  # Christmas to Epiphany: crews are thin
-        out[row] = (
-            week_of_year,
-            month,
-            weekday_holidays,
-            5 - weekday_holidays,
-            carnival,
-            holy,
-            year_end,
-            is_rainy_season(month, region),
-        )
-    return out
+    rows = [_week_row(day, region) for day in starts.astype(np.int64).tolist()]
+    return np.array(rows, dtype=np.float64).reshape(starts.size, 8)
+
+
+@lru_cache(maxsize=16384)
+def _week_row(day: int, region: str) -> tuple[float, ...]:
+    """One row of :func:`week_calendar` for the week starting ``day`` (days since 1970-01-01). A week's
+    calendar never changes and serving asks for the same few weeks on every call, so rows are memoised."""
+    start = np.datetime64(day, "D")
+    # ISO rule: a week belongs to the year and month of its Thursday.
+    thursday = start + np.timedelta64(3, "D")
+    year = int(thursday.astype("datetime64[Y]").astype(int)) + 1970
+    month = int(thursday.astype("datetime64[M]").astype(int)) % 12 + 1
+    jan4 = np.datetime64(f"{year:04d}-01-04", "D")
+    week1_monday = jan4 - np.timedelta64((int(jan4.astype(int)) - 4) % 7, "D")  # 1970-01-05 is a Monday
+    week_of_year = int((start - week1_monday).astype(int)) // 7 + 1
+    holidays = {**brazil_holidays(year - 1, region), **brazil_holidays(year, region)}
+    holidays.update(brazil_holidays(year + 1, region))
+    weekday_holidays = 0
+    carnival = holy = False
+    for offset in range(7):
+        name = holidays.get(start + np.timedelta64(offset, "D"))
+        if name is None:
+            continue
+        weekday_holidays += offset < 5
+        carnival |= name == "carnival"
+        holy |= name == "good_friday"
+    day_of_year = int((thursday - np.datetime64(f"{year:04d}-01-01", "D")).astype(int))
+    year_end = week_of_year >= 52 or day_of_year <= 6  # Christmas to Epiphany: crews are thin
+    return (
+        float(week_of_year),
+        float(month),
+        float(weekday_holidays),
+        float(5 - weekday_holidays),
+        float(carnival),
+        float(holy),
+        float(year_end),
+        float(is_rainy_season(month, region)),
+    )
 
 
 # ---------------------------------------------------------------------- static attributes
@@ -435,23 +443,26 @@ def croston(y: np.ndarray, alpha: float = 0.1, variant: str = "sba") -> np.ndarr
     initialised with the first demand and its interval (periods since the series start, counting it).
     ``variant='sba'`` applies the Syntetos-Boylan bias correction ``(1 - alpha/2)``. NaN before the first
     demand."""
-    values = np.asarray(y, dtype=np.float64)
-    out = np.full(values.size, np.nan)
-    z = p = np.nan
+    # The recursion runs on Python floats: the same IEEE double operations as numpy scalars, without the
+    # per-operation overhead that made it the costliest part of a served forecast.
+    values = np.asarray(y, dtype=np.float64).tolist()
+    nan = math.nan
+    out = [nan] * len(values)
+    z = p = nan
     since = 0
     factor = 1.0 - alpha / 2.0 if variant == "sba" else 1.0
     for t, value in enumerate(values):
         since += 1
         if value > 0:
-            if np.isnan(z):
+            if z != z:  # NaN: no demand yet
                 z, p = value, float(since)
             else:
                 z += alpha * (value - z)
                 p += alpha * (since - p)
             since = 0
-        if not np.isnan(z):
+        if z == z:
             out[t] = factor * z / p
-    return out
+    return np.array(out, dtype=np.float64)
 
 
 def tsb(y: np.ndarray, alpha: float = 0.1, beta: float = 0.1) -> np.ndarray:
@@ -459,11 +470,12 @@ def tsb(y: np.ndarray, alpha: float = 0.1, beta: float = 0.1) -> np.ndarray:
     decays the forecast), the size ``z`` only on demand. Initialised at the first demand with ``z`` = that
     size and ``d`` = 1 / (periods up to and including it). ``out[t]`` = d * z after period t; NaN before any
     demand."""
-    values = np.asarray(y, dtype=np.float64)
-    out = np.full(values.size, np.nan)
-    z = d = np.nan
+    values = np.asarray(y, dtype=np.float64).tolist()  # Python floats, as in croston
+    nan = math.nan
+    out = [nan] * len(values)
+    z = d = nan
     for t, value in enumerate(values):
-        if np.isnan(z):
+        if z != z:  # NaN: no demand yet
             if value > 0:
                 z, d = value, 1.0 / (t + 1)
         else:
@@ -471,9 +483,9 @@ def tsb(y: np.ndarray, alpha: float = 0.1, beta: float = 0.1) -> np.ndarray:
             d += beta * (occurred - d)
             if value > 0:
                 z += alpha * (value - z)
-        if not np.isnan(z):
+        if z == z:
             out[t] = d * z
-    return out
+    return np.array(out, dtype=np.float64)
 
 
 def intermittent_forecast(history: np.ndarray, method: str) -> float:
@@ -497,6 +509,12 @@ def intermittent_quantiles(
     split-conformal factors stored in the sidecar (``intermittent_models.conformal_factors[method]``), made
     non-decreasing so they never cross. Flat over the horizon, as these methods are."""
     point = intermittent_forecast(np.asarray(history, dtype=np.float64), method)
+    return conformal_quantiles(point, factors, horizon)
+
+
+def conformal_quantiles(point: float, factors: Sequence[float], horizon: int) -> np.ndarray:
+    """:func:`intermittent_quantiles` from an already computed point forecast (serving also reports the
+    point as the weekly mean, so it computes it once)."""
     row = np.maximum.accumulate(np.maximum(point * np.asarray(factors, dtype=np.float64), 0.0))
     return np.tile(row.astype(np.float32), (horizon, 1))
 
@@ -511,8 +529,14 @@ def demand_class_stats(y: np.ndarray) -> tuple[float, float, int]:
     if count == 0:
         return float("inf"), float("nan"), 0
     adi = values.size / count
-    cv2 = float(positive.var() / positive.mean() ** 2) if count >= 2 else float("nan")
-    return float(adi), cv2, count
+    if count < 2:
+        return float(adi), float("nan"), count
+    # positive.var() / positive.mean() ** 2 with the very reductions numpy's var and mean perform (so the
+    # same bits), without their per-call overhead: serving classifies every series it forecasts.
+    mean = np.add.reduce(positive) / count
+    deviation = positive - mean
+    var = np.add.reduce(deviation * deviation) / count
+    return float(adi), float(var / mean**2), count
 
 
 def classify_demand(y: np.ndarray) -> str:
@@ -526,6 +550,51 @@ def classify_demand(y: np.ndarray) -> str:
 
 
 # ---------------------------------------------------------------------- the feature matrix
+
+
+def _trailing_windows(
+    y: np.ndarray, end: np.ndarray, k: int, reduce: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """``reduce`` (rows -> one value or one row each) of the last ``k`` weeks before each ``end``
+    (``y[max(e - k, 0):e]``): the full windows as rows of one strided view, the shorter early ones by length.
+    The reductions see the very values a per-origin slice holds, so results are those of a loop."""
+    out: np.ndarray | None = None
+    full = end >= k
+    groups = [(full, np.lib.stride_tricks.sliding_window_view(y, k)[end[full] - k])] if full.any() else []
+    for e in np.unique(end[~full]).tolist() if not full.all() else ():
+        rows = end == e
+        groups.append((rows, np.broadcast_to(y[:e], (int(rows.sum()), e))))
+    for rows, windows in groups:
+        values = reduce(windows)
+        if out is None:
+            out = np.empty((end.size, *values.shape[1:]), dtype=np.float64)
+        out[rows] = values
+    assert out is not None  # end is never empty
+    return out
+
+
+def _linear_quantiles(windows: np.ndarray) -> np.ndarray:
+    """``np.quantile(row, _HIST_LEVELS)`` of every row, [R, len(_HIST_LEVELS)], with numpy's own arithmetic
+    for the default 'linear' method (virtual index (n - 1) * q, numpy's two-sided lerp, NaN rows NaN), so the
+    numbers are bit for bit those of the per-row calls, without their per-call overhead."""
+    n = windows.shape[1]
+    ordered = np.sort(windows, axis=1)
+    virtual = (n - 1) * np.asarray(_HIST_LEVELS, dtype=np.float64)
+    previous = np.floor(virtual)
+    following = previous + 1
+    above = virtual >= n - 1
+    previous[above] = -1  # numpy reads the last value there, and takes gamma from the moved index
+    following[above] = -1
+    gamma = virtual - previous
+    low, high = ordered[:, previous.astype(np.intp)], ordered[:, following.astype(np.intp)]
+    step = high - low
+    out = low + step * gamma
+    upper = gamma >= 0.5
+    out[:, upper] = high[:, upper] - step[:, upper] * (1 - gamma[upper])
+    nan_rows = np.isnan(ordered[:, -1])
+    if nan_rows.any():
+        out[nan_rows] = ordered[nan_rows, -1:]
+    return out
 
 
 def _window_mean(cs: np.ndarray, end: np.ndarray, k: int) -> np.ndarray:
@@ -587,7 +656,7 @@ def build_features(
         cols[f"zero_share_{k}"] = 1.0 - _window_mean(csn, end, k)
     mean13 = _window_mean(cs, end, 13)
     cols["std_13"] = np.sqrt(np.maximum(_window_mean(cs2, end, 13) - mean13**2, 0.0)) / scale
-    cols["max_13"] = np.array([y[max(e - 13, 0) : e].max() for e in end]) / scale
+    cols["max_13"] = _trailing_windows(y, end, 13, lambda w: w.max(axis=1)) / scale
     last_demand = np.maximum.accumulate(np.where(y > 0, np.arange(y.size), -1))
     last_at = last_demand[idx]
     cols["weeks_since_demand"] = np.where(last_at >= 0, idx - last_at, end).astype(np.float64)
@@ -602,7 +671,7 @@ def build_features(
     cols["sba"] = np.nan_to_num(croston(y, variant="sba")[idx], nan=0.0) / scale
     cols["tsb"] = np.nan_to_num(tsb(y)[idx], nan=0.0) / scale
     # Empirical quantiles of the last 26 weeks: the distribution the series has shown lately.
-    hist_q = np.array([np.quantile(y[max(e - 26, 0) : e], _HIST_LEVELS) for e in end]) / scale[:, None]
+    hist_q = _trailing_windows(y, end, 26, _linear_quantiles) / scale[:, None]
     for j, level in enumerate(_HIST_LEVELS):
         cols[f"hist_q{round(level * 100)}_26"] = hist_q[:, j]
     # Mean absolute week-on-week change up to the origin (the MASE denominator), in units of scale.
@@ -643,20 +712,21 @@ def build_features(
     # Target-week calendar: the weeks after each origin, computed once for all distinct target weeks.
     steps = np.arange(1, horizon + 1)
     targets = weeks[idx][:, None] + (7 * steps)[None, :].astype("timedelta64[D]")
-    uniq, inverse = np.unique(targets.ravel(), return_inverse=True)
-    calendar = week_calendar(uniq, region)[inverse]
+    if n_orig == 1:  # one origin (serving): its target weeks are distinct already
+        calendar = week_calendar(targets[0], region)
+    else:
+        uniq, inverse = np.unique(targets.ravel(), return_inverse=True)
+        calendar = week_calendar(uniq, region)[inverse]
 
-    out = np.empty((n_orig * horizon, len(FEATURE_NAMES)), dtype=np.float64)
-    per_origin = np.repeat(np.arange(n_orig), horizon)
+    # One row per origin, repeated for its horizon weeks; then the columns that vary with the horizon.
+    rows = np.full((n_orig, len(FEATURE_NAMES)), np.nan)
     for j, name in enumerate(FEATURE_NAMES):
-        if name == "horizon":
-            out[:, j] = np.tile(steps, n_orig)
-        elif name.startswith("target_"):
-            out[:, j] = calendar[:, _CALENDAR_COLUMNS.index(name)]
-        elif name in cols:
-            out[:, j] = cols[name][per_origin]
-        else:
-            out[:, j] = np.nan  # a static code the caller did not pass
+        values = cols.get(name)
+        if values is not None:
+            rows[:, j] = values  # absent: a static code the caller did not pass stays NaN
+    out = np.repeat(rows, horizon, axis=0)
+    out[:, _HORIZON_COLUMN] = np.tile(steps, n_orig)
+    out[:, _CALENDAR_SLICE] = calendar
     return out.astype(np.float32)
 
 
@@ -672,3 +742,9 @@ _CALENDAR_COLUMNS = (
     "target_year_end",
     "target_rainy_season",
 )
+_HORIZON_COLUMN = FEATURE_NAMES.index("horizon")
+# The target_* columns are contiguous and in week_calendar's order, so the calendar goes in as one block.
+_CALENDAR_SLICE = slice(
+    FEATURE_NAMES.index(_CALENDAR_COLUMNS[0]), FEATURE_NAMES.index(_CALENDAR_COLUMNS[-1]) + 1
+)
+assert FEATURE_NAMES[_CALENDAR_SLICE] == _CALENDAR_COLUMNS

@@ -1,8 +1,10 @@
 """What forecast-serving reads from analytics-query: weekly histories (cached), lead times, stock positions.
 
-Histories travel many series to a call (``GetSeriesHistory``, ``history_batch_size`` per call) and are cached
-per series in the cache port. The port has no delete, and a replica that did not consume a batch event must
-still stop using what the batch made stale, so invalidation goes through a per-series *generation* entry:
+Histories travel many series to a call (``GetSeriesHistory``, ``history_batch_size`` per call; reads that
+concurrent forecast calls need while one is on the wire travel together in the next, see ``coalesce``) and
+are cached per series in the cache port. The port has no delete, and a replica that did not consume a batch
+event must still stop using what the batch made stale, so invalidation goes through a per-series
+*generation* entry:
 
     gen:<material>|<site>            -> token of the series' current generation
     hist:<material>|<site>@<token>   -> the cached history of that generation
@@ -23,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -33,6 +36,7 @@ from novacorrente.analytics.v1 import analytics_pb2 as apb
 from novacorrente.analytics.v1 import analytics_pb2_grpc as apb_grpc
 from novacorrente.common.v1 import common_pb2 as cpb
 
+from services.forecast.coalesce import Coalescer
 from services.forecast.metrics import ForecastMetrics
 from services.kit.errors import DomainError, NotFound, Unavailable, from_status
 from services.ports.cache import Cache
@@ -44,11 +48,22 @@ __all__ = [
     "LeadTimes",
     "SeriesKey",
     "StockPosition",
+    "await_all",
     "parse_watermark",
 ]
 
+T = TypeVar("T")
+
 SeriesKey = tuple[str, str]
 """(material_code, site_code)."""
+
+
+async def await_all(awaitables: Sequence[Awaitable[T]]) -> list[T]:
+    """``asyncio.gather`` for the common one-item case without its task per item: an in-process cache
+    answers without suspending, so the task machinery would be most of the cost of a one-series call."""
+    if len(awaitables) == 1:
+        return [await awaitables[0]]
+    return list(await asyncio.gather(*awaitables))
 
 
 def parse_watermark(text: str) -> int | None:
@@ -72,6 +87,9 @@ class History:
     unknown: bool
     watermark: str
     from_cache: bool = False
+    generation: str = ""
+    """Token of the history-cache generation this history is stored under; "" when it is not cached (an
+    unknown series, or no cache). A forecast computed from it is valid exactly as long as this token is."""
 
     @property
     def week_starts(self) -> np.ndarray:
@@ -90,6 +108,7 @@ class ExternalObservations:
     missing: tuple[str, ...]  # asked for, but analytics holds no such series
     watermark: str
     from_cache: bool = False
+    generation: str = ""  # the ``extgen`` token the points are cached under ("" without a cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +133,7 @@ def _date(value: cpb.Date) -> np.datetime64:
     return np.datetime64(f"{value.year:04d}-{value.month:02d}-{value.day:02d}", "D")
 
 
-def _history(series: apb.SeriesHistory, watermark: str, from_cache: bool) -> History:
+def _history(series: apb.SeriesHistory, watermark: str, from_cache: bool, generation: str = "") -> History:
     first = _date(series.first_week) if series.first_week.year else np.datetime64("1970-01-05", "D")
     return History(
         material_code=series.key.material_code,
@@ -128,11 +147,12 @@ def _history(series: apb.SeriesHistory, watermark: str, from_cache: bool) -> His
         unknown=series.unknown or len(series.weekly_quantity) == 0,
         watermark=watermark,
         from_cache=from_cache,
+        generation=generation,
     )
 
 
 def _external(
-    response: apb.GetExternalSeriesResponse, wanted: Sequence[str], from_cache: bool
+    response: apb.GetExternalSeriesResponse, wanted: Sequence[str], from_cache: bool, generation: str
 ) -> ExternalObservations:
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for item in response.series:
@@ -145,7 +165,7 @@ def _external(
         days = np.array([_date(d) for d in item.dates], dtype="datetime64[D]")
         series[item.series_id] = (days, np.asarray(item.values, dtype=np.float64))
     missing = tuple(i for i in wanted if i not in series)
-    return ExternalObservations(series, missing, response.provenance.data_watermark, from_cache)
+    return ExternalObservations(series, missing, response.provenance.data_watermark, from_cache, generation)
 
 
 def _date_pb(value: np.datetime64) -> cpb.Date:
@@ -177,6 +197,7 @@ class AnalyticsReader:
         ttl_seconds: float = 6 * 3600.0,
         timeout_seconds: float = 5.0,
         metrics: ForecastMetrics | None = None,
+        read_concurrency: int = 1,
     ):
         self._stub = apb_grpc.AnalyticsServiceStub(channel)
         self._cache = cache
@@ -184,25 +205,45 @@ class AnalyticsReader:
         self._ttl = ttl_seconds
         self._timeout = timeout_seconds
         self._metrics = metrics
+        # Concurrent calls' history reads share GetSeriesHistory calls (see ``coalesce``).
+        self._fetch = Coalescer(self._fetch_now, max_in_flight=read_concurrency, max_keys=batch_size)
 
     # -- histories -----------------------------------------------------------------------------------
 
-    async def _cached(self, key: SeriesKey) -> tuple[str, History | None]:
-        """(generation token, cached history or None)."""
+    async def generations(self, keys: Sequence[SeriesKey]) -> dict[SeriesKey, str]:
+        """The current history-cache generation token of each series ("" when it has none yet)."""
+        if self._cache is None:
+            return {}
+        unique = list(dict.fromkeys(keys))
+        found = await await_all([self._cache.get(f"gen:{m}|{s}") for m, s in unique])
+        return {k: t.decode() if t is not None else "" for k, t in zip(unique, found, strict=True)}
+
+    async def external_generation(self) -> str:
+        """The current ``extgen`` token ("" when none is set yet or there is no cache)."""
+        if self._cache is None:
+            return ""
+        token = await self._cache.get("extgen")
+        return token.decode() if token is not None else ""
+
+    async def _cached(self, key: SeriesKey, token: str | None = None) -> tuple[str, History | None]:
+        """(generation token, cached history or None); ``token`` when the caller has just read it."""
         assert self._cache is not None
         series = f"{key[0]}|{key[1]}"
-        token = await self._cache.get(f"gen:{series}")
         if token is None:
+            found = await self._cache.get(f"gen:{series}")
+            token = found.decode() if found is not None else ""
+        if not token:
             return "", None
-        blob = await self._cache.get(f"hist:{series}@{token.decode()}")
+        blob = await self._cache.get(f"hist:{series}@{token}")
         if blob is None:
-            return token.decode(), None
+            return token, None
         response = apb.GetSeriesHistoryResponse.FromString(blob)
-        return token.decode(), _history(response.series[0], response.provenance.data_watermark, True)
+        return token, _history(response.series[0], response.provenance.data_watermark, True, token)
 
     async def _store(
         self, key: SeriesKey, token: str, series: apb.SeriesHistory, provenance: cpb.Provenance
-    ) -> None:
+    ) -> str:
+        """Cache ``series`` under generation ``token`` (a fresh one when empty); returns the token used."""
         assert self._cache is not None
         name = f"{key[0]}|{key[1]}"
         if not token:
@@ -210,8 +251,9 @@ class AnalyticsReader:
             await self._cache.set(f"gen:{name}", token.encode(), self._ttl)
         blob = apb.GetSeriesHistoryResponse(series=[series], provenance=provenance).SerializeToString()
         await self._cache.set(f"hist:{name}@{token}", blob, self._ttl)
+        return token
 
-    async def _fetch(self, keys: Sequence[SeriesKey]) -> tuple[list[apb.SeriesHistory], cpb.Provenance]:
+    async def _fetch_now(self, keys: list[SeriesKey]) -> tuple[list[apb.SeriesHistory], cpb.Provenance]:
         out: list[apb.SeriesHistory] = []
         provenance = cpb.Provenance()
         for start in range(0, len(keys), self._batch):
@@ -232,15 +274,21 @@ class AnalyticsReader:
             provenance = response.provenance
         return out, provenance
 
-    async def histories(self, keys: Sequence[SeriesKey]) -> list[History]:
-        """Histories of ``keys`` in order: cached ones from the cache, the rest in batched calls."""
+    async def histories(
+        self, keys: Sequence[SeriesKey], tokens: Mapping[SeriesKey, str] | None = None
+    ) -> list[History]:
+        """Histories of ``keys`` in order: cached ones from the cache, the rest in batched calls.
+
+        ``tokens``: generation tokens the caller has just read (``generations``), so they are not read
+        twice; series missing from it are looked up."""
         found: dict[SeriesKey, History] = {}
-        tokens: dict[SeriesKey, str] = {}
+        known: dict[SeriesKey, str] = {}
         unique = list(dict.fromkeys(keys))
         if self._cache is not None:
-            results = await asyncio.gather(*(self._cached(k) for k in unique))
+            given = tokens or {}
+            results = await await_all([self._cached(k, given.get(k)) for k in unique])
             for key, (token, history) in zip(unique, results, strict=True):
-                tokens[key] = token
+                known[key] = token
                 if history is not None:
                     found[key] = history
         missing = [k for k in unique if k not in found]
@@ -249,12 +297,17 @@ class AnalyticsReader:
             self._metrics.history_cache.labels("miss").inc(len(missing))
         if missing:
             fetched, provenance = await self._fetch(missing)
-            stores = []
+            storable = [
+                (key, series)
+                for key, series in zip(missing, fetched, strict=True)
+                if self._cache is not None and not series.unknown
+            ]
+            used = await await_all(
+                [self._store(key, known.get(key, ""), series, provenance) for key, series in storable]
+            )
+            generation = {key: token for (key, _), token in zip(storable, used, strict=True)}
             for key, series in zip(missing, fetched, strict=True):
-                found[key] = _history(series, provenance.data_watermark, False)
-                if self._cache is not None and not series.unknown:
-                    stores.append(self._store(key, tokens.get(key, ""), series, provenance))
-            await asyncio.gather(*stores)
+                found[key] = _history(series, provenance.data_watermark, False, generation.get(key, ""))
         return [found[k] for k in keys]
 
     async def invalidate(self, keys: Iterable[SeriesKey], token: str) -> None:
@@ -288,7 +341,7 @@ class AnalyticsReader:
                 if blob is not None:
                     covered, _, payload = blob.partition(b"|")
                     if np.asarray(covered.decode(), dtype="datetime64[D]") <= first:
-                        return _external(apb.GetExternalSeriesResponse.FromString(payload), ids, True)
+                        return _external(apb.GetExternalSeriesResponse.FromString(payload), ids, True, token)
         response = await self._fetch_external(ids, first, last)
         if self._cache is not None:
             if not token:
@@ -299,7 +352,7 @@ class AnalyticsReader:
                 f"{first}|".encode() + response.SerializeToString(),
                 self._ttl,
             )
-        return _external(response, ids, False)
+        return _external(response, ids, False, token)
 
     async def _fetch_external(
         self, ids: list[str], start: np.datetime64, end: np.datetime64

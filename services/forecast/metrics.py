@@ -6,6 +6,8 @@ the model version that answered, inference batch sizes, model load results and r
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["ForecastMetrics"]
@@ -74,3 +76,24 @@ class ForecastMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.result_cache = Counter(
+            "nova_forecast_result_cache",
+            "Look-ups of computed material x site forecasts by outcome (hit, miss).",
+            ["outcome"],
+            registry=registry,
+        )
+        # Bound once: resolving label values costs more than the increment on the hot path.
+        self.result_cache_hit = self.result_cache.labels("hit")
+        self.result_cache_miss = self.result_cache.labels("miss")
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def request_instruments(self, method: str, model: str, version: str) -> tuple[Any, Any]:
+        """(requests counter, latency histogram) children for these labels, bound once per label set."""
+        key = (method, model, version)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(method, model, version),
+                self.request_latency.labels(method, model, version),
+            )
+        return children

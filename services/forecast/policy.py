@@ -12,10 +12,24 @@ Method (see services/forecast/README.md for the full write-up):
 3. Lead time ``L`` is not a constant: every observed lead time is one equally weighted scenario, so
    lead-time demand is the mixture over the observed ``L`` values.
 4. Reorder point = the service-level quantile of that mixture; expected lead-time demand = its mean; safety
-   stock = reorder point - expected. Decomposition: the demand part is the service-level quantile at the
-   fixed mean lead time minus the same expected value; the lead-time-variability part is the rest.
+   stock = reorder point - expected. Decomposition, which adds up by construction:
+
+       safety stock = demand part + lead-time-variability part
+       demand part = Q(target | L fixed at its mean) - E[demand | L fixed at its mean]
+       lead-time-variability part = safety stock - demand part
+
+   The demand part is the safety stock the same demand forecast would need if every order took the mean
+   lead time; the lead-time-variability part is everything that vanishes when lead times do not vary (the
+   spread itself, and its interplay with forecast weeks of different means). Both quantiles are read on
+   one grid (the mixture's), so the parts never differ by two different grid roundings. A part can be
+   genuinely negative: the lead-time part when a few long outliers raise the mean lead time that the demand
+   part assumes for every order while, at a modest target, most of the mixture's mass sits at the short
+   lead times; the demand part when the target quantile lies below the mean, as it can for very
+   intermittent demand (mostly zero, with rare large orders).
 5. Order-up-to = reorder point + expected demand over one order cycle (the review period, or
    ``order_cycle_days`` under continuous review).
+6. The suggested order date counts from the as-of date of the numbers: the end of the history the forecast
+   starts from, or today when that is later (see :func:`as_of_date`).
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ __all__ = [
     "MAX_DAYS_OF_COVER",
     "SERVICE_LEVELS",
     "PolicyNumbers",
+    "as_of_date",
     "compute_policy",
     "lead_time_demand",
     "quantile_atoms",
@@ -72,19 +87,26 @@ def target_service_level(material_criticality: int, site_criticality: int) -> fl
 
 
 def quantile_atoms(levels: Sequence[float], values: np.ndarray, atoms: int = ATOMS) -> np.ndarray:
-    """[H, atoms] equally likely demand values per week from quantiles ``values`` [H, K] at ``levels``."""
+    """[H, atoms] equally likely demand values per week from quantiles ``values`` [H, K] at ``levels``.
+
+    All weeks share the knots' levels, so the segment of every atom is found once and the weeks are read in
+    one pass, with ``np.interp``'s arithmetic (slope times offset plus left value; a knot's own value at the
+    knot): the numbers are the ones a per-week ``np.interp`` gives."""
     p = np.asarray(levels, dtype=np.float64)
     v = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
     v = np.maximum.accumulate(v, axis=1)  # non-crossing, whatever the source
     u = (np.arange(atoms) + 0.5) / atoms
-    out = np.empty((v.shape[0], atoms))
-    for h in range(v.shape[0]):
-        top = v[h, -1]
-        if p.size >= 2 and p[-1] > p[-2]:
-            top = v[h, -1] + (v[h, -1] - v[h, -2]) / (p[-1] - p[-2]) * (1.0 - p[-1])
-        knots_p = np.concatenate(([0.0], p, [1.0]))
-        knots_v = np.concatenate(([0.0], v[h], [top]))
-        out[h] = np.interp(u, knots_p, knots_v)
+    top = v[:, -1]
+    if p.size >= 2 and p[-1] > p[-2]:
+        top = v[:, -1] + (v[:, -1] - v[:, -2]) / (p[-1] - p[-2]) * (1.0 - p[-1])
+    knots_p = np.concatenate(([0.0], p, [1.0]))
+    knots_v = np.concatenate((np.zeros((v.shape[0], 1)), v, top[:, None]), axis=1)
+    slopes = (knots_v[:, 1:] - knots_v[:, :-1]) / (knots_p[1:] - knots_p[:-1])
+    j = np.clip(np.searchsorted(knots_p, u, side="right") - 1, 0, knots_p.size - 2)
+    out = slopes[:, j] * (u - knots_p[j]) + knots_v[:, j]
+    on_knot = u == knots_p[j]
+    if on_knot.any():
+        out[:, on_knot] = knots_v[:, j[on_knot]]
     return out
 
 
@@ -104,6 +126,7 @@ class _Distribution:
     grid: np.ndarray
     pmf: np.ndarray
     mean: float
+    step: float = 0.0  # grid spacing (0 for the degenerate all-zero distribution)
 
     def quantile(self, level: float) -> float:
         cdf = np.cumsum(self.pmf)
@@ -111,8 +134,13 @@ class _Distribution:
         return float(self.grid[min(index, self.grid.size - 1)])
 
 
-def lead_time_demand(weekly_atoms: np.ndarray, interval_days: np.ndarray, grid: int = GRID) -> _Distribution:
-    """Distribution of demand over a random interval: the mixture over ``interval_days`` (equal weights)."""
+def lead_time_demand(
+    weekly_atoms: np.ndarray, interval_days: np.ndarray, grid: int = GRID, step: float = 0.0
+) -> _Distribution:
+    """Distribution of demand over a random interval: the mixture over ``interval_days`` (equal weights).
+
+    ``step``: the grid spacing to use, so that quantiles of two distributions can be compared on one grid;
+    widened when the demand would not fit the grid with it."""
     intervals = np.asarray(interval_days, dtype=np.float64)
     weeks_needed = math.floor(intervals.max() / 7.0) + 1
     atoms = weekly_atoms
@@ -130,7 +158,7 @@ def lead_time_demand(weekly_atoms: np.ndarray, interval_days: np.ndarray, grid: 
     )
     if total_max <= 0:
         return _Distribution(np.zeros(1), np.ones(1), 0.0)
-    step = total_max / (grid - 2)
+    step = max(step, total_max / (grid - 2))
     spectra = [np.fft.rfft(_histogram(atoms[h], step, grid)) for h in range(weeks_needed)]
     prefix = [np.ones(grid // 2 + 1, dtype=np.complex128)]
     for spectrum in spectra:
@@ -143,7 +171,7 @@ def lead_time_demand(weekly_atoms: np.ndarray, interval_days: np.ndarray, grid: 
         pmf += w * np.fft.irfft(spectrum, grid)
     pmf = np.clip(pmf, 0.0, None)
     pmf /= pmf.sum()
-    return _Distribution(np.arange(grid) * step, pmf, expected)
+    return _Distribution(np.arange(grid) * step, pmf, expected, step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +195,18 @@ class PolicyNumbers:
     mean_daily_demand: float
 
 
+def as_of_date(today: dt.date, first_forecast_week: dt.date | None) -> dt.date:
+    """The date a policy's numbers describe: the day the forecast's history ends (the first forecast week's
+    Monday), or ``today`` when that is later, i.e. when the history reaches the current week.
+
+    The demand the policy projects starts at the forecast origin, and the stock position is the one recorded
+    with that same data: when the data stops in the past (a replayed export, a feed that stalled), counting
+    "days until the reorder point" from the wall clock would date the order by data it never saw."""
+    if first_forecast_week is None:
+        return today
+    return min(today, first_forecast_week)
+
+
 def compute_policy(
     levels: Sequence[float],
     weekly_quantiles: np.ndarray,
@@ -181,7 +221,8 @@ def compute_policy(
 ) -> PolicyNumbers:
     """Policy numbers for one series. ``weekly_quantiles`` is [H, K] at ``levels``; ``lead_days`` the observed
     lead times (at least one). ``weekly_means`` overrides the mean of each week's atoms (the method's own
-    mean, e.g. an intermittent model's point forecast) for days of cover only.
+    mean, e.g. an intermittent model's point forecast) for days of cover only. ``today``: the as-of date the
+    suggested order date counts from (:func:`as_of_date`).
     """
     lead = np.asarray(lead_days, dtype=np.float64)
     if lead.size == 0:
@@ -191,8 +232,8 @@ def compute_policy(
     mixture = lead_time_demand(atoms, lead + review)
     reorder_point = mixture.quantile(service_level)
     expected = mixture.mean
-    fixed = lead_time_demand(atoms, np.array([lead.mean() + review]))
-    demand_part = fixed.quantile(service_level) - expected
+    fixed = lead_time_demand(atoms, np.array([lead.mean() + review]), step=mixture.step)
+    demand_part = fixed.quantile(service_level) - fixed.mean
     safety_stock = reorder_point - expected
     cycle_days = review if review > 0 else order_cycle_days
     horizon_means = atoms.mean(axis=1)

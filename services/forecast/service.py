@@ -8,12 +8,16 @@ Method per series, in order:
 * training recorded an intermittent method (Croston, SBA, TSB) as the better one for the series (or its
   demand class) -> that method with the model's conformal offsets (a choice, not a fallback);
 * otherwise the ONNX quantile model, all series of a call in one onnxruntime run.
+
+``Forecast`` answers of material x site series are cached as computed (``result_cache``) and served again
+while the series' history generation, the external points, the model version and the options are unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,11 +27,18 @@ import numpy as np
 from novacorrente.common.v1 import common_pb2 as cpb
 
 from services.forecast import features
-from services.forecast.history import AnalyticsReader, History, SeriesKey, StockPosition
+from services.forecast.history import AnalyticsReader, History, SeriesKey, StockPosition, await_all
 from services.forecast.intermittent import METHODS, intermittent_distribution
 from services.forecast.metrics import ForecastMetrics
-from services.forecast.policy import PolicyNumbers, compute_policy, quantile_atoms, target_service_level
+from services.forecast.policy import (
+    PolicyNumbers,
+    as_of_date,
+    compute_policy,
+    quantile_atoms,
+    target_service_level,
+)
 from services.forecast.repository import LoadedModel, ModelRepository
+from services.forecast.result_cache import CachedForecast, ForecastCache, ResultKey
 from services.forecast.runner import InferenceRunner
 from services.forecast.settings import ForecastSettings
 from services.kit.errors import FailedPrecondition, FieldViolation, InvalidArgument
@@ -39,6 +50,7 @@ __all__ = [
     "ForecastUseCases",
     "PolicyResult",
     "SeriesSpec",
+    "answer_settings_digest",
 ]
 
 DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
@@ -87,6 +99,8 @@ class ForecastResult:
     watermark: str
     generated_at: dt.datetime
     history: History | None = field(default=None, repr=False)
+    cache_key: ResultKey | None = field(default=None, repr=False)
+    """Where this forecast may be cached (``result_cache``); None when it may not (no history generation)."""
 
 
 @dataclass
@@ -98,6 +112,19 @@ class PolicyResult:
     service_target_source: str
     lead_time_scope: str
     stock: StockPosition
+
+
+def answer_settings_digest(settings: ForecastSettings) -> str:
+    """The settings (and feature spec) that shape a forecast besides its model and data: cached answers are
+    only shared between processes that agree on them."""
+    shaping = (
+        settings.model_name,
+        settings.fallback_method,
+        settings.min_history_weeks,
+        features.FEATURE_SPEC_VERSION,
+        _DEFAULT_WEATHER_CITY,
+    )
+    return hashlib.sha256(repr(shaping).encode()).hexdigest()[:16]
 
 
 def _to_date(value: np.datetime64) -> dt.date:
@@ -155,6 +182,7 @@ class ForecastUseCases:
         *,
         metrics: ForecastMetrics | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        results: ForecastCache | None = None,
     ):
         self._repository = repository
         self._runner = runner
@@ -162,6 +190,7 @@ class ForecastUseCases:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
+        self._results = results
         self._missing_externals: set[str] = set()  # logged once each
 
     # -- validation ------------------------------------------------------------------------------------
@@ -244,10 +273,14 @@ class ForecastUseCases:
         )
         return history, attrs
 
-    async def _histories(self, series: Sequence[SeriesSpec]) -> list[tuple[History, dict[str, str]]]:
+    async def _histories(
+        self, series: Sequence[SeriesSpec], tokens: Mapping[SeriesKey, str] | None = None
+    ) -> list[tuple[History, dict[str, str]]]:
         site_specs = [s for s in series if s.level == 1]
-        site_histories = iter(await self._reader.histories([s.key for s in site_specs]) if site_specs else [])
-        aggregates = await asyncio.gather(*(self._aggregate_history(s) for s in series if s.level != 1))
+        site_histories = iter(
+            await self._reader.histories([s.key for s in site_specs], tokens) if site_specs else []
+        )
+        aggregates = await await_all([self._aggregate_history(s) for s in series if s.level != 1])
         agg_iter = iter(aggregates)
         out = []
         for spec in series:
@@ -300,8 +333,9 @@ class ForecastUseCases:
 
     async def _externals(
         self, model: LoadedModel, modelled: Sequence[tuple[History, dict[str, str]]]
-    ) -> list[dict[str, np.ndarray]]:
-        """The ``externals`` of each modelled series, as training computed them for its own weeks.
+    ) -> tuple[list[dict[str, np.ndarray]], str]:
+        """The ``externals`` of each modelled series, as training computed them for its own weeks, and the
+        ``extgen`` token of the points they came from.
 
         The model's sidecar says which factors it was trained with (``externals.sources``) and which weather
         city stands for each state; only those are supplied, so a factor training lacked stays NaN here too.
@@ -315,7 +349,7 @@ class ForecastUseCases:
         plan = _ExternalPlan.of(model)
         wanted = plan.series_ids() if plan is not None else set()
         if plan is None or not wanted:
-            return [{} for _ in modelled]
+            return [{} for _ in modelled], ""
         firsts = [h.week_starts[0] for h, _ in modelled if h.weekly.size]
         lasts = [h.week_starts[-1] for h, _ in modelled if h.weekly.size]
         # From the first day of the month before the first week's month (the IPCA a week sees) to the last
@@ -336,7 +370,7 @@ class ForecastUseCases:
                 weekly = features.weekly_externals(found.series, history.week_starts, city)
                 memo[key] = {name: values for name, values in weekly.items() if name in names}
             out.append(memo[key])
-        return out
+        return out, found.generation
 
     def _log_missing(self, missing: Sequence[str], model: LoadedModel) -> None:
         new = sorted(set(missing) - self._missing_externals)
@@ -352,19 +386,94 @@ class ForecastUseCases:
             )
 
     async def forecast(self, series: Sequence[SeriesSpec], horizon_weeks: int) -> list[ForecastResult]:
+        """Forecasts computed now (the reorder policies need the distributions, not an encoded answer)."""
         self._check_series(series)
         model = self._repository.serving(self._settings.model_name)
         horizon = self._horizon(horizon_weeks, model)
         start = time.perf_counter()
         histories = await self._histories(series)
         results = await self._forecast_histories(series, histories, model, horizon)
+        self._observe("Forecast", model, start)
+        return results
+
+    async def forecast_cached(
+        self,
+        series: Sequence[SeriesSpec],
+        horizon_weeks: int,
+        encode: Callable[[ForecastResult], bytes],
+    ) -> list[CachedForecast]:
+        """Forecasts as encoded answers (``encode``), in order. A material x site series whose history
+        generation, external points, model version and options are those of a cached answer is served from
+        the forecast cache without reading its history or running anything; the others are computed and
+        cached for the next call."""
+        self._check_series(series)
+        model = self._repository.serving(self._settings.model_name)
+        horizon = self._horizon(horizon_weeks, model)
+        start = time.perf_counter()
+        out: list[CachedForecast | None] = [None] * len(series)
+        tokens: dict[SeriesKey, str] = {}
+        external = ""
+        if self._results is not None:
+            site = [i for i, spec in enumerate(series) if spec.level == 1]
+            if site:
+                tokens = await self._reader.generations([series[i].key for i in site])
+                external = await self._reader.external_generation()
+                lookups = [
+                    (i, self._result_key(series[i], horizon, model, tokens[series[i].key], external))
+                    for i in site
+                    if tokens.get(series[i].key)
+                ]
+                found = await self._results.get_many([key for _, key in lookups])
+                for (i, _), blob in zip(lookups, found, strict=True):
+                    if blob is not None:
+                        out[i] = CachedForecast(blob, True)
+                if self._metrics is not None:
+                    hits = sum(blob is not None for blob in found)
+                    if hits:
+                        self._metrics.result_cache_hit.inc(hits)
+                    if hits < len(site):
+                        self._metrics.result_cache_miss.inc(len(site) - hits)
+        todo = [i for i, item in enumerate(out) if item is None]
+        if todo:
+            specs = [series[i] for i in todo]
+            histories = await self._histories(specs, tokens)
+            results = await self._forecast_histories(specs, histories, model, horizon, external)
+            payloads = [encode(result) for result in results]
+            for i, blob in zip(todo, payloads, strict=True):
+                out[i] = CachedForecast(blob, False)
+            await self.remember(results, payloads)
+        self._observe("Forecast", model, start)
+        return out  # type: ignore[return-value]  # every slot is filled above
+
+    async def remember(self, results: Sequence[ForecastResult], payloads: Sequence[bytes]) -> None:
+        """Cache encoded answers of freshly computed forecasts (those with a ``cache_key``)."""
+        if self._results is None:
+            return
+        items = [(r.cache_key, blob) for r, blob in zip(results, payloads, strict=True) if r.cache_key]
+        if items:
+            await self._results.put_many(items)  # type: ignore[arg-type]  # None filtered above
+
+    def _result_key(
+        self, spec: SeriesSpec, horizon: int, model: LoadedModel | None, history: str, external: str
+    ) -> ResultKey:
+        identity = ("", "", "")
+        if model is not None:
+            identity = (model.name, model.version, str(model.sidecar.get("sha256", "")))
+        return ResultKey(
+            spec.key,
+            (spec.level, spec.material_code, spec.site_code, spec.family, spec.region),
+            horizon,
+            identity,
+            history,
+            external,
+        )
+
+    def _observe(self, method: str, model: LoadedModel | None, start: float) -> None:
         if self._metrics is not None:
             version = model.version if model is not None else "none"
-            self._metrics.requests.labels("Forecast", self._settings.model_name, version).inc()
-            self._metrics.request_latency.labels("Forecast", self._settings.model_name, version).observe(
-                time.perf_counter() - start
-            )
-        return results
+            count, latency = self._metrics.request_instruments(method, self._settings.model_name, version)
+            count.inc()
+            latency.observe(time.perf_counter() - start)
 
     async def _forecast_histories(
         self,
@@ -372,7 +481,11 @@ class ForecastUseCases:
         histories: Sequence[tuple[History, dict[str, str]]],
         model: LoadedModel | None,
         horizon: int,
+        external_generation: str = "",
     ) -> list[ForecastResult]:
+        """Forecasts of ``series`` from their histories. ``external_generation``: the ``extgen`` token read
+        before the histories; each result's ``cache_key`` carries it, or the newer token the modelled series
+        read their points under (see the comment below)."""
         now = self._clock()
         levels = model.quantiles if model is not None else DEFAULT_LEVELS
         plans = []
@@ -382,9 +495,11 @@ class ForecastUseCases:
             plans.append((spec, history, demand_class, method, reason))
         modelled = [(h, a) for (_, h, _, m, _), (_, a) in zip(plans, histories, strict=True) if m == "model"]
         blocks: list[np.ndarray] = []
+        external = external_generation
         if modelled:
             assert model is not None
-            externals = await self._externals(model, modelled)
+            externals, read_under = await self._externals(model, modelled)
+            external = read_under or external  # "" when the model reads no external points
             for (history, attrs), ext in zip(modelled, externals, strict=True):
                 codes = features.encode_static(attrs, model.vocabularies)
                 blocks.append(
@@ -408,7 +523,8 @@ class ForecastUseCases:
         results = []
         for spec, history, demand_class, method, reason in plans:
             last = history.last_week if history.last_week is not None else np.datetime64(now.date(), "D")
-            weeks = [_to_date(last + np.timedelta64(7 * h, "D")) for h in range(1, horizon + 1)]
+            origin = _to_date(last)
+            weeks = [origin + dt.timedelta(days=7 * h) for h in range(1, horizon + 1)]
             if method == "model":
                 values = np.maximum.accumulate(np.maximum(next(model_out), 0.0), axis=1)
                 means = quantile_atoms(levels, values).mean(axis=1)
@@ -419,14 +535,13 @@ class ForecastUseCases:
             elif model is not None:
                 calibrated = model.sidecar.get("intermittent_models", {}).get("conformal_factors", {})
                 factors = calibrated.get(method)
+                point = features.intermittent_forecast(history.weekly, method)
                 if factors is None or len(factors) != len(levels):
                     dist = intermittent_distribution(history.weekly, levels, method)
                     values = np.tile(dist.quantiles, (horizon, 1))
                 else:
-                    values = features.intermittent_quantiles(history.weekly, method, factors, horizon).astype(
-                        np.float64
-                    )
-                means = np.full(horizon, features.intermittent_forecast(history.weekly, method))
+                    values = features.conformal_quantiles(point, factors, horizon).astype(np.float64)
+                means = np.full(horizon, point)
                 name, version, method_name = model.name, model.version, METHODS[method]
             else:
                 dist = intermittent_distribution(history.weekly, levels, method)
@@ -434,6 +549,11 @@ class ForecastUseCases:
                 name, version, method_name = "", "", METHODS[method]
             if reason and self._metrics is not None:
                 self._metrics.fallbacks.labels(reason.split(" ")[0]).inc()
+            cache_key = None
+            if spec.level == 1 and history.generation:
+                # Under the newest extgen token this call saw: the one modelled series read their points
+                # under, which the next call will look up with (the others do not depend on it at all).
+                cache_key = self._result_key(spec, horizon, model, history.generation, external)
             results.append(
                 ForecastResult(
                     series=spec,
@@ -451,6 +571,7 @@ class ForecastUseCases:
                     watermark=history.watermark,
                     generated_at=now,
                     history=history,
+                    cache_key=cache_key,
                 )
             )
         return results
@@ -483,7 +604,7 @@ class ForecastUseCases:
             lead.days,
             service_level=target,
             stock_position=stock.value,
-            today=self._clock().date(),
+            today=as_of_date(self._clock().date(), forecast.week_starts[0] if forecast.week_starts else None),
             review_period_days=review_period_days,
             order_cycle_days=self._settings.order_cycle_days,
         )
@@ -511,8 +632,9 @@ class ForecastUseCases:
         specs = [SeriesSpec(1, m, s) for m, s in keys]
         model = self._repository.serving(self._settings.model_name)
         horizon = self._horizon(0, model)
+        external = await self._reader.external_generation()
         histories = await self._histories(specs)
-        forecasts = await self._forecast_histories(specs, histories, model, horizon)
+        forecasts = await self._forecast_histories(specs, histories, model, horizon, external)
         policies: list[PolicyResult] = []
         outcomes = await asyncio.gather(
             *(self._policy(f, 0.0, 0.0) for f in forecasts), return_exceptions=True

@@ -21,10 +21,10 @@ class ForecastServicer(fpb_grpc.ForecastServiceServicer):
     async def Forecast(
         self, request: fpb.ForecastRequest, context: grpc.aio.ServicerContext
     ) -> fpb.ForecastResponse:
-        results = await self._use_cases.forecast(
-            converters.series_specs(request.series), request.horizon_weeks
+        items = await self._use_cases.forecast_cached(
+            converters.series_specs(request.series), request.horizon_weeks, converters.encode_forecast
         )
-        return fpb.ForecastResponse(forecasts=[converters.forecast_pb(r) for r in results])
+        return converters.forecast_response(items)
 
     async def GetReorderPolicy(
         self, request: fpb.ReorderPolicyRequest, context: grpc.aio.ServicerContext

@@ -58,10 +58,21 @@ class ForecastSettings(ServiceSettings):
     analytics_target: str = Field("127.0.0.1:50052", description="host:port of analytics-query.")
     analytics_timeout_seconds: float = Field(5.0, gt=0, description="Deadline of each call to analytics.")
     history_batch_size: int = Field(500, ge=1, description="Series per GetSeriesHistory call.")
+    history_read_concurrency: int = Field(
+        1,
+        ge=1,
+        description="GetSeriesHistory calls in flight at once; reads needed meanwhile wait and travel "
+        "together in the next call, so concurrent one-series forecasts share analytics calls.",
+    )
     history_cache_ttl_seconds: float = Field(
         6 * 3600.0, gt=0, description="Safety-net expiry of a cached history; batch events invalidate sooner."
     )
     history_cache_prefix: str = Field("forecast:history:v1:", description="Key prefix of cached histories.")
+    result_cache: bool = Field(
+        True,
+        description="Serve a material x site forecast from the cache while its history generation, external "
+        "points, model version and options are unchanged (same TTL and key prefix as the histories).",
+    )
     max_series_per_request: int = Field(
         1000, ge=1, description="Most series one Forecast/policy call may ask."
     )
