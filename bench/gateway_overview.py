@@ -11,7 +11,8 @@ this load generator. HTTP goes through a minimal keep-alive HTTP/1.1 client so t
 is close to the gRPC client's; each side decodes the answer (JSON / protobuf). The two runs alternate
 (direct, gateway, direct, gateway) and the better of each counts. Last line: one JSON object;
 value = gateway requests/s, baseline = direct gRPC requests/s, ratio = value / baseline (target 0.6),
-p99_ms = gateway request latency p99.
+p99_ms = gateway request latency p99, cpu_us_per_request = CPU time per request of each process in the
+counted rounds (from /proc; where the time goes when the machine is shared and throughputs are noisy).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -218,6 +220,23 @@ class HttpConnection:
         return json.loads(body)
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of process ``pid`` (this one when None); NaN where /proc is missing."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_request(before: list[float], after: list[float], n: int, names: list[str]) -> dict[str, float]:
+    pairs = zip(names, before, after, strict=True)
+    return {name: round((a - b) / max(n, 1) * 1e6, 1) for name, b, a in pairs}
+
+
 async def _load(call: Callable[[int], Awaitable[object]], seconds: float) -> tuple[int, list[float]]:
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
@@ -238,7 +257,9 @@ def _p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98] * 1000
 
 
-async def _measure(upstream_port: int, gateway_port: int, token: str) -> dict[str, float]:
+async def _measure(
+    upstream_port: int, gateway_port: int, token: str, pids: dict[str, int | None]
+) -> dict[str, Any]:
     metadata = (("authorization", f"Bearer {token}"),)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{upstream_port}")
     stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
@@ -277,17 +298,29 @@ async def _measure(upstream_port: int, gateway_port: int, token: str) -> dict[st
     best = {"direct_rps": 0.0, "gateway_rps": 0.0}
     direct_lat: list[float] = []
     gateway_lat: list[float] = []
+    cpu: dict[str, dict[str, float]] = {}
+    names = list(pids)
     for _ in range(ROUNDS):
-        n, lat = await _load(direct, SECONDS)
-        if n / SECONDS > best["direct_rps"]:
-            best["direct_rps"], direct_lat = n / SECONDS, lat
-        n, lat = await _load(via_gateway, SECONDS)
-        if n / SECONDS > best["gateway_rps"]:
-            best["gateway_rps"], gateway_lat = n / SECONDS, lat
+        for side, call in (("direct", direct), ("gateway", via_gateway)):
+            before = [_cpu_seconds(pids[name]) for name in names]
+            n, lat = await _load(call, SECONDS)
+            after = [_cpu_seconds(pids[name]) for name in names]
+            if n / SECONDS > best[f"{side}_rps"]:
+                best[f"{side}_rps"] = n / SECONDS
+                cpu[side] = _cpu_per_request(before, after, n, names)
+                if side == "direct":
+                    direct_lat = lat
+                else:
+                    gateway_lat = lat
     for conn in connections:
         conn.writer.close()
     await channel.close()
-    return {**best, "gateway_p99_ms": _p99(gateway_lat), "direct_p99_ms": _p99(direct_lat)}
+    return {
+        **best,
+        "gateway_p99_ms": _p99(gateway_lat),
+        "direct_p99_ms": _p99(direct_lat),
+        "cpu_us_per_request": cpu,
+    }
 
 
 def main() -> None:
@@ -301,7 +334,8 @@ def main() -> None:
             gateway = _spawn("gateway", key, gateway_file, f"127.0.0.1:{upstream_port}")
             gateway_port = _wait_port(gateway_file, gateway)
             token = mint_token(key, "bench", "viewer", 600)
-            result = asyncio.run(_measure(upstream_port, gateway_port, token))
+            pids = {"client": None, "gateway": gateway.pid, "upstream": upstream.pid}
+            result = asyncio.run(_measure(upstream_port, gateway_port, token, pids))
         finally:
             for proc in (gateway, upstream):
                 if proc is not None:
@@ -326,6 +360,7 @@ def main() -> None:
                 "p99_ms": round(result["gateway_p99_ms"], 2),
                 "direct_p99_ms": round(result["direct_p99_ms"], 2),
                 "in_flight": IN_FLIGHT,
+                "cpu_us_per_request": result["cpu_us_per_request"],
             }
         )
     )

@@ -31,12 +31,13 @@ from gateway.auth import (
 )
 from gateway.policy import ANALYTICS, FORECAST, INGESTION, method
 from gateway.query import FILTER_PARAMETERS, parse_filter
+from gateway.routing import RpcRoute
 from gateway.sse import stream_events
 from gateway.status import ApiError, from_rpc_error
 
 __all__ = ["ERROR_RESPONSES", "router"]
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=RpcRoute)
 
 INT32_MAX = 2**31 - 1
 
@@ -93,9 +94,9 @@ async def upstream_call(request: Request, caller: Caller, message: Message) -> A
             message, metadata=caller.metadata, timeout=state.settings.request_timeout_seconds
         )
     except grpc.aio.AioRpcError as exc:
-        state.metrics.upstream.labels(method=rpc, code=exc.code().name).inc()
+        state.metrics.count_upstream(rpc, exc.code().name)
         raise from_rpc_error(exc) from None
-    state.metrics.upstream.labels(method=rpc, code="OK").inc()
+    state.metrics.count_upstream(rpc, "OK")
     return reply
 
 

@@ -20,6 +20,7 @@ from gateway import api, probes, session
 from gateway.auth import Authorizer
 from gateway.middleware import GatewayMetrics, RequestMiddleware
 from gateway.policy import upstream_policy
+from gateway.routing import ExactRoutes
 from gateway.settings import GatewaySettings
 from gateway.status import ApiError, error_response
 from gateway.upstreams import Upstreams
@@ -109,6 +110,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        # The gateway's telemetry is its Prometheus registry and JSON access log. FastAPI's OpenTelemetry
+        # hooks would otherwise look the global providers up on every request, to find none configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.jwt_key = key
@@ -122,6 +126,9 @@ def create_app(
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Added first, so it runs inside RequestMiddleware. api.router is included without a prefix of its own:
+    # its routes' paths are the paths requests use.
+    app.add_middleware(ExactRoutes, fastapi=app, routes=api.router.routes)
     app.add_middleware(RequestMiddleware, metrics=metrics)
 
     app.include_router(session.router)

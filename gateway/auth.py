@@ -22,6 +22,8 @@ from starlette.routing import BaseRoute
 from gateway.status import from_domain_error
 from services.kit.auth import MethodPolicy, Principal, verify_token
 from services.kit.errors import PermissionDenied, Unauthenticated
+from services.kit.interceptors import REQUEST_ID_HEADER
+from services.kit.logging import request_id_var
 
 __all__ = [
     "GRPC_METHOD_KEY",
@@ -53,7 +55,12 @@ class Caller:
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),)
+        """Metadata of a call made for this caller: their token, and the request id of the request served
+        (the gateway's channels have no interceptor to add it, see ``gateway.upstreams``)."""
+        request_id = request_id_var.get()
+        if request_id is None:
+            return (("authorization", f"Bearer {self.token}"),)
+        return (("authorization", f"Bearer {self.token}"), (REQUEST_ID_HEADER, request_id))
 
 
 class Authorizer:

@@ -53,13 +53,16 @@ ENUM_PREFIXES: dict[str, tuple[EnumTypeWrapper, str]] = {
 """Every proto enum the API shows, with the prefix its JSON names drop (tests check the Literals match)."""
 
 
+_NAMES: dict[str, dict[int, str]] = {
+    kind: {number: name.removeprefix(prefix).lower() for name, number in wrapper.items()}
+    for kind, (wrapper, prefix) in ENUM_PREFIXES.items()
+}
+"""The JSON name of every known value of every kind (looked up per field of every row of every answer)."""
+
+
 def enum_name(kind: str, value: int) -> str:
     """``STOCK_STATUS_CRITICAL`` -> ``critical``. A value newer than these stubs reads as ``unspecified``."""
-    wrapper, prefix = ENUM_PREFIXES[kind]
-    try:
-        return wrapper.Name(value).removeprefix(prefix).lower()
-    except ValueError:
-        return "unspecified"
+    return _NAMES[kind].get(value, "unspecified")
 
 
 def enum_value(kind: str, name: str) -> int:
@@ -81,10 +84,15 @@ def date_proto(date: dt.date | None) -> cpb.Date | None:
     return None if date is None else cpb.Date(year=date.year, month=date.month, day=date.day)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _timestamp(ts: timestamp_pb2.Timestamp) -> dt.datetime | None:
-    if not (ts.seconds or ts.nanos):
+    seconds, nanos = ts.seconds, ts.nanos
+    if not (seconds or nanos):
         return None
-    return ts.ToDatetime(tzinfo=dt.UTC)
+    # What Timestamp.ToDatetime(tzinfo=UTC) computes (microsecond precision), without its generic path.
+    return _EPOCH + dt.timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def filter_proto(

@@ -71,6 +71,14 @@ class GatewayMetrics:
         self.sse_streams = Gauge(
             "nova_gateway_sse_streams", "Open server-sent-event streams.", registry=registry
         )
+        self._upstream_children: dict[tuple[str, str], Counter] = {}
+
+    def count_upstream(self, method: str, code: str) -> None:
+        """Count an upstream call of ``method`` that ended with ``code`` (labelled children kept)."""
+        child = self._upstream_children.get((method, code))
+        if child is None:
+            child = self._upstream_children[(method, code)] = self.upstream.labels(method=method, code=code)
+        child.inc()
 
 
 def _route_template(scope: Scope) -> str:
@@ -84,6 +92,20 @@ class RequestMiddleware:
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics):
         self.app = app
         self.metrics = metrics
+        # Labelled children by (method, route, status): ``labels()`` validates and joins its arguments on
+        # every call, and the set of keys is as bounded as the labels themselves.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.metrics.requests.labels(method=method, route=route, status=str(status)),
+                self.metrics.latency.labels(method=method, route=route),
+            )
+        children[0].inc()
+        children[1].observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,8 +160,7 @@ class RequestMiddleware:
             elapsed = time.perf_counter() - start
             route = _route_template(scope)
             method = scope.get("method", "")
-            self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
-            self.metrics.latency.labels(method=method, route=route).observe(elapsed)
+            self._observe(method, route, status, elapsed)
             # The path only, never the query string: the alert stream may carry a token there.
             log.info(
                 "%s %s %s",

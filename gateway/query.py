@@ -81,8 +81,9 @@ def parse_filter(request: Request) -> cpb.Filter:
     out = cpb.Filter()
     violations: list[tuple[str, str]] = []
     for name, (field, _) in _LISTS.items():
-        values = query.getlist(name)
-        if values:
+        # getlist scans every parameter of the query; membership is a dictionary lookup.
+        if name in query:
+            values = query.getlist(name)
             for i, value in enumerate(values):
                 if len(value) > MAX_ITEM_LENGTH:
                     violations.append((f"query.{name}.{i}", f"at most {MAX_ITEM_LENGTH} characters"))

@@ -124,7 +124,7 @@ async def stream_events(
             yield event("alert", payload, event_id=event_id)
     finally:
         metrics.sse_streams.dec()
-        metrics.upstream.labels(method=method, code=code).inc()
+        metrics.count_upstream(method, code)
         call.cancel()
         tasks = [task for task in (reader, stop, get) if task is not None]
         for task in tasks:

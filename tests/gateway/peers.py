@@ -149,6 +149,7 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         self.alerts: dict[str, apb.Alert] = {}
         self.watchers: list[asyncio.Queue[apb.Alert]] = []
         self.seen_tokens: list[str] = []
+        self.seen_request_ids: list[str] = []
         self.sequence = 4207
 
     def _provenance(self) -> cpb.Provenance:
@@ -158,6 +159,8 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 self.seen_tokens.append(str(value))
+            elif key == "x-request-id":
+                self.seen_request_ids.append(str(value))
         await _maybe_fail(method, context)
 
     def _rows(self, f: cpb.Filter) -> list[Row]:
