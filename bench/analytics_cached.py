@@ -1,6 +1,7 @@
 """analytics_cached: latency of cached answers at 16 requests in flight, against a bare gRPC server.
 
-    python -m bench.analytics_cached [--scale 0.01] [--data file.duckdb] [--seconds 5] [--cache-url redis://...]
+    python -m bench.analytics_cached [--scale 0.01] [--data file.duckdb] [--seconds 5] [--rounds 3]
+                                     [--cache-url redis://...]
 
 Project: a replica (auth, request id, metrics and error interceptors, validation, cache key from the
 normalised request and the in-memory watermarks, cache get, response parse) whose cache was warmed with 64
@@ -9,9 +10,14 @@ cycling over those requests, and records every latency. Raw limit, same run, sam
 server on the same method names that returns the same answer bytes without doing anything (no interceptors,
 no parsing), i.e. the cost of gRPC itself on this machine.
 
+The cases run in ``--rounds`` short rounds interleaved (project, bare, kit, project, ...), each case getting
+--seconds in all, and each case's latencies are pooled over its rounds: on a machine shared with other work
+the load drifts, and cases measured one after the other in long windows compare different loads.
+
 value = the project's p99 in ms; baseline = the bare server's p99; ratio = baseline / value (1.0 = as fast as
-bare gRPC). The issue's target is p99 < 5 ms. Also: p50, throughput, and the p99 of the use case called
-in-process (no gRPC) at 16 in flight.
+bare gRPC). The issue's target is p99 < 5 ms. Also: p50, throughput, the server process's CPU time per call
+(user + system, gRPC's threads included: less sensitive to other work on the machine than latency), and the
+p99 of the use case called in-process (no gRPC) at 16 in flight.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -36,6 +43,7 @@ from bench.common import percentile
 from bench.gen_company_history import emit, prepare_data, start_replica
 from services.analytics.app import policy
 from services.kit.interceptors import default_interceptors
+from services.kit.server import freeze_startup_heap
 from services.ports.cache import open_cache
 
 SERVICE = "/novacorrente.analytics.v1.AnalyticsService/"
@@ -69,9 +77,7 @@ def _requests(
     return out
 
 
-async def _client(
-    address: str, token: str, calls: list[tuple[str, bytes]], seconds: float
-) -> dict[str, float]:
+async def _client(address: str, token: str, calls: list[tuple[str, bytes]], seconds: float) -> dict[str, Any]:
     channel = grpc.aio.insecure_channel(address)
     stubs = {m: channel.unary_unary(SERVICE + m) for m in {m for m, _ in calls}}  # bytes in, bytes out
     metadata = (("authorization", f"Bearer {token}"),)
@@ -99,20 +105,19 @@ async def _client(
     await asyncio.gather(*(worker(k) for k in range(IN_FLIGHT)))
     elapsed = time.perf_counter() - started
     await channel.close()
-    ms = [x * 1000 for x in latencies]
-    return {
-        "p50_ms": round(statistics.median(ms), 3),
-        "p99_ms": round(percentile(ms, 99), 3),
-        "rps": round(len(ms) / elapsed, 1),
-        "calls": len(ms),
-        "errors": errors,
-    }
+    return {"ms": [round(x * 1000, 4) for x in latencies], "elapsed": elapsed, "errors": errors}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _run_client(
     address: str, token: str, calls: list[tuple[str, bytes]], seconds: float
-) -> dict[str, float]:
-    """The load generator in its own process, so it does not share the server's event loop."""
+) -> dict[str, Any]:
+    """The load generator in its own process, so it does not share the server's event loop. Also returns
+    the CPU time this (the server's) process spent meanwhile."""
     payload = json.dumps(
         {"address": address, "token": token, "seconds": seconds, "calls": [[m, b.hex()] for m, b in calls]}
     )
@@ -125,10 +130,26 @@ async def _run_client(
         stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,
     )
+    cpu = _cpu_seconds()
     out, _ = await proc.communicate(payload.encode())
+    cpu = _cpu_seconds() - cpu
     if proc.returncode:
         raise RuntimeError(f"load generator failed (exit {proc.returncode})")
-    return json.loads(out.decode().strip().splitlines()[-1])
+    return {**json.loads(out.decode().strip().splitlines()[-1]), "server_cpu": cpu}
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Latency percentiles over the pooled rounds of one case, throughput and server CPU per call."""
+    ms = [x for run in runs for x in run["ms"]]
+    calls = len(ms)
+    return {
+        "p50_ms": round(statistics.median(ms), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "rps": round(calls / sum(run["elapsed"] for run in runs), 1),
+        "calls": calls,
+        "errors": sum(run["errors"] for run in runs),
+        "server_cpu_us_per_call": round(1e6 * sum(run["server_cpu"] for run in runs) / max(calls, 1), 1),
+    }
 
 
 async def _bare_server(
@@ -154,7 +175,7 @@ async def _bare_server(
     return server, port
 
 
-async def run(path: Path, seconds: float, cache_url: str | None) -> dict[str, Any]:
+async def run(path: Path, seconds: float, rounds: int, cache_url: str | None) -> dict[str, Any]:
     cache = open_cache(cache_url, prefix=f"bench-{os.getpid()}:") if cache_url else None
     app, stub, md = await start_replica(path, cache=cache)
     try:
@@ -190,20 +211,24 @@ async def run(path: Path, seconds: float, cache_url: str | None) -> dict[str, An
             answers[(method, request.SerializeToString())] = hit.SerializeToString()
         token = md[0][1].split(" ", 1)[1]
         calls = list(answers)
-        project = await _run_client(app.address, token, calls, seconds)
-        server, port = await _bare_server(answers)
-        try:
-            bare = await _run_client(f"127.0.0.1:{port}", token, calls, seconds)
-        finally:
-            await server.stop(0)
-        # The same bare handler behind the platform's interceptor chain (request id, metrics, errors, auth):
-        # how much of the gap to bare gRPC is the shared plumbing rather than the service.
+        # A replica process freezes its start-up heap once serving (GrpcServer.run_until_signal); the
+        # replica here was started without it.
+        freeze_startup_heap()
+        bare_server, bare_port = await _bare_server(answers)
+        # The same bare handler behind the platform's interceptors (request id, metrics, errors, auth): how
+        # much of the gap to bare gRPC is the shared plumbing rather than the service.
         chain = default_interceptors(app.server._key, policy(), CollectorRegistry())
-        server, port = await _bare_server(answers, chain)
+        kit_server, kit_port = await _bare_server(answers, chain)
+        targets = {"project": app.address, "bare": f"127.0.0.1:{bare_port}", "kit": f"127.0.0.1:{kit_port}"}
+        runs: dict[str, list[dict[str, Any]]] = {case: [] for case in targets}
         try:
-            kit = await _run_client(f"127.0.0.1:{port}", token, calls, seconds)
+            for _ in range(rounds):
+                for case, address in targets.items():
+                    runs[case].append(await _run_client(address, token, calls, seconds / rounds))
         finally:
-            await server.stop(0)
+            await bare_server.stop(0)
+            await kit_server.stop(0)
+        project, bare, kit = (_summary(runs[case]) for case in targets)
         inproc = await _in_process(app, requests, seconds)
         return {"project": project, "bare": bare, "kit": kit, "in_process": inproc}
     finally:
@@ -247,7 +272,8 @@ def main() -> None:
     )
     parser.add_argument("--scale", type=float, default=0.01)
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per case, split over the rounds")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--cache-url", default=None, help="e.g. redis://127.0.0.1:6379/15 (default: in-process)"
     )
@@ -259,10 +285,12 @@ def main() -> None:
         print(json.dumps(asyncio.run(_client(job["address"], job["token"], calls, job["seconds"]))))
         return
     path, stats, cleanup = prepare_data(args.scale, args.data)
+    load_before = os.getloadavg()
     try:
-        outcome = asyncio.run(run(path, args.seconds, args.cache_url))
+        outcome = asyncio.run(run(path, args.seconds, max(1, args.rounds), args.cache_url))
     finally:
         cleanup()
+    load_after = os.getloadavg()
     project, bare = outcome["project"], outcome["bare"]
     print(
         f"project {project}\nbare    {bare}\nkit     {outcome['kit']}\nin-process {outcome['in_process']}",
@@ -282,6 +310,8 @@ def main() -> None:
             "bare_grpc_with_platform_interceptors": outcome["kit"],
             "in_process_use_case": outcome["in_process"],
             "cache": args.cache_url or "memory://",
+            "rounds": max(1, args.rounds),
+            "load_average_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
             "scale": args.scale if args.data is None else None,
             "lines": stats.get("lines"),
         }

@@ -25,13 +25,27 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from google.protobuf.message import Message
 
 from services.analytics.engine import Job
 from services.analytics.slices import DIMS_BY_KIND, INGESTION_KINDS, Slice
 
-__all__ = ["KEY_PREFIX", "cache_key", "data_watermark", "fingerprint", "load_versions", "versions"]
+__all__ = [
+    "KEY_PREFIX",
+    "LookupPlan",
+    "LookupPlans",
+    "Narrowing",
+    "cache_key",
+    "data_watermark",
+    "fingerprint",
+    "load_versions",
+    "narrowed_versions",
+    "narrowing",
+    "versions",
+]
 
 KEY_PREFIX = "analytics:v1:"
 """Bump the version when an answer's meaning changes, so entries of the old code are never served."""
@@ -45,6 +59,35 @@ def fingerprint(method: str, request: Message) -> str:
     return digest.hexdigest()
 
 
+Narrowing = tuple[tuple[str, tuple[tuple[tuple[str, str, str], ...], ...]], ...]
+"""Per kind, the watermark keys ``(kind, dim, value)`` of each filter field that indexes it."""
+
+
+def narrowing(kinds: Iterable[str], s: Slice) -> Narrowing:
+    """What ``versions`` reads for ``kinds`` under slice ``s``, worked out once (see the module docstring)."""
+    out = []
+    for kind in dict.fromkeys(kinds):
+        fields = []
+        for dim in sorted(DIMS_BY_KIND[kind]):
+            values = s.values(dim)
+            if values:
+                fields.append(tuple((kind, dim, v) for v in values))
+        out.append((kind, tuple(fields)))
+    return tuple(out)
+
+
+def narrowed_versions(
+    plan: Narrowing, dims: Mapping[tuple[str, str, str], int], totals: Mapping[str, int]
+) -> dict[str, int]:
+    """The narrowed watermark of each kind of ``plan``: min over its fields of the max over their values."""
+    return {
+        kind: min(max(dims.get(key, 0) for key in field) for field in fields)
+        if fields
+        else totals.get(kind, 0)
+        for kind, fields in plan
+    }
+
+
 def versions(
     kinds: Iterable[str],
     s: Slice,
@@ -52,15 +95,7 @@ def versions(
     totals: Mapping[str, int],
 ) -> dict[str, int]:
     """The narrowed watermark of each kind (see the module docstring)."""
-    out: dict[str, int] = {}
-    for kind in kinds:
-        narrowed: list[int] = []
-        for dim in DIMS_BY_KIND[kind]:
-            values = s.values(dim)
-            if values:
-                narrowed.append(max(dims.get((kind, dim, v), 0) for v in values))
-        out[kind] = min(narrowed) if narrowed else totals.get(kind, 0)
-    return out
+    return narrowed_versions(narrowing(kinds, s), dims, totals)
 
 
 def load_versions(job: Job, kinds: Iterable[str], s: Slice) -> dict[str, int]:
@@ -103,3 +138,65 @@ def data_watermark(deps: Mapping[str, int]) -> str:
     two replicas at different global watermarks give the same answer the same provenance.
     """
     return f"seq:{max((v for k, v in deps.items() if k in INGESTION_KINDS), default=0)}"
+
+
+class Watermarks(Protocol):
+    """The in-memory watermarks (``read_model.Watermarks``) as a lookup plan reads them."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def lookup(self) -> tuple[Mapping[tuple[str, str, str], int], Mapping[str, int]]: ...
+
+
+@dataclass(slots=True)
+class LookupPlan:
+    """What a cache lookup needs from one request, worked out once: validating and normalising the request,
+    hashing it and narrowing the watermarks by its filter is most of the work of a cache hit."""
+
+    method: str
+    fingerprint: str
+    narrowing: Narrowing
+    response_type: type[Message]
+    generation: int = -1
+    lineage: str | None = None
+    key: str = ""
+
+    def key_for(self, watermarks: Watermarks, lineage: str) -> str:
+        """The cache key at the current watermarks, recomputed only when they (or the lineage) moved."""
+        # The generation is read before the maps: a key is never recorded under a generation newer than
+        # the maps it was computed from, so a recorded key is never older than its generation says.
+        generation = watermarks.generation
+        if generation != self.generation or lineage != self.lineage:
+            dims, totals = watermarks.lookup()
+            deps = narrowed_versions(self.narrowing, dims, totals)
+            self.key = cache_key(self.method, self.fingerprint, deps, lineage)
+            self.generation, self.lineage = generation, lineage
+        return self.key
+
+
+class LookupPlans:
+    """Lookup plans by method and request bytes, so a repeated request goes straight to the cache.
+
+    A plan depends only on the request (validation and normalisation are pure functions of it), so the
+    request's serialized bytes identify it. Bounded: past ``max_entries`` the oldest plan goes, and requests
+    longer than ``max_request_bytes`` (long series lists) are not remembered.
+    """
+
+    def __init__(self, max_entries: int = 4096, max_request_bytes: int = 2048) -> None:
+        self._plans: dict[tuple[str, bytes], LookupPlan] = {}
+        self._max_entries = max_entries
+        self._max_request_bytes = max_request_bytes
+
+    def get(self, method: str, request: bytes) -> LookupPlan | None:
+        return self._plans.get((method, request))
+
+    def add(self, method: str, request: bytes, plan: LookupPlan) -> None:
+        if len(request) > self._max_request_bytes:
+            return
+        if len(self._plans) >= self._max_entries:
+            del self._plans[next(iter(self._plans))]
+        self._plans[(method, request)] = plan
+
+    def __len__(self) -> int:
+        return len(self._plans)

@@ -269,6 +269,9 @@ class Watermarks:
         self._lock = threading.Lock()
         self._dims: dict[tuple[str, str, str], int] = {}
         self._kinds: dict[str, int] = {}
+        self.generation = 0
+        """Moves after every change of the maps (never before): keys computed from the maps can be reused
+        while it stays put (``cache_keys.LookupPlan``)."""
 
     def load(self, job: Job) -> None:
         dims = {
@@ -280,6 +283,7 @@ class Watermarks:
         kinds = dict(job.cursor.execute("SELECT kind, version FROM kind_watermarks").fetchall())
         with self._lock:
             self._dims, self._kinds = dims, {k: int(v) for k, v in kinds.items()}
+            self.generation += 1
 
     def update(
         self,
@@ -297,6 +301,7 @@ class Watermarks:
             for kind, version in kinds.items():
                 if version > self._kinds.get(kind, 0):
                     self._kinds[kind] = version
+            self.generation += 1
 
     def lookup(self) -> tuple[Mapping[tuple[str, str, str], int], Mapping[str, int]]:
         """The live maps (read without copying: values only ever grow, and a stale read is a valid key)."""

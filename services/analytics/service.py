@@ -4,7 +4,9 @@ Reads: validate the request, look the answer up in the cache under a key made of
 the watermarks of the data it depends on (``cache_keys``), else compute it on an engine thread inside one
 DuckDB transaction (so the answer and the watermarks it is stored under come from one snapshot), store the
 serialized answer, return it. A cached and a fresh answer are byte-identical but for ``from_cache`` and
-``generated_at``.
+``generated_at``. What the lookup needs from a request (its fingerprint and which watermarks narrow it) is
+remembered by request bytes (``cache_keys.LookupPlans``), so a repeated request goes from its bytes to the
+cache without being validated and normalised again.
 
 Writes (from the bus): apply a batch in sequence order, catching up from ingestion's export first when the
 batch leaves a gap; apply forecasts; then re-evaluate the alerts of the material x site pairs that changed.
@@ -44,7 +46,15 @@ from services.analytics.alerts import (
     AlertStore,
     Notification,
 )
-from services.analytics.cache_keys import cache_key, data_watermark, fingerprint, load_versions, versions
+from services.analytics.cache_keys import (
+    LookupPlan,
+    LookupPlans,
+    cache_key,
+    data_watermark,
+    fingerprint,
+    load_versions,
+    narrowing,
+)
 from services.analytics.engine import DuckEngine, Job, QueryCancelled, one
 from services.analytics.export_client import ExportSource
 from services.analytics.read_model import ApplyResult, ReadModel, forecast_series_key
@@ -92,6 +102,13 @@ def _now_proto() -> Any:
     return conv.timestamp_proto(int(time.time() * 1_000_000))
 
 
+def _from_cache(response_type: type[Message], data: bytes) -> Message:
+    response = response_type.FromString(data)
+    if "provenance" in response.DESCRIPTOR.fields_by_name:  # listings carry none
+        response.provenance.from_cache = True  # type: ignore[attr-defined]
+    return response
+
+
 def _page_token(offset: int, bound: str) -> str:
     raw = json.dumps({"o": offset, "b": bound}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -121,6 +138,7 @@ class AnalyticsService:
         self.export = export
         self.limits = limits
         self._apply_lock = asyncio.Lock()
+        self._plans = LookupPlans()
         self._pending_pairs: set[tuple[str, str]] | None = set()
         self._evaluate_wake = asyncio.Event()
         self._evaluator: asyncio.Task[None] | None = None
@@ -363,9 +381,20 @@ class AnalyticsService:
         except QueryCancelled:
             raise DeadlineExceeded("query interrupted") from None
 
+    async def _recall(self, method: str, request: Message) -> Message | None:
+        """The cached answer to a request seen before, found through its lookup plan without validating and
+        normalising it again; None when the request is new or its answer is not cached (the caller then takes
+        the full path, which validates)."""
+        plan = self._plans.get(method, request.SerializeToString())
+        if plan is None:
+            return None
+        hit = await self._cache_get(plan.key_for(self.model.watermarks, self.model.lineage))
+        return None if hit is None else _from_cache(plan.response_type, hit)
+
     async def _cached(
         self,
         method: str,
+        request: Message,
         normalised: Message,
         kinds: Sequence[str],
         s: Slice,
@@ -373,16 +402,14 @@ class AnalyticsService:
         response_type: type[Message],
         time_left: float | None,
     ) -> Message:
-        """The cache-aside path shared by every cached read (see the module docstring)."""
+        """The cache-aside path shared by every cached read (see the module docstring); ``request`` is the
+        request as received, ``normalised`` its normalised form."""
         fp = fingerprint(method, normalised)
-        dims, totals = self.model.watermarks.lookup()
-        key = cache_key(method, fp, versions(kinds, s, dims, totals), self.model.lineage)
-        hit = await self._cache_get(key)
+        plan = LookupPlan(method, fp, narrowing(kinds, s), response_type)
+        self._plans.add(method, request.SerializeToString(), plan)
+        hit = await self._cache_get(plan.key_for(self.model.watermarks, self.model.lineage))
         if hit is not None:
-            response = response_type.FromString(hit)
-            if "provenance" in response.DESCRIPTOR.fields_by_name:
-                response.provenance.from_cache = True  # type: ignore[attr-defined]
-            return response
+            return _from_cache(response_type, hit)
 
         def job(job: Job) -> tuple[str, Message, bytes]:
             job.cursor.execute("BEGIN TRANSACTION")
@@ -469,6 +496,8 @@ class AnalyticsService:
     async def get_demand_series(
         self, request: analytics_pb2.GetDemandSeriesRequest, time_left: float | None = None
     ) -> analytics_pb2.GetDemandSeriesResponse:
+        if (hit := await self._recall("GetDemandSeries", request)) is not None:
+            return hit  # type: ignore[return-value]
         s = self._slice(request.filter)
         if request.grain not in _GRAINS:
             raise InvalidArgument([FieldViolation("grain", "unknown time grain")])
@@ -514,7 +543,14 @@ class AnalyticsService:
             return response
 
         return await self._cached(  # type: ignore[return-value]
-            "GetDemandSeries", normalised, kinds, s, compute, analytics_pb2.GetDemandSeriesResponse, time_left
+            "GetDemandSeries",
+            request,
+            normalised,
+            kinds,
+            s,
+            compute,
+            analytics_pb2.GetDemandSeriesResponse,
+            time_left,
         )
 
     @staticmethod
@@ -548,6 +584,8 @@ class AnalyticsService:
     async def get_series_history(
         self, request: analytics_pb2.GetSeriesHistoryRequest, time_left: float | None = None
     ) -> analytics_pb2.GetSeriesHistoryResponse:
+        if (hit := await self._recall("GetSeriesHistory", request)) is not None:
+            return hit  # type: ignore[return-value]
         if len(request.series) > self.limits.max_series_per_call:
             raise InvalidArgument(
                 [FieldViolation("series", f"at most {self.limits.max_series_per_call} series per call")]
@@ -578,6 +616,7 @@ class AnalyticsService:
 
         return await self._cached(  # type: ignore[return-value]
             "GetSeriesHistory",
+            request,
             normalised,
             kinds,
             s,
@@ -589,6 +628,8 @@ class AnalyticsService:
     async def get_kpis(
         self, request: analytics_pb2.GetKpisRequest, time_left: float | None = None
     ) -> analytics_pb2.GetKpisResponse:
+        if (hit := await self._recall("GetKpis", request)) is not None:
+            return hit  # type: ignore[return-value]
         s = self._slice(request.filter)
         unknown = [
             FieldViolation(f"names[{i}]", f"unknown KPI {n!r}; see docs/kpis.md")
@@ -617,12 +658,21 @@ class AnalyticsService:
             return analytics_pb2.GetKpisResponse(kpis=[conv.kpi_proto(v) for v in values])
 
         return await self._cached(  # type: ignore[return-value]
-            "GetKpis", normalised, kinds, dep_slice, compute, analytics_pb2.GetKpisResponse, time_left
+            "GetKpis",
+            request,
+            normalised,
+            kinds,
+            dep_slice,
+            compute,
+            analytics_pb2.GetKpisResponse,
+            time_left,
         )
 
     async def list_inventory_status(
         self, request: analytics_pb2.ListInventoryStatusRequest, time_left: float | None = None
     ) -> analytics_pb2.ListInventoryStatusResponse:
+        if (hit := await self._recall("ListInventoryStatus", request)) is not None:
+            return hit  # type: ignore[return-value]
         s = self._slice(request.filter)
         if request.min_status not in (0, 1, 2, 3):
             raise InvalidArgument([FieldViolation("min_status", "unknown stock status")])
@@ -657,6 +707,7 @@ class AnalyticsService:
 
         return await self._cached(  # type: ignore[return-value]
             "ListInventoryStatus",
+            request,
             normalised,
             kinds,
             s,
@@ -668,6 +719,8 @@ class AnalyticsService:
     async def get_lead_times(
         self, request: analytics_pb2.GetLeadTimesRequest, time_left: float | None = None
     ) -> analytics_pb2.GetLeadTimesResponse:
+        if (hit := await self._recall("GetLeadTimes", request)) is not None:
+            return hit  # type: ignore[return-value]
         s = self._slice(request.filter)
         normalised = analytics_pb2.GetLeadTimesRequest(filter=conv.filter_proto(s))
         # The scope can widen to every line: the answer depends on all demand lines.
@@ -685,7 +738,14 @@ class AnalyticsService:
             return response
 
         return await self._cached(  # type: ignore[return-value]
-            "GetLeadTimes", normalised, kinds, Slice(), compute, analytics_pb2.GetLeadTimesResponse, time_left
+            "GetLeadTimes",
+            request,
+            normalised,
+            kinds,
+            Slice(),
+            compute,
+            analytics_pb2.GetLeadTimesResponse,
+            time_left,
         )
 
     async def _listing(
@@ -698,6 +758,8 @@ class AnalyticsService:
         response_type: type[Message],
         time_left: float | None,
     ) -> Message:
+        if (hit := await self._recall(method, request)) is not None:
+            return hit
         query = request.query.strip()
         bound = self._bound(method, analytics_pb2.ListMasterDataRequest(query=query))
         offset, limit = self._page(request.page, bound)
@@ -709,7 +771,9 @@ class AnalyticsService:
             rows, total = fetch(job, query, offset, limit)
             return build(rows, self._page_info(offset, limit, len(rows), total, bound))
 
-        return await self._cached(method, normalised, kinds, Slice(), compute, response_type, time_left)
+        return await self._cached(
+            method, request, normalised, kinds, Slice(), compute, response_type, time_left
+        )
 
     async def list_materials(
         self, request: analytics_pb2.ListMasterDataRequest, time_left: float | None = None
@@ -798,6 +862,8 @@ class AnalyticsService:
     async def get_external_series(
         self, request: analytics_pb2.GetExternalSeriesRequest, time_left: float | None = None
     ) -> analytics_pb2.GetExternalSeriesResponse:
+        if (hit := await self._recall("GetExternalSeries", request)) is not None:
+            return hit  # type: ignore[return-value]
         wrapper = common_pb2.Filter(date_range=request.date_range)
         s = conv.slice_of(
             wrapper, field="request", max_range_days=self.limits.max_range_days, series=request.series_ids
@@ -837,6 +903,7 @@ class AnalyticsService:
 
         return await self._cached(  # type: ignore[return-value]
             "GetExternalSeries",
+            request,
             normalised,
             [Kind.EXTERNAL],
             s,

@@ -122,15 +122,8 @@ class Slice:
 
     def values(self, dim: str) -> tuple[str, ...]:
         """The filter values of one dimension (empty: not filtered on it)."""
-        return {
-            Dim.MATERIAL: self.materials,
-            Dim.FAMILY: self.families,
-            Dim.SITE: self.sites,
-            Dim.CLIENT: self.clients,
-            Dim.REGION: self.regions,
-            Dim.SUPPLIER: self.suppliers,
-            Dim.SERIES: self.series,
-        }[dim]
+        values: tuple[str, ...] = getattr(self, _FIELD_OF_DIM[dim])
+        return values
 
     @property
     def is_single_series(self) -> bool:
@@ -140,3 +133,14 @@ class Slice:
             and len(self.sites) == 1
             and not (self.families or self.clients or self.regions or self.suppliers)
         )
+
+
+_FIELD_OF_DIM = {
+    Dim.MATERIAL: "materials",
+    Dim.FAMILY: "families",
+    Dim.SITE: "sites",
+    Dim.CLIENT: "clients",
+    Dim.REGION: "regions",
+    Dim.SUPPLIER: "suppliers",
+    Dim.SERIES: "series",
+}

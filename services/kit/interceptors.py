@@ -1,16 +1,20 @@
-"""Server interceptors: request id, metrics, error mapping, authentication and authorization.
+"""The platform's server interceptor: request id, metrics, error mapping, authentication and authorization.
 
 grpc.aio server interceptors only see the call details and return an ``RpcMethodHandler``; to act around
-the call itself each interceptor rebuilds the handler with a wrapped behaviour. Every interceptor here
-expresses its work as an async context manager entered around the behaviour (``around``), so one wrapper
-(``wrap_handler``) serves all four RPC kinds, including async-generator streaming handlers.
+the call itself the interceptor returns a twin of the method's handler whose behaviour does the four jobs
+around the servicer's. The twin is built once per method and reused (grpc.aio asks on every call).
 
-``default_interceptors`` returns them in the order they must run, outermost first:
+Per call, outermost first:
 
-    RequestIdInterceptor   sets the request id before anything logs
-    MetricsInterceptor     counts every outcome, including auth failures
-    ErrorMappingInterceptor  turns DomainError (also auth's) into statuses, anything else into INTERNAL
-    AuthInterceptor        UNAUTHENTICATED / PERMISSION_DENIED before the servicer runs
+    request id     taken from ``x-request-id`` (or made), exposed to logs, echoed in trailing metadata
+    metrics        every outcome counted and timed per method and final code, auth failures included
+    error mapping  DomainError (also auth's and undecodable requests') -> its status with details; anything
+                   else -> INTERNAL with a generic message, logged with the traceback and request id
+    auth           UNAUTHENTICATED / PERMISSION_DENIED per method policy, before the servicer runs
+
+The jobs are written out inline in one coroutine (one async generator for streamed responses) with
+try/except rather than as nested async context managers: at thousands of calls a second the context-manager
+machinery (a generator, an exit stack, enter/exit coroutines per layer) cost more than the jobs themselves.
 """
 
 from __future__ import annotations
@@ -20,10 +24,8 @@ import inspect
 import logging
 import re
 import time
-import uuid
-from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,19 +35,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.kit.auth import MethodPolicy, Principal, is_open_method, principal_var, verify_token
 from services.kit.errors import DomainError, FieldViolation, InvalidArgument, Unauthenticated
-from services.kit.logging import request_id_var
+from services.kit.logging import new_request_id, request_id_var
 
 __all__ = [
     "REQUEST_ID_HEADER",
-    "AuthInterceptor",
-    "ChainInterceptor",
-    "ErrorMappingInterceptor",
-    "MetricsInterceptor",
-    "RequestIdInterceptor",
+    "PlatformInterceptor",
     "RpcMetrics",
-    "WrappingInterceptor",
+    "UndecodableRequest",
     "default_interceptors",
-    "wrap_handler",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,115 +51,7 @@ REQUEST_ID_HEADER = "x-request-id"
 # Only ids that are safe to copy into logs and headers are taken from the caller.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
-Around = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
-
-
-def _wrap_single(behavior: Callable[..., Any], around: Around) -> Callable[..., Awaitable[Any]]:
-    """Wrap a behaviour that returns one response (or writes with ``context.write`` and returns None)."""
-
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with around(context):
-            result = behavior(request, context)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
-    return wrapped
-
-
-def _wrap_streaming(behavior: Callable[..., Any], around: Around) -> Callable[..., Any]:
-    """Wrap a response-streaming behaviour, keeping its style (generator vs. ``context.write`` coroutine).
-
-    grpc.aio picks the streaming protocol from the function type, so a coroutine must stay a coroutine and an
-    async generator an async generator.
-    """
-    if inspect.iscoroutinefunction(behavior):
-        return _wrap_single(behavior, around)
-
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with around(context):
-            responses = behavior(request, context)
-            if hasattr(responses, "__aiter__"):
-                async for response in responses:
-                    yield response
-            else:
-                for response in responses:
-                    yield response
-
-    return wrapped
-
-
-def wrap_handler(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
-    """Rebuild ``handler`` (any of the four kinds) so each call runs inside ``around(context)``."""
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(_wrap_single(handler.unary_unary, around), **kwargs)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(_wrap_streaming(handler.unary_stream, around), **kwargs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(_wrap_single(handler.stream_unary, around), **kwargs)
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(_wrap_streaming(handler.stream_stream, around), **kwargs)
-    raise ValueError("RpcMethodHandler has no behaviour")
-
-
-class WrappingInterceptor(grpc.aio.ServerInterceptor):
-    """Base: subclasses implement ``around`` and get it applied to every handled method."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # unknown method: let the server answer UNIMPLEMENTED
-            return None
-        details = handler_call_details
-        return wrap_handler(handler, lambda context: self.around(details, context))
-
-    @abstractmethod
-    def around(
-        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
-    ) -> AbstractAsyncContextManager[None]:
-        """Context manager entered around one call of ``details.method``."""
-
-
-def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
-    for item_key, value in details.invocation_metadata or ():
-        if item_key == key:
-            return value.decode() if isinstance(value, bytes) else value
-    return None
-
-
-class RequestIdInterceptor(WrappingInterceptor):
-    """Takes ``x-request-id`` from the caller (or makes one), exposes it to logs, and echoes it back.
-
-    The id goes back in *trailing* metadata, with the status. Sending it as initial metadata at the start of
-    the call would make the client's gRPC see response headers at once, and an attempt that has received
-    headers is committed: gRPC never retries it, so a replica killed or restarted in the middle of a call
-    would fail the call instead of having it retried on another replica (``services.kit.clients``). With no
-    early headers the headers travel with the answer, and every attempt cut short before it is retryable.
-    Handlers that set trailing metadata of their own must keep what is there
-    (``context.trailing_metadata()``).
-    """
-
-    @asynccontextmanager
-    async def around(
-        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[None]:
-        incoming = _metadata_value(details, REQUEST_ID_HEADER)
-        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        try:
-            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-            yield
-        finally:
-            # A generator closed from another context cannot reset; the call's context dies with it anyway.
-            with suppress(ValueError):
-                request_id_var.reset(token)
+_perf_counter = time.perf_counter
 
 
 class RpcMetrics:
@@ -182,14 +71,26 @@ class RpcMetrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        # (method, code) -> the two labelled children: ``labels()`` validates, sorts and locks on every
+        # lookup. Bounded by the served methods times the status codes.
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def observe(self, method: str, code: str, seconds: float) -> None:
-        self.requests.labels(method=method, code=code).inc()
-        self.latency.labels(method=method, code=code).observe(seconds)
+        children = self._children.get((method, code))
+        if children is None:
+            children = self._children[(method, code)] = (
+                self.requests.labels(method=method, code=code),
+                self.latency.labels(method=method, code=code),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 def _code_name(context: grpc.aio.ServicerContext, default: str) -> str:
+    """The status code a handler set (``set_code`` or ``abort``), or ``default`` when it set none."""
     code = context.code()
+    if code is None:
+        return default
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     if isinstance(code, int):
@@ -199,40 +100,15 @@ def _code_name(context: grpc.aio.ServicerContext, default: str) -> str:
     return default
 
 
-class MetricsInterceptor(WrappingInterceptor):
-    """Counts calls and their latency per method and final status code."""
-
-    def __init__(self, metrics: RpcMetrics):
-        self._metrics = metrics
-
-    @asynccontextmanager
-    async def around(
-        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[None]:
-        start = time.perf_counter()
-        code = "OK"
-        try:
-            yield
-            code = _code_name(context, "OK")
-        except grpc.aio.AbortError:
-            code = _code_name(context, "UNKNOWN")
-            raise
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except GeneratorExit:  # the stream consumer went away before the end
-            code = "CANCELLED"
-            raise
-        except BaseException:
-            code = "UNKNOWN"
-            raise
-        finally:
-            self._metrics.observe(details.method, code, time.perf_counter() - start)
-
-
 @dataclass(frozen=True, slots=True)
 class UndecodableRequest:
-    """Stands in for a request message whose bytes did not parse (see ``decode_errors_as_invalid``)."""
+    """Stands in for a request message whose bytes did not parse.
+
+    Malformed request bytes must become INVALID_ARGUMENT naming the request, not grpc's INTERNAL: a client
+    error must look like one. The deserializer cannot raise a status, so the parse failure is carried to the
+    behaviour, where it is raised inside the error mapping (after authentication, like any other request
+    check).
+    """
 
     error: str
 
@@ -254,168 +130,100 @@ def _invalid(request: UndecodableRequest) -> InvalidArgument:
     return InvalidArgument([FieldViolation("request", f"not a valid request message ({request.error})")])
 
 
+def _decoded(request: Any, request_streaming: bool) -> Any:
+    """The request as the behaviour takes it; undecodable bytes are INVALID_ARGUMENT (streams: when read)."""
+    if request_streaming:
+        return _checked_stream(request)
+    if type(request) is UndecodableRequest:
+        raise _invalid(request)
+    return request
+
+
 async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
-        if isinstance(request, UndecodableRequest):
+        if type(request) is UndecodableRequest:
             raise _invalid(request)
         yield request
 
 
-def decode_errors_as_invalid(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """Malformed request bytes become INVALID_ARGUMENT naming the request, not grpc's INTERNAL: a client
-    error must look like one. The parse failure is carried to the behaviour, which raises inside the error
-    mapping."""
-    behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-    if handler.request_streaming:
+def _read_metadata(context: grpc.aio.ServicerContext) -> tuple[str | None, str | None]:
+    """The first ``x-request-id`` and ``authorization`` values the caller sent, in one pass."""
+    request_id = authorization = None
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER:
+            if request_id is None:
+                request_id = value.decode() if isinstance(value, bytes) else value
+        elif key == "authorization":
+            if authorization is None:
+                authorization = value.decode() if isinstance(value, bytes) else value
+    return request_id, authorization
 
-        def fix(request: Any) -> Any:
-            return _checked_stream(request)
+
+def _begin(context: grpc.aio.ServicerContext) -> tuple[str | None, Any]:
+    """Set up the request id of a call; returns the authorization header and the id's context token.
+
+    The id goes back in *trailing* metadata, with the status. Sending it as initial metadata at the start of
+    the call would make the client's gRPC see response headers at once, and an attempt that has received
+    headers is committed: gRPC never retries it, so a replica killed or restarted in the middle of a call
+    would fail the call instead of having it retried on another replica (``services.kit.clients``). With no
+    early headers the headers travel with the answer, and every attempt cut short before it is retryable.
+    Handlers that set trailing metadata of their own must keep what is there
+    (``context.trailing_metadata()``).
+    """
+    incoming, authorization = _read_metadata(context)
+    request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else new_request_id()
+    token = request_id_var.set(request_id)
+    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+    return authorization, token
+
+
+async def _abort_with(method: str, exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    """The error mapping: end the call with the status ``exc`` stands for (``abort`` raises AbortError)."""
+    if isinstance(exc, DomainError):
+        log.info(
+            "%s failed: %s %s",
+            method,
+            exc.code.name,
+            exc.message,
+            extra={"method": method, "code": exc.code.name, "reason": exc.reason},
+        )
+        status = rpc_status.to_status(exc.to_status())
+        # abort() replaces the trailing metadata set so far; keep it (the request id) beside the details.
+        await context.abort(
+            status.code, status.details, (*(context.trailing_metadata() or ()), *status.trailing_metadata)
+        )
     else:
-
-        def fix(request: Any) -> Any:
-            if isinstance(request, UndecodableRequest):
-                raise _invalid(request)
-            return request
-
-    streaming_out = handler.response_streaming and not inspect.iscoroutinefunction(behavior)
-    if streaming_out:
-
-        async def checked_gen(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            responses = behavior(fix(request), context)
-            if hasattr(responses, "__aiter__"):
-                async for response in responses:
-                    yield response
-            else:
-                for response in responses:
-                    yield response
-
-        new_behavior: Callable[..., Any] = checked_gen
-    else:
-
-        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            result = behavior(fix(request), context)
-            return await result if inspect.isawaitable(result) else result
-
-        new_behavior = checked
-    kwargs = {
-        "request_deserializer": _tolerant(handler.request_deserializer),
-        "response_serializer": handler.response_serializer,
-    }
-    factory = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }[(handler.request_streaming, handler.response_streaming)]
-    return factory(new_behavior, **kwargs)
+        request_id = request_id_var.get() or "unknown"
+        log.error(
+            "unhandled error in %s",
+            method,
+            exc_info=exc,
+            extra={"method": method, "request_id": request_id},
+        )
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
 
 
-class ErrorMappingInterceptor(WrappingInterceptor):
-    """The one place where exceptions become statuses.
+def _authenticate(key: bytes, header: str | None) -> Principal:
+    """Verify ``authorization: Bearer <jwt>``."""
+    if header is None:
+        raise Unauthenticated("missing authorization metadata", reason="TOKEN_MISSING")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("authorization must be 'Bearer <token>'", reason="TOKEN_MISSING")
+    return verify_token(key, token.strip())
 
-    DomainError -> its code with ``google.rpc.Status`` details (readable with ``rpc_status.from_call``).
-    Anything else -> INTERNAL with a generic message naming the request id; the traceback is logged, never
-    sent.
+
+class PlatformInterceptor(grpc.aio.ServerInterceptor):
+    """Request id, metrics, error mapping and auth around every method (see the module docstring).
+
+    Open methods (health, reflection) skip authentication. The principal is available to handlers through
+    ``services.kit.auth.principal_var``, the request id through ``services.kit.logging.request_id_var``.
     """
 
-    @asynccontextmanager
-    async def around(
-        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[None]:
-        try:
-            yield
-        except grpc.aio.AbortError:  # the handler aborted with a status of its own choosing
-            raise
-        except DomainError as exc:
-            log.info(
-                "%s failed: %s %s",
-                details.method,
-                exc.code.name,
-                exc.message,
-                extra={"method": details.method, "code": exc.code.name, "reason": exc.reason},
-            )
-            status = rpc_status.to_status(exc.to_status())
-            # abort() replaces the trailing metadata set so far; keep it (the request id) beside the details.
-            await context.abort(
-                status.code, status.details, (*(context.trailing_metadata() or ()), *status.trailing_metadata)
-            )
-        except Exception:
-            request_id = request_id_var.get() or "unknown"
-            log.exception(
-                "unhandled error in %s",
-                details.method,
-                extra={"method": details.method, "request_id": request_id},
-            )
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        details = handler_call_details
-        return wrap_handler(decode_errors_as_invalid(handler), lambda context: self.around(details, context))
-
-
-class AuthInterceptor(WrappingInterceptor):
-    """Verifies ``authorization: Bearer <jwt>`` and checks the role against the method policy.
-
-    Open methods (health, reflection) skip both checks. The principal is available to handlers through
-    ``services.kit.auth.principal_var``.
-    """
-
-    def __init__(self, key: bytes, policy: MethodPolicy):
+    def __init__(self, key: bytes, policy: MethodPolicy, metrics: RpcMetrics):
         self._key = key
         self._policy = policy
-
-    def authenticate(self, details: grpc.HandlerCallDetails) -> Principal:
-        header = _metadata_value(details, "authorization")
-        if header is None:
-            raise Unauthenticated("missing authorization metadata", reason="TOKEN_MISSING")
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("authorization must be 'Bearer <token>'", reason="TOKEN_MISSING")
-        return verify_token(self._key, token.strip())
-
-    @asynccontextmanager
-    async def around(
-        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[None]:
-        if is_open_method(details.method):
-            yield
-            return
-        principal = self.authenticate(details)
-        self._policy.authorize(details.method, principal)
-        token = principal_var.set(principal)
-        try:
-            yield
-        finally:
-            with suppress(ValueError):
-                principal_var.reset(token)
-
-
-@dataclass(frozen=True, slots=True)
-class _CallDetails:
-    """The two fields of ``grpc.HandlerCallDetails`` the layers read, taken from the call's context."""
-
-    method: str
-    invocation_metadata: Sequence[tuple[str, str | bytes]]
-
-
-class ChainInterceptor(grpc.aio.ServerInterceptor):
-    """Several wrapping interceptors run as ONE server interceptor, outermost first.
-
-    grpc.aio calls every interceptor on every call, and each would rebuild the method's handler: composed
-    here, a method's wrapped handler is built once and reused, and each call only enters the layers'
-    context managers. Behaviour is that of nesting the layers (an ``AsyncExitStack`` unwinds like nested
-    ``async with``), with malformed request bytes turned into INVALID_ARGUMENT inside the error mapping.
-    """
-
-    def __init__(self, layers: Sequence[WrappingInterceptor]):
-        self._layers = tuple(layers)
+        self._metrics = metrics
         # method -> (the server's handler, its wrapped twin); bounded by the methods the server has.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -431,32 +239,136 @@ class ChainInterceptor(grpc.aio.ServerInterceptor):
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = wrap_handler(
-            decode_errors_as_invalid(handler), lambda context: self._around(method, context)
-        )
+        wrapped = self.wrap(method, handler)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    @asynccontextmanager
-    async def _around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        details = _CallDetails(method, tuple(context.invocation_metadata() or ()))
-        async with AsyncExitStack() as stack:
-            for layer in self._layers:
-                await stack.enter_async_context(layer.around(details, context))  # type: ignore[arg-type]
-            yield
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The twin of ``handler`` (any of the four kinds) that does the platform's jobs around each call."""
+        behavior = (
+            handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+        )
+        if behavior is None:
+            raise ValueError("RpcMethodHandler has no behaviour")
+        # grpc.aio picks the streaming protocol from the function type: a coroutine that writes with
+        # ``context.write`` must stay a coroutine, an (async) generator must stay an async generator.
+        if handler.response_streaming and not inspect.iscoroutinefunction(behavior):
+            new_behavior: Callable[..., Any] = self._streamed(method, behavior, handler.request_streaming)
+        else:
+            new_behavior = self._single(method, behavior, handler.request_streaming)
+        factory = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(handler.request_streaming, handler.response_streaming)]
+        return factory(
+            new_behavior,
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+    def _authorize(self, method: str, header: str | None) -> Any:
+        """Authenticate and authorize the caller; returns the principal's context token."""
+        principal = _authenticate(self._key, header)
+        self._policy.authorize(method, principal)
+        return principal_var.set(principal)
+
+    def _single(
+        self, method: str, behavior: Callable[..., Any], request_streaming: bool
+    ) -> Callable[..., Awaitable[Any]]:
+        """A behaviour that returns one response (or writes with ``context.write`` and returns None)."""
+        is_open = is_open_method(method)
+        is_coroutine = inspect.iscoroutinefunction(behavior)
+        observe = self._metrics.observe
+        authorize = self._authorize
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = _perf_counter()
+            authorization, id_token = _begin(context)
+            principal_token = None
+            code = "UNKNOWN"
+            try:
+                try:
+                    if not is_open:
+                        principal_token = authorize(method, authorization)
+                    request = _decoded(request, request_streaming)
+                    if is_coroutine:
+                        result = await behavior(request, context)
+                    else:
+                        result = behavior(request, context)
+                        if inspect.isawaitable(result):
+                            result = await result
+                except grpc.aio.AbortError:  # the handler aborted with a status of its own choosing
+                    raise
+                except Exception as exc:
+                    await _abort_with(method, exc, context)
+                code = _code_name(context, "OK")
+                return result
+            except grpc.aio.AbortError:
+                code = _code_name(context, "UNKNOWN")
+                raise
+            except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: the coroutine was closed
+                code = "CANCELLED"
+                raise
+            finally:
+                if principal_token is not None:
+                    principal_var.reset(principal_token)
+                observe(method, code, _perf_counter() - start)
+                request_id_var.reset(id_token)
+
+        return call
+
+    def _streamed(
+        self, method: str, behavior: Callable[..., Any], request_streaming: bool
+    ) -> Callable[..., AsyncIterator[Any]]:
+        """A behaviour that yields its responses (async or plain generator)."""
+        is_open = is_open_method(method)
+        observe = self._metrics.observe
+        authorize = self._authorize
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start = _perf_counter()
+            authorization, id_token = _begin(context)
+            principal_token = None
+            code = "UNKNOWN"
+            try:
+                try:
+                    if not is_open:
+                        principal_token = authorize(method, authorization)
+                    request = _decoded(request, request_streaming)
+                    responses = behavior(request, context)
+                    if hasattr(responses, "__aiter__"):
+                        async for response in responses:
+                            yield response
+                    else:
+                        for response in responses:
+                            yield response
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _abort_with(method, exc, context)
+                code = _code_name(context, "OK")
+            except grpc.aio.AbortError:
+                code = _code_name(context, "UNKNOWN")
+                raise
+            except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: the consumer went away
+                code = "CANCELLED"
+                raise
+            finally:
+                # A generator closed from another context cannot reset; the call's context dies with it.
+                if principal_token is not None:
+                    with suppress(ValueError):
+                        principal_var.reset(principal_token)
+                observe(method, code, _perf_counter() - start)
+                with suppress(ValueError):
+                    request_id_var.reset(id_token)
+
+        return stream
 
 
 def default_interceptors(
     key: bytes, policy: MethodPolicy, registry: CollectorRegistry
 ) -> Sequence[grpc.aio.ServerInterceptor]:
-    """The chain every service uses: request id, metrics, error mapping, auth (outermost first)."""
-    return (
-        ChainInterceptor(
-            (
-                RequestIdInterceptor(),
-                MetricsInterceptor(RpcMetrics(registry)),
-                ErrorMappingInterceptor(),
-                AuthInterceptor(key, policy),
-            )
-        ),
-    )
+    """The interceptors every service uses (one, doing request id, metrics, error mapping and auth)."""
+    return (PlatformInterceptor(key, policy, RpcMetrics(registry)),)

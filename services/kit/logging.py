@@ -6,17 +6,51 @@ a logging call become top-level fields, and an exception adds ``exc`` with the f
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
+import secrets
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
 
-__all__ = ["JsonFormatter", "configure_logging", "request_id_var"]
+__all__ = ["JsonFormatter", "configure_logging", "new_request_id", "request_id_var"]
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 """Request id of the RPC (or message) being handled in this task; set by the request-id interceptor."""
+
+
+class _RequestIds:
+    """32 hex digits: 16 random ones drawn once per process, then a per-process counter, scrambled.
+
+    Unique without a system call per id (``uuid4`` reads the OS random source on every call, and a server
+    makes one id per call it serves): processes differ by their random half, ids of one process by the
+    counter. The counter goes through a bijection of 64-bit integers (times a random odd number, xor a random
+    mask), so ids stay distinct while a caller reading them cannot count the calls a replica serves. A
+    forked child draws new random numbers, or it would repeat its parent's ids.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._odd = secrets.randbits(64) | 1
+        self._mask = secrets.randbits(64)
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{((next(self._counter) * self._odd) ^ self._mask) & _U64:016x}"
+
+
+_U64 = (1 << 64) - 1
+
+
+new_request_id = _RequestIds()
+"""A fresh request id, for a call or message that arrived without one."""
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is emitted as a field.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}

@@ -15,6 +15,7 @@ A failing callback is logged and does not prevent the later steps.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -29,7 +30,7 @@ from services.kit.auth import MethodPolicy
 from services.kit.interceptors import default_interceptors
 from services.kit.settings import ConfigurationError, ServiceSettings
 
-__all__ = ["LIVENESS", "Callback", "GrpcServer", "HealthCheck"]
+__all__ = ["LIVENESS", "Callback", "GrpcServer", "HealthCheck", "freeze_startup_heap"]
 
 LIVENESS = "liveness"
 """Health service name that is SERVING from start until shutdown, whatever the dependency checks say."""
@@ -43,6 +44,21 @@ _Servicer = TypeVar("_Servicer")
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def freeze_startup_heap() -> None:
+    """Exempt the objects alive now (modules, classes, functions, settings, start-up state) from the garbage
+    collector's full collections.
+
+    A served call allocates short-lived objects; with calls in flight enough of them survive the young
+    collections to trigger a full one every few seconds at a few thousand calls a second. A full collection
+    walks every tracked object of the process (some 100,000 after start-up) and stops the event loop for
+    tens of milliseconds: that pause is the tail latency of every call in flight. Frozen, the start-up heap
+    is skipped. Run once, when start-up is over; start-up garbage is collected first, so that it is not
+    kept for ever.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _name(callback: Callable[..., Any]) -> str:
@@ -291,9 +307,14 @@ class GrpcServer:
     async def run_until_signal(
         self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
     ) -> None:
-        """Start (if needed), serve until one of ``signals`` arrives, then ``stop()``."""
+        """Start (if needed), serve until one of ``signals`` arrives, then ``stop()``.
+
+        This is how a service process serves, so it is also where start-up is over: the start-up heap is
+        frozen here (``freeze_startup_heap``), not in ``start()``, which tests call many times per process.
+        """
         if self._server is None:
             await self.start()
+        freeze_startup_heap()
         loop = asyncio.get_running_loop()
         received = asyncio.Event()
 

@@ -3,7 +3,9 @@
 Payload commands make a handler misbehave on purpose: ``invalid`` raises InvalidArgument, ``unavailable``
 raises Unavailable, ``boom`` raises RuntimeError (with a secret in its text), ``whoami`` answers with the
 caller's principal and ``rid`` with the request id seen by the handler. Streaming handlers send one response
-before failing, so errors after the first message are covered too.
+before failing, so errors after the first message are covered too. ``Parse`` and ``ParseStream`` take a
+protobuf message (``HealthCheckRequest``) so that undecodable request bytes can be sent; ``Coded`` ends the
+call with NOT_FOUND through ``context.set_code`` without raising.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from services.kit.auth import PLAN, READ, WRITE, MethodPolicy, require_principal
 from services.kit.errors import FieldViolation, InvalidArgument, Unavailable
@@ -36,6 +39,9 @@ POLICY = MethodPolicy(
         method("Chat"): READ,
         method("Slow"): READ,
         method("Remaining"): READ,
+        method("Parse"): READ,
+        method("ParseStream"): READ,
+        method("Coded"): READ,
         # "Unlisted" is served but deliberately absent: it must be denied.
     }
 )
@@ -98,7 +104,24 @@ async def remaining(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     return str(left).encode()
 
 
+async def parse(request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> bytes:
+    return request.service.encode()
+
+
+async def parse_stream(
+    requests: AsyncIterator[health_pb2.HealthCheckRequest], context: grpc.aio.ServicerContext
+) -> bytes:
+    return b"|".join([request.service.encode() async for request in requests])
+
+
+async def coded(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    context.set_code(grpc.StatusCode.NOT_FOUND)
+    context.set_details("nothing here")
+    return b""
+
+
 def handler() -> grpc.GenericRpcHandler:
+    parsed = {"request_deserializer": health_pb2.HealthCheckRequest.FromString}
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
@@ -112,5 +135,8 @@ def handler() -> grpc.GenericRpcHandler:
             "Chat": grpc.stream_stream_rpc_method_handler(chat),
             "Slow": grpc.unary_unary_rpc_method_handler(slow),
             "Remaining": grpc.unary_unary_rpc_method_handler(remaining),
+            "Parse": grpc.unary_unary_rpc_method_handler(parse, **parsed),
+            "ParseStream": grpc.stream_unary_rpc_method_handler(parse_stream, **parsed),
+            "Coded": grpc.unary_unary_rpc_method_handler(coded),
         },
     )
