@@ -11,10 +11,7 @@ costs a measurable share of the gateway's CPU per request.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,55 +20,11 @@ from novacorrente.forecast.v1 import forecast_pb2_grpc
 from novacorrente.ingestion.v1 import ingestion_pb2_grpc
 
 from gateway.settings import GatewaySettings
-from services.kit.clients import RETRY_POLICY
+from services.kit.clients import open_channel
 
-__all__ = ["UPSTREAMS", "Upstreams", "channel_options", "open_upstream_channel"]
+__all__ = ["UPSTREAMS", "Upstreams"]
 
 UPSTREAMS = ("ingestion", "analytics", "forecast")
-
-
-def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    """The options ``open_channel`` gives a channel (round robin; a test keeps the two lists equal)."""
-    service_config = {
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [{"name": [{}], "retryPolicy": RETRY_POLICY}],
-    }
-    return [
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", json.dumps(service_config)),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 0),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-    ]
-
-
-def _read(path: Path | None) -> bytes | None:
-    return None if path is None else path.read_bytes()
-
-
-def open_upstream_channel(
-    target: str,
-    *,
-    max_message_bytes: int,
-    ca_cert_path: Path | None = None,
-    client_cert_path: Path | None = None,
-    client_key_path: Path | None = None,
-) -> grpc.aio.Channel:
-    """A channel to ``target`` as ``open_channel`` opens it, minus the interceptors (see the module doc)."""
-    options = channel_options(max_message_bytes)
-    if ca_cert_path is None and client_cert_path is None and client_key_path is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    if (client_cert_path is None) != (client_key_path is None):
-        raise ValueError("client_cert_path and client_key_path go together")
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=_read(ca_cert_path),
-        private_key=_read(client_key_path),
-        certificate_chain=_read(client_cert_path),
-    )
-    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 class Upstreams:
@@ -96,9 +49,10 @@ class Upstreams:
     def channel(self, name: str) -> grpc.aio.Channel:
         channel = self._channels.get(name)
         if channel is None:
-            channel = open_upstream_channel(
+            channel = open_channel(
                 self.target(name),
                 max_message_bytes=self._settings.max_message_bytes,
+                with_metadata_interceptors=False,
                 **self._settings.tls_client_paths(),
             )
             self._channels[name] = channel

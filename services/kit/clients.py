@@ -21,7 +21,6 @@ An attempt that already received headers (a streaming response under way) is com
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import grpc
 
 from services.kit.interceptors import REQUEST_ID_HEADER
-from services.kit.logging import request_id_var
+from services.kit.logging import new_request_id, request_id_var
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "RETRY_POLICY", "metadata_interceptors", "open_channel"]
 
@@ -61,7 +60,7 @@ class _CallMetadata:
         if self._token_provider is not None and "authorization" not in metadata:
             metadata.add("authorization", f"Bearer {self._token_provider()}")
         if REQUEST_ID_HEADER not in metadata:
-            metadata.add(REQUEST_ID_HEADER, request_id_var.get() or uuid.uuid4().hex)
+            metadata.add(REQUEST_ID_HEADER, request_id_var.get() or new_request_id())
         timeout = details.timeout if details.timeout is not None else self._default_timeout
         return details._replace(metadata=metadata, timeout=timeout)
 
@@ -123,6 +122,7 @@ def open_channel(
     client_cert_path: str | Path | None = None,
     client_key_path: str | Path | None = None,
     load_balancing: str = "round_robin",
+    with_metadata_interceptors: bool = True,
 ) -> grpc.aio.Channel:
     """Open a channel to ``target`` with the platform's client defaults.
 
@@ -138,6 +138,8 @@ def open_channel(
         client_cert_path, client_key_path: PEM client certificate chain and key for mutual TLS.
         load_balancing: gRPC load-balancing policy over the target's addresses, ``round_robin`` or
             ``pick_first``.
+        with_metadata_interceptors: False for a caller that passes the deadline, token and request id on
+            every call itself (the gateway): grpc.aio runs each intercepted call as one more task.
     """
     if token is not None and token_provider is not None:
         raise ValueError("give token or token_provider, not both")
@@ -153,7 +155,7 @@ def open_channel(
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
-    interceptors = metadata_interceptors(provider, default_timeout)
+    interceptors = metadata_interceptors(provider, default_timeout) if with_metadata_interceptors else None
     if ca_cert_path is None and client_cert_path is None and client_key_path is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     if (client_cert_path is None) != (client_key_path is None):

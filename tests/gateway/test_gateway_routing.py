@@ -17,7 +17,7 @@ from gateway import api
 from gateway.app import create_app
 from gateway.routing import ExactRoutes, RpcRoute
 from gateway.settings import GatewaySettings
-from gateway.upstreams import channel_options, open_upstream_channel
+from gateway.upstreams import Upstreams
 from services.kit import clients
 from services.kit.auth import ALGORITHM
 from tests.gateway.peers import DOUBLE_POLICY, FAIL, Peers
@@ -115,17 +115,23 @@ async def test_errors_of_the_short_path_go_through_the_app_handlers(
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-def test_gateway_channels_have_the_platform_client_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[tuple[str, Any]]] = []
+def test_gateway_channels_have_the_platform_client_options_without_interceptors(
+    monkeypatch: pytest.MonkeyPatch, gateway_settings: GatewaySettings
+) -> None:
+    seen: list[tuple[list[tuple[str, Any]], object]] = []
 
-    def capture(target: str, options: list[tuple[str, Any]], **_: object) -> object:
-        seen.append(list(options))
+    def capture(target: str, options: list[tuple[str, Any]], interceptors: object = None) -> object:
+        seen.append((list(options), interceptors))
         return object()
 
     monkeypatch.setattr(clients.grpc.aio, "insecure_channel", capture)
+    settings = gateway_settings.model_copy(update={"max_message_bytes": 1234})
     clients.open_channel("127.0.0.1:1", max_message_bytes=1234)
-    open_upstream_channel("127.0.0.1:1", max_message_bytes=1234)
-    assert seen[0] == seen[1] == channel_options(1234)
+    Upstreams(settings).channel("analytics")
+    (platform_options, platform_interceptors), (gateway_options, gateway_interceptors) = seen
+    assert gateway_options == platform_options
+    assert ("grpc.max_receive_message_length", 1234) in gateway_options
+    assert platform_interceptors and gateway_interceptors is None
 
 
 async def test_gateway_channel_forwards_token_and_request_id(
