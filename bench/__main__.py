@@ -69,7 +69,9 @@ def main(argv: list[str]) -> int:
         if r is None:
             print(f"{name:<25} FAILED")
         else:
-            print(f"{name:<25} {r['ratio']:<7} {r['target']:<7} {r['value']} {r['unit']}")
+            # str(): a benchmark without a raw-limit ratio or target reports null for it.
+            ratio, target = str(r["ratio"]), str(r["target"])
+            print(f"{name:<25} {ratio:<7} {target:<7} {r['value']} {r['unit']}")
     return 0 if all(results.values()) else 1
 
 
