@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.kit.logging import request_id_var
+from services.kit.logging import new_request_id, request_id_var
 
 __all__ = ["GatewayMetrics", "RequestMiddleware"]
 
@@ -116,7 +115,7 @@ class RequestMiddleware:
             if key == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else new_request_id()
         token = request_id_var.set(request_id)
         api = str(scope.get("path", "")).startswith("/api/")
         start = time.perf_counter()
