@@ -66,6 +66,8 @@ class InferenceRunner:
         self._max_batch_rows = max_batch_rows
         self._metrics = metrics
         self._batches: dict[tuple[int, str, tuple[str, ...]], _Batch] = {}
+        # The loop keeps only weak references to tasks: these keep running batches alive until they end.
+        self._running: set[asyncio.Task[None]] = set()
 
     def _observe(self, model: LoadedModel, mode: str, rows: int, seconds: float) -> None:
         if self._metrics is not None:
@@ -121,29 +123,33 @@ class InferenceRunner:
         if batch is None:
             batch = self._batches[key] = _Batch(model, input_name, outputs)
             batch.items.append(_Pending(rows, future))
-            asyncio.get_running_loop().call_later(self._window, self._flush, key)
+            asyncio.get_running_loop().call_later(self._window, self._flush, key, batch)
         else:
             batch.items.append(_Pending(rows, future))
             if sum(item.rows.shape[0] for item in batch.items) >= self._max_batch_rows:
-                self._flush(key)
+                self._flush(key, batch)
         return await future
 
-    def _flush(self, key: tuple[int, str, tuple[str, ...]]) -> None:
-        batch = self._batches.pop(key, None)
-        if batch is None:
+    def _flush(self, key: tuple[int, str, tuple[str, ...]], batch: _Batch) -> None:
+        # A batch flushed early because it filled up must not take its successor with it when its
+        # window timer fires: only the batch the timer was set for is flushed.
+        if self._batches.get(key) is not batch:
             return
-        asyncio.get_running_loop().create_task(self._execute(batch))
+        del self._batches[key]
+        task = asyncio.get_running_loop().create_task(self._execute(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _execute(self, batch: _Batch) -> None:
         stacked = np.concatenate([item.rows for item in batch.items], axis=0)
         try:
             if stacked.shape[0] <= self.inline_max_rows:
                 start = time.perf_counter()
-                results = batch.model.run({batch.input_name: stacked}, batch.outputs)
+                results = batch.model.run({batch.input_name: stacked}, batch.output_names)
                 self._observe(batch.model, "batched", stacked.shape[0], time.perf_counter() - start)
             else:
                 results = await self._offload(
-                    batch.model, {batch.input_name: stacked}, batch.outputs, stacked.shape[0], "batched"
+                    batch.model, {batch.input_name: stacked}, batch.output_names, stacked.shape[0], "batched"
                 )
         except BaseException as exc:
             for item in batch.items:
