@@ -1,6 +1,6 @@
 """Cache keys: the normalised request plus the watermarks of only the data the answer depends on.
 
-    analytics:v1:<lineage>:<method>:<sha256 of the normalised request>:<kind>=<version>,...
+    analytics:v2:<lineage>:<method>:<sha256 of the normalised request>:<kind>=<version>,...
 
 The lineage is the batch id of ingestion's first record (see ``read_model``): versions are counted in one
 ingestion log, and a replaced ingestion database starts counting again. The request part is the method name
@@ -47,7 +47,7 @@ __all__ = [
     "versions",
 ]
 
-KEY_PREFIX = "analytics:v1:"
+KEY_PREFIX = "analytics:v2:"
 """Bump the version when an answer's meaning changes, so entries of the old code are never served."""
 
 

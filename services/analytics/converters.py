@@ -25,6 +25,7 @@ __all__ = [
     "inventory_proto",
     "is_simulated",
     "kpi_proto",
+    "material_cost_of",
     "micros_of",
     "row_of",
     "slice_of",
@@ -168,6 +169,15 @@ def row_of(committed: records_pb2.CommittedRecord) -> tuple[str, tuple[object, .
         e = record.external_observation
         return "external_observations", (e.series_id, date_of(e.date), e.value, e.unit, e.source, seq)
     return None
+
+
+def material_cost_of(committed: records_pb2.CommittedRecord) -> tuple[str, float | None, int] | None:
+    """(code, unit cost in BRL or None when unknown, sequence) of a committed material, else None."""
+    record = committed.record
+    if record.WhichOneof("kind") != "material":
+        return None
+    m = record.material
+    return m.code, (m.unit_cost_brl if m.HasField("unit_cost_brl") else None), committed.sequence
 
 
 def _check_date(field: str, value: common_pb2.Date, violations: list[FieldViolation]) -> dt.date | None:

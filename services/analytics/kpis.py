@@ -147,8 +147,7 @@ def _stock(job: Job, s: Slice, ctx: _Context) -> list[KpiValue]:
     )
     ctx.load_stock(job, s)
     if not ctx.has_stock:
-        out = [_na(n, _NO_STOCK) for n in names]
-        return [*out, _na("average_inventory_value", "no unit costs in the data")]
+        return [_na(n, _NO_STOCK) for n in (*names, "average_inventory_value")]
     start, end = ctx.start, ctx.end
     assert start is not None and end is not None
     period_days = (end - start).days + 1
@@ -184,7 +183,12 @@ dem AS (
     FROM consumption c SEMI JOIN cur ON c.material_code = cur.material_code AND c.site_code = cur.site_code
     WHERE {dw.sql} GROUP BY ALL
 ),
-crit AS (SELECT code FROM sites WHERE criticality = 3)
+crit AS (SELECT code FROM sites WHERE criticality = 3),
+-- Each observed pair's time-weighted average on hand, and its material's unit cost (NULL: unknown).
+avg_oh AS (
+    SELECT per.material_code, per.site_code, per.oh_days / per.obs AS oh, mc.unit_cost_brl AS cost
+    FROM per LEFT JOIN material_costs mc ON mc.code = per.material_code WHERE per.obs > 0
+)
 SELECT
     (SELECT sum(obs) FROM per),
     (SELECT sum(out_days) FROM per),
@@ -193,12 +197,20 @@ SELECT
     (SELECT sum(oh)::DOUBLE FROM cur),
     (SELECT sum(dem.trail_q)::DOUBLE FROM cur JOIN dem USING (material_code, site_code)),
     (SELECT count(*) FROM cur WHERE oh <= 0 AND site_code IN (SELECT code FROM crit)),
-    (SELECT sum(out_days) FROM per WHERE site_code IN (SELECT code FROM crit))
+    (SELECT sum(out_days) FROM per WHERE site_code IN (SELECT code FROM crit)),
+    v.value, v.pairs, v.costed_pairs, v.costed_oh
+FROM (
+    SELECT sum(oh * cost ORDER BY material_code, site_code) FILTER (WHERE cost IS NOT NULL) AS value,
+           count(*) AS pairs, count(cost) AS costed_pairs,
+           sum(oh ORDER BY material_code, site_code) FILTER (WHERE cost IS NOT NULL) AS costed_oh
+    FROM avg_oh
+) AS v
 """,
             [*sw.params, end, start, end, end, start, end, end, end, *dw.params],
         )
     )
-    obs, out_days, avg_inv, period_q, on_hand_now, trail_q, crit_out, crit_days = row  # type: ignore[misc]
+    obs, out_days, avg_inv, period_q, on_hand_now, trail_q, crit_out, crit_days = row[:8]  # type: ignore[index]
+    value, pairs, costed_pairs, costed_inv = row[8:]  # type: ignore[index]
     job.check()
     fill = _fill_rate(job, s, start, end, ctx)
     result = [fill]
@@ -231,7 +243,9 @@ SELECT
         )
     else:
         result.append(_na("average_inventory_units", _NO_STOCK))
-    result.append(_na("average_inventory_value", "no unit costs in the data (no price on any record)"))
+    result.append(
+        _inventory_value(ctx, start, end, value, int(pairs or 0), int(costed_pairs or 0), avg_inv, costed_inv)
+    )
     if not critical_known:
         note = "no site is marked critical (criticality HIGH) in the site master"
         result += [_na("sla_risk_series", note), _na("critical_site_stockout_days", note)]
@@ -239,6 +253,35 @@ SELECT
         result.append(_ok("sla_risk_series", float(crit_out or 0), ctx.stock_note()))
         result.append(_ok("critical_site_stockout_days", float(crit_days or 0), ctx.stock_note()))
     return result
+
+
+def _inventory_value(
+    ctx: _Context,
+    start: dt.date,
+    end: dt.date,
+    value: float | None,
+    pairs: int,
+    costed_pairs: int,
+    avg_inv: float | None,
+    costed_inv: float | None,
+) -> KpiValue:
+    """``average_inventory_value``: only the pairs whose material has a unit cost count, and the note says
+    how many did, so a value over part of the stock is never read as the value of all of it."""
+    if not pairs:
+        return _na("average_inventory_value", _NO_STOCK)
+    if not costed_pairs:
+        counted = f"{pairs} material × site pair{'s' if pairs != 1 else ''}"
+        return _na(
+            "average_inventory_value",
+            f"no unit cost for any material with stock counts in this slice ({counted}; unit_cost_brl "
+            "not set in the material master)",
+        )
+    coverage = f"unit cost known for {costed_pairs} of {pairs} material × site pairs"
+    if avg_inv and avg_inv > 0:
+        coverage += f" ({100.0 * (costed_inv or 0.0) / avg_inv:.1f}% of the average quantity on hand)"
+    return _ok(
+        "average_inventory_value", float(value or 0.0), ctx.stock_note(coverage, f"period {start} to {end}")
+    )
 
 
 def _fill_rate(job: Job, s: Slice, start: dt.date, end: dt.date, ctx: _Context) -> KpiValue:

@@ -33,7 +33,7 @@ import pyarrow as pa
 from novacorrente.events.v1 import events_pb2
 from novacorrente.ingestion.v1 import records_pb2
 
-from services.analytics.converters import date_of, micros_of, row_of
+from services.analytics.converters import date_of, material_cost_of, micros_of, row_of
 from services.analytics.engine import Job, one
 from services.analytics.slices import Dim, Kind
 
@@ -46,7 +46,9 @@ __all__ = [
     "forecast_series_key",
 ]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""Bumped when the tables change: a read model of another version is dropped and rebuilt from the export
+(version 2 added ``material_costs``, so materials committed with a cost before the upgrade are read again)."""
 
 _QTY = "DECIMAL(18, 6)"
 """Quantities and values are stored as exact decimals (the sources write decimal text): sums are then exact,
@@ -155,6 +157,17 @@ TABLES: dict[str, tuple[str, tuple[str, ...], tuple[tuple[str, str, pa.DataType]
 }
 _MASTER_TABLES = ("materials", "sites", "suppliers")
 
+_COST_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
+    ("code", "VARCHAR", _S),
+    ("unit_cost_brl", "DOUBLE", _F),
+    ("seq", "BIGINT", _I),
+)
+"""The unit cost (BRL per unit) of each material's current version, NULL when the master gives none (unknown,
+never zero). A table of its own rather than a column of ``materials``: tools that load ``materials`` by
+position (the company-scale generator of ``bench``) keep working, and a material without a row here simply
+has no known cost. DOUBLE, as on the wire: a cost is only ever multiplied by an average (a double), and
+ingestion accepts costs up to 1e15, beyond what ``_QTY`` holds."""
+
 _FORECAST_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
     ("series_key", "VARCHAR", _S),
     ("level", "INTEGER", _I),
@@ -208,6 +221,8 @@ def _ddl() -> list[str]:
         cols = ", ".join(f"{name} {sqltype}" for name, sqltype, _ in columns)
         primary = f", PRIMARY KEY ({', '.join(key)})" if table in _MASTER_TABLES else ""
         statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, seq BIGINT NOT NULL{primary})")
+    cols = ", ".join(f"{name} {sqltype}" for name, sqltype, _ in _COST_COLUMNS)
+    statements.append(f"CREATE TABLE IF NOT EXISTS material_costs ({cols}, PRIMARY KEY (code))")
     cols = ", ".join(f"{name} {sqltype}" for name, sqltype, _ in _FORECAST_COLUMNS)
     statements.append(f"CREATE TABLE IF NOT EXISTS forecasts ({cols})")
     cols = ", ".join(f"{name} {sqltype}" for name, sqltype, _ in _POLICY_COLUMNS)
@@ -475,7 +490,11 @@ class ReadModel:
         rows: dict[str, dict[tuple[object, ...], tuple[object, ...]]] = {t: {} for t in TABLES}
         superseding: dict[str, set[tuple[object, ...]]] = {t: set() for t in TABLES}
         converted: list[tuple[str, tuple[object, ...], bool]] = []
+        costs: dict[str, tuple[object, ...]] = {}
         for committed in fresh:
+            cost = material_cost_of(committed)
+            if cost is not None:
+                costs[str(cost[0])] = cost  # sequence order: the last version of the batch wins
             item = row_of(committed)
             if item is None:
                 continue
@@ -523,6 +542,12 @@ class ReadModel:
                 cur.execute(f"INSERT INTO {table} SELECT * FROM staged_rows")
             cur.unregister("staged_rows")
             result.applied += len(by_key)
+        if costs:
+            # Every material version writes its cost, NULL included: a correction that drops the cost makes
+            # it unknown again instead of leaving the old one in place.
+            cur.register("staged_costs", _arrow(_COST_COLUMNS, list(costs.values()), seq=False))
+            cur.execute("INSERT OR REPLACE INTO material_costs SELECT * FROM staged_costs")
+            cur.unregister("staged_costs")
         if rows["consumption"]:
             # Open-ended date ranges end at the last demand date: answers that use it depend on it.
             end = one(cur.execute("SELECT max(demand_date) FROM consumption"))

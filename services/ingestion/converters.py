@@ -103,6 +103,8 @@ def _convert(kind: str, m: Any, r: _Reader) -> dom.Record:
             criticality=r.enum("criticality", _CRITICALITY),
             abc_class=r.text("abc_class"),
             stocked=m.stocked,
+            # An unset cost stays unknown (None); a set 0.0 is a real zero cost.
+            unit_cost_brl=r.number("unit_cost_brl") if m.HasField("unit_cost_brl") else None,
         )
     if kind == "site":
         return dom.Site(
@@ -344,17 +346,18 @@ def record_payload(r: dom.Record) -> bytes:
 def record_to_proto(r: dom.Record) -> pb.Record:
     """The wire form of a (validated) domain record."""
     if isinstance(r, dom.Material):
-        return pb.Record(
-            material=pb.Material(
-                code=r.code,
-                name=r.name,
-                family=r.family,
-                unit=r.unit,
-                criticality=_CRITICALITY_BACK[r.criticality],
-                abc_class=r.abc_class,
-                stocked=r.stocked,
-            )
+        material = pb.Material(
+            code=r.code,
+            name=r.name,
+            family=r.family,
+            unit=r.unit,
+            criticality=_CRITICALITY_BACK[r.criticality],
+            abc_class=r.abc_class,
+            stocked=r.stocked,
         )
+        if r.unit_cost_brl is not None:  # left unset when unknown: the bytes of a cost-less material stay
+            material.unit_cost_brl = _num(r.unit_cost_brl)
+        return pb.Record(material=material)
     if isinstance(r, dom.Site):
         return pb.Record(
             site=pb.Site(

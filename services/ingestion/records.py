@@ -149,6 +149,9 @@ class Record:
     key_fields: ClassVar[tuple[str, ...]]
     # Derived annotations that must not turn an identical re-upload into a "correction".
     hash_exclude: ClassVar[frozenset[str]] = frozenset()
+    # Fields added after versions of the record were stored: left out of the hash while None, so a record
+    # that does not carry them keeps the hash its stored version has (a re-upload stays a duplicate).
+    hash_omit_none: ClassVar[frozenset[str]] = frozenset()
     # Fields holding a unit of measure of ``units.UNITS`` (readers resolve aliases such as MT -> M in them).
     unit_fields: ClassVar[frozenset[str]] = frozenset()
 
@@ -166,20 +169,27 @@ class Record:
         return names
 
     def content_hash(self) -> str:
-        """SHA-256 (hex) of the record type and every field except ``hash_exclude``, canonically encoded:
-        the compact, key-sorted JSON text of ``[record_type, {field: canonical value}]``."""
+        """SHA-256 (hex) of the record type and every field except ``hash_exclude`` (and the fields of
+        ``hash_omit_none`` that are None), canonically encoded: the compact, key-sorted JSON text of
+        ``[record_type, {field: canonical value}]``."""
         layout = type(self).__dict__.get("_hash_layout")
         if layout is None:
             layout = _hash_layout(type(self))
         head, names, keys = layout
+        omit = self.hash_omit_none
         # The JSON text json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":")) writes, built
         # from the fields directly: this runs for every ingested record.
-        text = (
-            head
-            + ",".join([k + json_value(getattr(self, n)) for n, k in zip(names, keys, strict=True)])
-            + "}]"
-        )
-        return hashlib.sha256(text.encode()).hexdigest()
+        if omit:
+            body = ",".join(
+                [
+                    k + json_value(v)
+                    for n, k in zip(names, keys, strict=True)
+                    if (v := getattr(self, n)) is not None or n not in omit
+                ]
+            )
+        else:
+            body = ",".join([k + json_value(getattr(self, n)) for n, k in zip(names, keys, strict=True)])
+        return hashlib.sha256((head + body + "}]").encode()).hexdigest()
 
 
 def _hash_layout(cls: type[Record]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
@@ -246,6 +256,8 @@ class Material(Record):
     record_type: ClassVar[str] = "material"
     key_fields: ClassVar[tuple[str, ...]] = ("code",)
     unit_fields: ClassVar[frozenset[str]] = frozenset({"unit"})
+    # Materials without a cost were stored before the field existed: their hashes must not move.
+    hash_omit_none: ClassVar[frozenset[str]] = frozenset({"unit_cost_brl"})
 
     code: str
     name: str
@@ -254,6 +266,7 @@ class Material(Record):
     criticality: Criticality = Criticality.UNKNOWN
     abc_class: str = ""  # "A" | "B" | "C" | "" (not classified)
     stocked: bool = True  # False for services: bought, never stocked
+    unit_cost_brl: Decimal | None = None  # BRL per ``unit`` (ERP standard/average cost); None: unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,6 +214,8 @@ def _material(r: Material, c: _Checker) -> None:
     c.choice("criticality", r.criticality, Criticality)
     if r.abc_class not in ("", "A", "B", "C"):
         c.add("abc_class", ReasonCode.UNKNOWN_VALUE, f"{r.abc_class!r} is not one of: A, B, C or empty")
+    if r.unit_cost_brl is not None:  # None is an unknown cost, not a zero one
+        c.number("unit_cost_brl", r.unit_cost_brl, non_negative=True)
     if not isinstance(r.stocked, bool):
         c.add("stocked", ReasonCode.INVALID_FORMAT, "expected true or false")
     elif r.stocked and isinstance(r.unit, str) and is_service_unit(r.unit):

@@ -108,7 +108,7 @@ async def test_real_redis_serves_hits_under_the_tests_own_prefix(world: World, r
             assert _without_serving(first) == _without_serving(second)
         keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
         assert len(keys) == len(_requests())
-        assert all(k.decode().startswith(f"{prefix}analytics:v1:") for k in keys)
+        assert all(k.decode().startswith(f"{prefix}analytics:v2:") for k in keys)
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
         if keys:

@@ -226,3 +226,58 @@ async def test_quarantined_records_are_fixed_and_replayed(running: Running) -> N
             metadata=bearer(running.token),
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # already replayed
+
+
+def material(cost: float | None = None, name: str = "MASCARA DESCARTAVEL") -> rec.Record:
+    m = rec.Material(code="010601", name=name, family="EPI", unit="CX", stocked=True)
+    if cost is not None:
+        m.unit_cost_brl = cost
+    return rec.Record(material=m)
+
+
+async def test_a_material_unit_cost_is_content_stored_and_streamed(running: Running) -> None:
+    steps = [
+        (material(), pb.VERDICT_ACCEPTED),
+        (material(), pb.VERDICT_DUPLICATE),  # no cost, as before the field existed
+        (material(12.5), pb.VERDICT_SUPERSEDED),  # a cost supplied later corrects the material
+        (material(12.5), pb.VERDICT_DUPLICATE),
+        (material(13.0), pb.VERDICT_SUPERSEDED),
+        (material(0.0), pb.VERDICT_SUPERSEDED),  # zero is a known cost, not the absent one
+        (material(), pb.VERDICT_SUPERSEDED),  # back to unknown
+    ]
+    for record, expected in steps:
+        answer = await submit(running, [record])
+        assert [v.verdict for v in answer.verdicts] == [expected]
+    committed = []
+    async for page in running.stub.ExportRecords(pb.ExportRecordsRequest(), metadata=bearer(running.token)):
+        committed += list(page.records)
+    costs = [
+        c.record.material.unit_cost_brl if c.record.material.HasField("unit_cost_brl") else None
+        for c in committed
+    ]
+    assert costs == [None, 12.5, 13.0, 0.0, None]
+    assert [c.supersedes for c in committed] == [False, True, True, True, True]
+    await wait_for(lambda: len(running.events) == 5)
+    streamed = [e.records[0].record.material for e in running.events]
+    assert [m.unit_cost_brl if m.HasField("unit_cost_brl") else None for m in streamed] == costs
+
+
+async def test_a_bad_unit_cost_is_rejected_naming_the_field(running: Running) -> None:
+    answer = await submit(running, [material(), material(-1.0), material(math.nan), material(math.inf)])
+    assert [v.verdict for v in answer.verdicts][1:] == [pb.VERDICT_REJECTED] * 3
+    for v in answer.verdicts[1:]:
+        assert [(x.field, x.reason) for x in v.violations] == [
+            (f"records[{v.index}].material.unit_cost_brl", "OUT_OF_RANGE")
+        ]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await submit(running, [material(1.0), material(-0.5)], all_or_nothing=True)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)
+    assert status is not None
+    fields = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    assert fields == ["records[1].material.unit_cost_brl"]

@@ -40,8 +40,14 @@ EXPORT = Path(__file__).resolve().parents[2] / "data" / "dadosSuprimentos.xlsx"
 
 
 def _reference_hash(record: dom.Record) -> str:
-    """Record.content_hash as first written: json.dumps of the canonical fields."""
-    names = [f.name for f in fields(record) if f.name not in record.hash_exclude]  # type: ignore[arg-type]
+    """Record.content_hash as first written: json.dumps of the canonical fields (a field added since, listed
+    in ``hash_omit_none``, counts only when set: records without it hash as they did before it existed)."""
+    names = [
+        f.name
+        for f in fields(record)  # type: ignore[arg-type]
+        if f.name not in record.hash_exclude
+        and not (f.name in record.hash_omit_none and getattr(record, f.name) is None)
+    ]
     payload = {n: dom._canonical(getattr(record, n)) for n in names}
     text = json.dumps(
         [record.record_type, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":")
@@ -100,6 +106,7 @@ def test_other_records_hash_as_before() -> None:
     records: list[dom.Record] = [
         dom.Site(code='BR"73\\531', region="BA", site_type=dom.SiteType.TOWER),
         dom.Material(code="010601", name="CAIXA \u00e7\u00e3o\x01", family="F", unit="CX", stocked=False),
+        dom.Material(code="010601", name="CAIXA", family="F", unit="CX", unit_cost_brl=Decimal("12.50")),
         dom.StockMovement(
             reference="r1",
             kind=dom.MovementKind.TRANSFER,

@@ -26,33 +26,33 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from novacorrente.common.v1 import common_pb2 as novacorrente_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'novacorrente/ingestion/v1/records.proto\x12\x19novacorrente.ingestion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#novacorrente/common/v1/common.proto\"\xa2\x01\n\x08Material\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x38\n\x0b\x63riticality\x18\x05 \x01(\x0e\x32#.novacorrente.common.v1.Criticality\x12\x11\n\tabc_class\x18\x06 \x01(\t\x12\x0f\n\x07stocked\x18\x07 \x01(\x08\"\xa3\x01\n\x04Site\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06\x63lient\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x33\n\tsite_type\x18\x04 \x01(\x0e\x32 .novacorrente.common.v1.SiteType\x12\x38\n\x0b\x63riticality\x18\x05 \x01(\x0e\x32#.novacorrente.common.v1.Criticality\"&\n\x08Supplier\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xd8\x02\n\x0b\x43onsumption\x12\x16\n\x0erequisition_id\x18\x01 \x01(\t\x12\x10\n\x08line_key\x18\x02 \x01(\t\x12\x15\n\rmaterial_code\x18\x03 \x01(\t\x12\x11\n\tsite_code\x18\x04 \x01(\t\x12\x15\n\rsupplier_code\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x01\x12\x0c\n\x04unit\x18\x07 \x01(\t\x12\x34\n\x0erequested_date\x18\x08 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\x34\n\x0esolicited_date\x18\t \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\x33\n\rpurchase_date\x18\n \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\x0e\n\x06\x66\x61mily\x18\x0b \x01(\t\x12\r\n\x05\x66lags\x18\x0c \x03(\t\"w\n\rStockSnapshot\x12\x15\n\rmaterial_code\x18\x01 \x01(\t\x12\x11\n\tsite_code\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x01\x12+\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\"\xd3\x01\n\rStockMovement\x12\x11\n\treference\x18\x01 \x01(\t\x12\x35\n\x04kind\x18\x02 \x01(\x0e\x32\'.novacorrente.ingestion.v1.MovementKind\x12\x15\n\rmaterial_code\x18\x03 \x01(\t\x12\x11\n\tsite_code\x18\x04 \x01(\t\x12\x14\n\x0cto_site_code\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x01\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x02\n\rPurchaseOrder\x12\r\n\x05po_id\x18\x01 \x01(\t\x12\x15\n\rmaterial_code\x18\x02 \x01(\t\x12\x11\n\tsite_code\x18\x03 \x01(\t\x12\x15\n\rsupplier_code\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x01\x12\x31\n\x0bplaced_date\x18\x06 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\x33\n\rexpected_date\x18\x07 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\x33\n\rreceived_date\x18\x08 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\"\x81\x01\n\x13\x45xternalObservation\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12*\n\x04\x64\x61te\x18\x02 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\"\x8e\x04\n\x06Record\x12\x37\n\x08material\x18\x01 \x01(\x0b\x32#.novacorrente.ingestion.v1.MaterialH\x00\x12/\n\x04site\x18\x02 \x01(\x0b\x32\x1f.novacorrente.ingestion.v1.SiteH\x00\x12\x37\n\x08supplier\x18\x03 \x01(\x0b\x32#.novacorrente.ingestion.v1.SupplierH\x00\x12=\n\x0b\x63onsumption\x18\x04 \x01(\x0b\x32&.novacorrente.ingestion.v1.ConsumptionH\x00\x12\x42\n\x0estock_snapshot\x18\x05 \x01(\x0b\x32(.novacorrente.ingestion.v1.StockSnapshotH\x00\x12\x42\n\x0estock_movement\x18\x06 \x01(\x0b\x32(.novacorrente.ingestion.v1.StockMovementH\x00\x12\x42\n\x0epurchase_order\x18\x07 \x01(\x0b\x32(.novacorrente.ingestion.v1.PurchaseOrderH\x00\x12N\n\x14\x65xternal_observation\x18\x08 \x01(\x0b\x32..novacorrente.ingestion.v1.ExternalObservationH\x00\x42\x06\n\x04kind\"\xae\x01\n\x0f\x43ommittedRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12\x31\n\x06record\x18\x03 \x01(\x0b\x32!.novacorrente.ingestion.v1.Record\x12\x12\n\nsupersedes\x18\x04 \x01(\x08\x12\x30\n\x0c\x63ommitted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9b\x01\n\x0cMovementKind\x12\x1d\n\x19MOVEMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MOVEMENT_KIND_RECEIPT\x10\x01\x12\x17\n\x13MOVEMENT_KIND_ISSUE\x10\x02\x12\x1a\n\x16MOVEMENT_KIND_TRANSFER\x10\x03\x12\x1c\n\x18MOVEMENT_KIND_ADJUSTMENT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'novacorrente/ingestion/v1/records.proto\x12\x19novacorrente.ingestion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#novacorrente/common/v1/common.proto\"\xd0\x01\n\x08Material\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x38\n\x0b\x63riticality\x18\x05 \x01(\x0e\x32#.novacorrente.common.v1.Criticality\x12\x11\n\tabc_class\x18\x06 \x01(\t\x12\x0f\n\x07stocked\x18\x07 \x01(\x08\x12\x1a\n\runit_cost_brl\x18\x08 \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_unit_cost_brl\"\xa3\x01\n\x04Site\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06\x63lient\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x33\n\tsite_type\x18\x04 \x01(\x0e\x32 .novacorrente.common.v1.SiteType\x12\x38\n\x0b\x63riticality\x18\x05 \x01(\x0e\x32#.novacorrente.common.v1.Criticality\"&\n\x08Supplier\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xd8\x02\n\x0b\x43onsumption\x12\x16\n\x0erequisition_id\x18\x01 \x01(\t\x12\x10\n\x08line_key\x18\x02 \x01(\t\x12\x15\n\rmaterial_code\x18\x03 \x01(\t\x12\x11\n\tsite_code\x18\x04 \x01(\t\x12\x15\n\rsupplier_code\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x01\x12\x0c\n\x04unit\x18\x07 \x01(\t\x12\x34\n\x0erequested_date\x18\x08 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\x34\n\x0esolicited_date\x18\t \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\x33\n\rpurchase_date\x18\n \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\x0e\n\x06\x66\x61mily\x18\x0b \x01(\t\x12\r\n\x05\x66lags\x18\x0c \x03(\t\"w\n\rStockSnapshot\x12\x15\n\rmaterial_code\x18\x01 \x01(\t\x12\x11\n\tsite_code\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x01\x12+\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\"\xd3\x01\n\rStockMovement\x12\x11\n\treference\x18\x01 \x01(\t\x12\x35\n\x04kind\x18\x02 \x01(\x0e\x32\'.novacorrente.ingestion.v1.MovementKind\x12\x15\n\rmaterial_code\x18\x03 \x01(\t\x12\x11\n\tsite_code\x18\x04 \x01(\t\x12\x14\n\x0cto_site_code\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x01\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x02\n\rPurchaseOrder\x12\r\n\x05po_id\x18\x01 \x01(\t\x12\x15\n\rmaterial_code\x18\x02 \x01(\t\x12\x11\n\tsite_code\x18\x03 \x01(\t\x12\x15\n\rsupplier_code\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x01\x12\x31\n\x0bplaced_date\x18\x06 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\x33\n\rexpected_date\x18\x07 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\x33\n\rreceived_date\x18\x08 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\"\x81\x01\n\x13\x45xternalObservation\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12*\n\x04\x64\x61te\x18\x02 \x01(\x0b\x32\x1c.novacorrente.common.v1.Date\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\"\x8e\x04\n\x06Record\x12\x37\n\x08material\x18\x01 \x01(\x0b\x32#.novacorrente.ingestion.v1.MaterialH\x00\x12/\n\x04site\x18\x02 \x01(\x0b\x32\x1f.novacorrente.ingestion.v1.SiteH\x00\x12\x37\n\x08supplier\x18\x03 \x01(\x0b\x32#.novacorrente.ingestion.v1.SupplierH\x00\x12=\n\x0b\x63onsumption\x18\x04 \x01(\x0b\x32&.novacorrente.ingestion.v1.ConsumptionH\x00\x12\x42\n\x0estock_snapshot\x18\x05 \x01(\x0b\x32(.novacorrente.ingestion.v1.StockSnapshotH\x00\x12\x42\n\x0estock_movement\x18\x06 \x01(\x0b\x32(.novacorrente.ingestion.v1.StockMovementH\x00\x12\x42\n\x0epurchase_order\x18\x07 \x01(\x0b\x32(.novacorrente.ingestion.v1.PurchaseOrderH\x00\x12N\n\x14\x65xternal_observation\x18\x08 \x01(\x0b\x32..novacorrente.ingestion.v1.ExternalObservationH\x00\x42\x06\n\x04kind\"\xae\x01\n\x0f\x43ommittedRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12\x31\n\x06record\x18\x03 \x01(\x0b\x32!.novacorrente.ingestion.v1.Record\x12\x12\n\nsupersedes\x18\x04 \x01(\x08\x12\x30\n\x0c\x63ommitted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9b\x01\n\x0cMovementKind\x12\x1d\n\x19MOVEMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MOVEMENT_KIND_RECEIPT\x10\x01\x12\x17\n\x13MOVEMENT_KIND_ISSUE\x10\x02\x12\x1a\n\x16MOVEMENT_KIND_TRANSFER\x10\x03\x12\x1c\n\x18MOVEMENT_KIND_ADJUSTMENT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'novacorrente.ingestion.v1.records_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MOVEMENTKIND']._serialized_start=2305
-  _globals['_MOVEMENTKIND']._serialized_end=2460
+  _globals['_MOVEMENTKIND']._serialized_start=2351
+  _globals['_MOVEMENTKIND']._serialized_end=2506
   _globals['_MATERIAL']._serialized_start=141
-  _globals['_MATERIAL']._serialized_end=303
-  _globals['_SITE']._serialized_start=306
-  _globals['_SITE']._serialized_end=469
-  _globals['_SUPPLIER']._serialized_start=471
-  _globals['_SUPPLIER']._serialized_end=509
-  _globals['_CONSUMPTION']._serialized_start=512
-  _globals['_CONSUMPTION']._serialized_end=856
-  _globals['_STOCKSNAPSHOT']._serialized_start=858
-  _globals['_STOCKSNAPSHOT']._serialized_end=977
-  _globals['_STOCKMOVEMENT']._serialized_start=980
-  _globals['_STOCKMOVEMENT']._serialized_end=1191
-  _globals['_PURCHASEORDER']._serialized_start=1194
-  _globals['_PURCHASEORDER']._serialized_end=1464
-  _globals['_EXTERNALOBSERVATION']._serialized_start=1467
-  _globals['_EXTERNALOBSERVATION']._serialized_end=1596
-  _globals['_RECORD']._serialized_start=1599
-  _globals['_RECORD']._serialized_end=2125
-  _globals['_COMMITTEDRECORD']._serialized_start=2128
-  _globals['_COMMITTEDRECORD']._serialized_end=2302
+  _globals['_MATERIAL']._serialized_end=349
+  _globals['_SITE']._serialized_start=352
+  _globals['_SITE']._serialized_end=515
+  _globals['_SUPPLIER']._serialized_start=517
+  _globals['_SUPPLIER']._serialized_end=555
+  _globals['_CONSUMPTION']._serialized_start=558
+  _globals['_CONSUMPTION']._serialized_end=902
+  _globals['_STOCKSNAPSHOT']._serialized_start=904
+  _globals['_STOCKSNAPSHOT']._serialized_end=1023
+  _globals['_STOCKMOVEMENT']._serialized_start=1026
+  _globals['_STOCKMOVEMENT']._serialized_end=1237
+  _globals['_PURCHASEORDER']._serialized_start=1240
+  _globals['_PURCHASEORDER']._serialized_end=1510
+  _globals['_EXTERNALOBSERVATION']._serialized_start=1513
+  _globals['_EXTERNALOBSERVATION']._serialized_end=1642
+  _globals['_RECORD']._serialized_start=1645
+  _globals['_RECORD']._serialized_end=2171
+  _globals['_COMMITTEDRECORD']._serialized_start=2174
+  _globals['_COMMITTEDRECORD']._serialized_end=2348
 # @@protoc_insertion_point(module_scope)

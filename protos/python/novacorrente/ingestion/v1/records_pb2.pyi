@@ -66,6 +66,7 @@ class Material(_message.Message):
     CRITICALITY_FIELD_NUMBER: _builtins.int
     ABC_CLASS_FIELD_NUMBER: _builtins.int
     STOCKED_FIELD_NUMBER: _builtins.int
+    UNIT_COST_BRL_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """ERP material code, e.g. "010601"."""
     name: _builtins.str
@@ -80,6 +81,11 @@ class Material(_message.Message):
     """ABC class by spend ("A", "B", "C"), empty when not classified."""
     stocked: _builtins.bool
     """False for services (e.g. family SERVIÇOS TOMADOS): they are bought but never stocked."""
+    unit_cost_brl: _builtins.float
+    """Standard (or average) cost of one `unit` of the material, in BRL, from the ERP master data; finite and
+    zero or positive. Unset means the cost is unknown, not zero: the ERP export carries no prices, and
+    inventory value KPIs leave materials without a cost out (and say so) instead of counting them at zero.
+    """
     def __init__(
         self,
         *,
@@ -90,12 +96,15 @@ class Material(_message.Message):
         criticality: _common_pb2.Criticality.ValueType = ...,
         abc_class: _builtins.str = ...,
         stocked: _builtins.bool = ...,
+        unit_cost_brl: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_unit_cost_brl", b"_unit_cost_brl", "unit_cost_brl", b"unit_cost_brl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abc_class", b"abc_class", "code", b"code", "criticality", b"criticality", "family", b"family", "name", b"name", "stocked", b"stocked", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_unit_cost_brl", b"_unit_cost_brl", "abc_class", b"abc_class", "code", b"code", "criticality", b"criticality", "family", b"family", "name", b"name", "stocked", b"stocked", "unit", b"unit", "unit_cost_brl", b"unit_cost_brl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__unit_cost_brl: _TypeAlias = _typing.Literal["unit_cost_brl"]  # noqa: Y015
+    _WhichOneofArgType__unit_cost_brl: _TypeAlias = _typing.Literal["_unit_cost_brl", b"_unit_cost_brl"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__unit_cost_brl) -> _WhichOneofReturnType__unit_cost_brl | None: ...
 
 Global___Material: _TypeAlias = Material  # noqa: Y015
 
