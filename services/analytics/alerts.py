@@ -1,4 +1,6 @@
-"""Alert store: raise-once episodes, acknowledge / resolve with an audit trail, and an outbox of changes.
+"""Alert store: raise-once episodes, acknowledge / resolve with an audit trail, and an outbox of changes;
+also the journal of the forecasts analytics received (ingestion's export cannot give them back, so a read
+model rebuilt after a loss replays them from here).
 
 One small interface, two adapters chosen by NOVA_DATABASE_URL:
 
@@ -166,6 +168,14 @@ class AlertStore(Protocol):
         ...
 
     async def mark_published(self, event_ids: Sequence[str]) -> None: ...
+
+    async def keep_forecasts(self, event_id: str, body: bytes) -> None:
+        """Journal one ForecastsUpdated event (serialised); an event id already kept is left as it is."""
+        ...
+
+    def kept_forecasts(self, page_size: int = 200) -> AsyncIterator[bytes]:
+        """Every journaled event, in the order they were first kept."""
+        ...
 
     async def check(self) -> bool: ...
 
@@ -450,6 +460,31 @@ class PostgresAlertStore:
                 list(event_ids),
             )
 
+    async def keep_forecasts(self, event_id: str, body: bytes) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                "INSERT INTO analytics.forecast_journal (event_id, body) VALUES ($1, $2) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                event_id,
+                body,
+            )
+
+    async def kept_forecasts(self, page_size: int = 200) -> AsyncIterator[bytes]:
+        after = 0
+        while True:
+            async with self._connection() as conn:
+                rows = await conn.fetch(
+                    "SELECT position, body FROM analytics.forecast_journal WHERE position > $1 "
+                    "ORDER BY position LIMIT $2",
+                    after,
+                    page_size,
+                )
+            for position, body in rows:
+                after = position
+                yield bytes(body)
+            if len(rows) < page_size:
+                return
+
     async def check(self) -> bool:
         try:
             async with self._connection() as conn:
@@ -493,6 +528,10 @@ _DUCK_DDL = (
     "CREATE TABLE IF NOT EXISTS analytics.alert_events (id BIGINT PRIMARY KEY DEFAULT "
     "nextval('analytics.alert_event_ids'), event_id VARCHAR UNIQUE, alert_id VARCHAR, state SMALLINT, "
     "actor VARCHAR, changed_at TIMESTAMPTZ, comment VARCHAR, published_at TIMESTAMPTZ)",
+    "CREATE SEQUENCE IF NOT EXISTS analytics.forecast_journal_positions",
+    "CREATE TABLE IF NOT EXISTS analytics.forecast_journal (position BIGINT PRIMARY KEY DEFAULT "
+    "nextval('analytics.forecast_journal_positions'), event_id VARCHAR NOT NULL UNIQUE, "
+    "kept_at TIMESTAMPTZ NOT NULL DEFAULT now(), body BLOB NOT NULL)",
 )
 
 
@@ -693,6 +732,37 @@ class DuckAlertStore:
 
         if event_ids:
             await self._run(self._tx, run)
+
+    async def keep_forecasts(self, event_id: str, body: bytes) -> None:
+        def run(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(
+                "INSERT INTO analytics.forecast_journal (event_id, body) VALUES (?, ?) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                [event_id, body],
+            )
+
+        await self._run(self._tx, run)
+
+    async def kept_forecasts(self, page_size: int = 200) -> AsyncIterator[bytes]:
+        def page(after: int) -> list[tuple[int, bytes]]:
+            return (
+                self._conn()
+                .execute(
+                    "SELECT position, body FROM analytics.forecast_journal WHERE position > ? "
+                    "ORDER BY position LIMIT ?",
+                    [after, page_size],
+                )
+                .fetchall()
+            )
+
+        after = 0
+        while True:
+            rows = await self._run(page, after)
+            for position, body in rows:
+                after = position
+                yield bytes(body)
+            if len(rows) < page_size:
+                return
 
     async def check(self) -> bool:
         try:

@@ -52,7 +52,8 @@ SCHEMA_VERSION = "2"
 
 _QTY = "DECIMAL(18, 6)"
 """Quantities and values are stored as exact decimals (the sources write decimal text): sums are then exact,
-hence independent of the order rows are scanned in, so a rebuilt replica gives byte-identical answers."""
+hence independent of the order rows are scanned in, so a rebuilt replica gives byte-identical answers.
+Ingestion refuses magnitudes of 1e11 or more (``validation.MAX_MAGNITUDE``), so every committed value fits."""
 
 # table -> (kind, key columns, [(column, duckdb type, arrow type)])
 _S, _D, _F, _I, _B = pa.string(), pa.date32(), pa.float64(), pa.int64(), pa.bool_()
@@ -166,7 +167,7 @@ _COST_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
 never zero). A table of its own rather than a column of ``materials``: tools that load ``materials`` by
 position (the company-scale generator of ``bench``) keep working, and a material without a row here simply
 has no known cost. DOUBLE, as on the wire: a cost is only ever multiplied by an average (a double), and
-ingestion accepts costs up to 1e15, beyond what ``_QTY`` holds."""
+no precision is gained by a decimal there."""
 
 _FORECAST_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
     ("series_key", "VARCHAR", _S),
@@ -434,6 +435,9 @@ class ReadModel:
         self.lineage = ""
         """Batch id of the record with sequence 1: identifies the ingestion log this model was built from
         (sequence numbers mean something only within one log: a reset ingestion database starts again)."""
+        self.forecast_replay_pending = False
+        """True from the creation of the tables until the journaled forecasts were replayed into them (see
+        ``AnalyticsService.catch_up``); kept in ``meta``, so a rebuild cut short still replays them."""
         self._lock = threading.Lock()
 
     # -- start-up -------------------------------------------------------------------------------------
@@ -444,7 +448,8 @@ class ReadModel:
         cur = job.cursor
         cur.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         found = one(cur.execute("SELECT value FROM meta WHERE key = 'schema_version'"))
-        if drop or (found is not None and found[0] != SCHEMA_VERSION):
+        stale = drop or (found is not None and found[0] != SCHEMA_VERSION)
+        if stale:
             for (name,) in cur.execute("SELECT table_name FROM duckdb_tables()").fetchall():
                 cur.execute(f'DROP TABLE IF EXISTS "{name}"')
             cur.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
@@ -452,6 +457,8 @@ class ReadModel:
         for statement in _ddl():
             cur.execute(statement)
         cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        if stale or found is None:  # new tables: the forecasts received so far are not in them
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('forecast_replay', 'pending')")
         cur.execute("COMMIT")
         self.reload(job)
 
@@ -462,6 +469,13 @@ class ReadModel:
         self.applied_seq = int(row[0]) if row else 0
         lineage = one(job.cursor.execute("SELECT value FROM meta WHERE key = 'lineage'"))
         self.lineage = str(lineage[0]) if lineage else ""
+        replay = one(job.cursor.execute("SELECT value FROM meta WHERE key = 'forecast_replay'"))
+        self.forecast_replay_pending = bool(replay) and replay[0] == "pending"
+
+    def forecasts_replayed(self, job: Job) -> None:
+        """Record that the journaled forecasts are in the tables."""
+        job.cursor.execute("INSERT OR REPLACE INTO meta VALUES ('forecast_replay', 'done')")
+        self.forecast_replay_pending = False
 
     def reset(self, job: Job) -> None:
         """Forget everything (the ingestion log it came from is gone); the caller catches up from 0."""

@@ -195,10 +195,25 @@ class AnalyticsService:
         return result
 
     async def apply_forecasts(self, event: events_pb2.ForecastsUpdated) -> ApplyResult:
+        # Journaled before it is applied: should the journal be unreachable, the event goes back to the bus
+        # and comes again, so no forecast reaches the read model without being kept for a rebuild.
+        await self.alerts.keep_forecasts(event.event_id, event.SerializeToString())
         async with self._apply_lock:
             result = await self.engine.write(self.model.apply_forecasts, event)
         self._changed(result)
         return result
+
+    async def _replay_kept_forecasts(self) -> int:
+        """Apply the journaled forecasts to a read model rebuilt from the export; returns how many events
+        were new to it (the read model's inbox skips those it already has)."""
+        replayed = 0
+        async for body in self.alerts.kept_forecasts():
+            event = events_pb2.ForecastsUpdated.FromString(body)
+            result = await self.engine.write(self.model.apply_forecasts, event)
+            if not result.duplicate_event:
+                replayed += 1
+                self._changed(result)
+        return replayed
 
     async def catch_up(self) -> int:
         """Apply every record the export has beyond our watermark; returns how many were applied."""
@@ -231,6 +246,12 @@ class AnalyticsService:
             raise
         except Exception as exc:
             raise Unavailable(f"catch-up from the ingestion export failed: {exc}") from exc
+        if self.model.forecast_replay_pending:
+            # After the records, so that the forecasts find the master data they are filed under.
+            replayed = await self._replay_kept_forecasts()
+            await self.engine.write(self.model.forecasts_replayed)
+            if replayed:
+                log.info("replayed %d journaled forecast events into the new read model", replayed)
         if applied:
             log.info(
                 "caught up %d records from seq %d to %d in %.1fs",

@@ -67,6 +67,15 @@ async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Alert
         await pg.close()
 
 
+async def test_store_journals_forecasts_once_each_in_arrival_order(store: AlertStore) -> None:
+    bodies = {f"event-{i:03d}": f"body {i}".encode() * (i + 1) for i in range(7)}
+    for event_id, body in bodies.items():
+        await store.keep_forecasts(event_id, body)
+    await store.keep_forecasts("event-002", b"a redelivery of a kept event changes nothing")
+    kept = [body async for body in store.kept_forecasts(page_size=3)]  # pages of 3: 3 + 3 + 1
+    assert kept == list(bodies.values())
+
+
 async def test_store_raises_once_per_episode(store: AlertStore) -> None:
     first = await store.raise_alert(_candidate(), (10, 0))
     assert first is not None and first.state == OPEN

@@ -16,6 +16,8 @@ from services.ports.bus import open_bus
 from tests.analytics.analytics_data import consumption_record, forecast_event, line_key_of, snapshot
 from tests.analytics.conftest import Replica, World, eventually
 
+ONE_SERIES = c.Filter(material_codes=["010932"], site_codes=["ALMOX-BA"])
+
 
 def _stable(message: Message) -> bytes:
     """The answer without the parts that say when and how it was served."""
@@ -44,6 +46,10 @@ async def _answers(replica: Replica) -> list[bytes]:
             ),
             metadata=md,
         ),
+        s.GetDemandSeries(
+            a.GetDemandSeriesRequest(filter=ONE_SERIES, grain=c.TIME_GRAIN_WEEK, include_forecast=True),
+            metadata=md,
+        ),
         s.ListInventoryStatus(a.ListInventoryStatusRequest(), metadata=md),
         s.GetLeadTimes(a.GetLeadTimesRequest(filter=c.Filter(material_codes=["010323"])), metadata=md),
         s.ListMaterials(a.ListMasterDataRequest(page=c.PageRequest(page_size=1000)), metadata=md),
@@ -51,6 +57,11 @@ async def _answers(replica: Replica) -> list[bytes]:
         s.GetWatermark(a.GetWatermarkRequest(), metadata=md),
     ]
     return [_stable(await call) for call in calls]
+
+
+def _forecast_version(replica: Replica) -> object:
+    """The read model's watermark of forecasts: the newest generated_at applied, in microseconds."""
+    return replica.app.service.model.watermarks.lookup()[1].get("forecast")
 
 
 async def _feed(world: World, rows, real_records) -> None:  # type: ignore[no-untyped-def]
@@ -70,17 +81,41 @@ async def test_deleting_the_read_model_and_restarting_rebuilds_identical_answers
 ) -> None:
     await world.start_export()
     path = tmp_path / "analytics.duckdb"
-    first = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
+    # The alert store (alerts and the forecast journal) is not the read model: it survives the deletion.
+    stores = {"duckdb_path": str(path), "alerts_duckdb_path": str(tmp_path / "alerts.duckdb")}
+    first = await world.replica(ingestion_target=world.export_target, **stores)
     await _feed(world, rows, real_records)
+    # Forecasts come from the bus only, not from the export: the rebuild replays them from the journal.
+    weeks = [(dt.date(2025, 3, 3) + dt.timedelta(weeks=i), 0.0, 2.0 + i, 6.0 + i) for i in range(4)]
+    for generated, shift in (
+        (dt.datetime(2025, 3, 1, tzinfo=dt.UTC), 0.0),
+        (dt.datetime(2025, 3, 8, tzinfo=dt.UTC), 1.0),
+    ):
+        event = forecast_event(
+            "010932",
+            "ALMOX-BA",
+            [(w, lo, mid + shift, hi + shift) for w, lo, mid, hi in weeks],
+            generated_at=generated,
+            safety_stock=3.0 + shift,
+            reorder_point=8.0 + shift,
+            order_up_to=14.0,
+            lead_time_mean_days=9.5,
+        )
+        await world.publish(event)
+        stamp = int(generated.timestamp() * 1_000_000)
+        await eventually(lambda v=stamp: _forecast_version(first) == v)
     before = await _answers(first)
+    band = a.GetDemandSeriesResponse.FromString(before[4])
+    assert any(p.forecast for p in band.points), "the series answer carries no forecast band"
     watermarks_before = first.app.service.model.watermarks.lookup()
     dims_before, kinds_before = dict(watermarks_before[0]), dict(watermarks_before[1])
     await world.stop(first)
 
     for leftover in tmp_path.glob("analytics.duckdb*"):
         leftover.unlink()
-    rebuilt = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
+    rebuilt = await world.replica(ingestion_target=world.export_target, **stores)
     assert world.export is not None and world.export.calls[-1] == 0  # a full rebuild from the start
+    assert not rebuilt.app.service.model.forecast_replay_pending
     assert rebuilt.app.service.model.applied_seq == world.sequencer.watermark
     assert await _answers(rebuilt) == before
     # Same records in the same order give the same cache-key watermarks: replicas share cache entries.
