@@ -103,8 +103,11 @@ belongs to analytics. In the export it flags exactly one line: 11,650 UN of 40 m
 a fibre job (subduct is bought by the metre but recorded in UN), so rejecting it would lose real demand.
 """
 
-MAX_MAGNITUDE = Decimal("1e15")
-"""No quantity or value is this large; beyond it a double (the wire type) stops being exact anyway."""
+MAX_MAGNITUDE = Decimal("1e11")
+"""No quantity or value is this large (it is rejected from here up). The bound sits inside what the read
+models can hold: analytics stores quantities as DECIMAL(18, 6), whose largest value is just under 1e12, and a
+record it could not store would stop its whole batch from being applied there. A factor of ten below that
+limit, rounding a decimal to a double on the wire can never carry a value over it."""
 
 _MAX_TEXT = 200
 _CODE = re.compile(r"[0-9A-Za-zÀ-ÿ][0-9A-Za-zÀ-ÿ .,/_#&()'+-]*")
@@ -178,8 +181,8 @@ class _Checker:
             self.add(name, ReasonCode.OUT_OF_RANGE, "must be finite")
             return False
         number = value if isinstance(value, Decimal) else Decimal(value)
-        if abs(number) > MAX_MAGNITUDE:
-            self.add(name, ReasonCode.OUT_OF_RANGE, f"magnitude above {MAX_MAGNITUDE:.0e}")
+        if abs(number) >= MAX_MAGNITUDE:
+            self.add(name, ReasonCode.OUT_OF_RANGE, f"magnitude of {MAX_MAGNITUDE:.0e} or more")
             return False
         if positive and number <= 0:
             self.add(name, ReasonCode.OUT_OF_RANGE, f"must be positive, got {value}")

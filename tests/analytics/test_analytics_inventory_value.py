@@ -4,6 +4,7 @@ Python, not the service's SQL); unavailable without costs; cache keys and rebuil
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import duckdb
 import pytest
@@ -150,3 +151,14 @@ async def test_a_read_model_of_the_previous_schema_is_rebuilt_with_the_costs(wor
     assert world.export is not None and world.export.calls[-1] == 0  # read again from the start
     after = (await _kpis(rebuilt))["average_inventory_value"]
     assert after.available and after.value == before.value and after.note == before.note
+
+
+async def test_the_largest_quantity_ingestion_accepts_fits_the_read_model(world: World) -> None:
+    """Ingestion's bound (``validation.MAX_MAGNITUDE``) keeps values inside the read model's DECIMAL(18, 6):
+    the largest accepted quantity, rounded to a double on the wire, is applied, not refused with its batch."""
+    replica = await world.replica()
+    largest = float(Decimal("99999999999.999999"))
+    await world.commit([snapshot("M1", "S1", largest, START)])
+    request = a.ListInventoryStatusRequest()
+    rows = (await replica.stub.ListInventoryStatus(request, metadata=replica.md())).rows
+    assert [(r.material_code, r.on_hand) for r in rows] == [("M1", pytest.approx(largest))]

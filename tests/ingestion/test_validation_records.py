@@ -68,6 +68,7 @@ def test_a_valid_line_has_no_violations() -> None:
         ({"quantity": Decimal("-1")}, "consumption.quantity", ReasonCode.OUT_OF_RANGE),
         ({"quantity": Decimal("NaN")}, "consumption.quantity", ReasonCode.OUT_OF_RANGE),
         ({"quantity": Decimal("Infinity")}, "consumption.quantity", ReasonCode.OUT_OF_RANGE),
+        ({"quantity": Decimal("1e11")}, "consumption.quantity", ReasonCode.OUT_OF_RANGE),  # MAX_MAGNITUDE
         ({"quantity": "12"}, "consumption.quantity", ReasonCode.INVALID_FORMAT),
         ({"unit": "MT"}, "consumption.unit", ReasonCode.UNKNOWN_UNIT),  # records carry canonical units
         ({"unit": "UND"}, "consumption.unit", ReasonCode.UNKNOWN_UNIT),
@@ -85,6 +86,10 @@ def test_a_valid_line_has_no_violations() -> None:
 )
 def test_consumption_violations_name_the_field(change: dict, path: str, reason: ReasonCode) -> None:
     assert (path, reason) in reasons(replace(LINE, **change))
+
+
+def test_the_largest_magnitude_below_the_bound_is_valid() -> None:
+    assert validate(replace(LINE, quantity=Decimal("99999999999.999999"))) == []
 
 
 def test_negative_lead_time_is_not_a_violation_but_a_flag() -> None:
