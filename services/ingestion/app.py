@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from novacorrente.ingestion.v1 import ingestion_pb2_grpc
 
 from services.ingestion.access import SERVICE_NAME, policy
+from services.ingestion.housekeeping import Housekeeping
 from services.ingestion.reading import ReadingPool
 from services.ingestion.service import IngestionUseCases, Limits
 from services.ingestion.servicer import IngestionServicer
@@ -35,10 +36,12 @@ class IngestionApp:
     relay: OutboxRelay[OutboxEntry]
     bus: EventBus
     cases: IngestionUseCases
+    housekeeping: Housekeeping
     reading: ReadingPool | None = None
 
     async def start(self) -> None:
         self.relay.start()
+        self.housekeeping.start()
         if self.reading is not None:
             self.reading.warm()  # the worker starts while the server does, not at the first big upload
         await self.server.start()
@@ -90,6 +93,8 @@ async def build_app(
     # is down. The database is: without it nothing can be accepted.
     server.add_health_check("database", db.check)
     server.on_stop(relay.stop)
+    housekeeping = Housekeeping(store, settings.housekeeping_interval_seconds)
+    server.on_stop(housekeeping.stop)
 
     async def close() -> None:
         executor.shutdown(wait=True)
@@ -100,4 +105,12 @@ async def build_app(
         await db.close()
 
     server.on_close(close)
-    return IngestionApp(server=server, store=store, relay=relay, bus=bus, cases=cases, reading=reading)
+    return IngestionApp(
+        server=server,
+        store=store,
+        relay=relay,
+        bus=bus,
+        cases=cases,
+        housekeeping=housekeeping,
+        reading=reading,
+    )

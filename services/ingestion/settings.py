@@ -22,6 +22,9 @@ class IngestionSettings(ServiceSettings):
     idempotency_ttl_seconds: float = Field(
         7 * 24 * 3600, description="How long an idempotency key is remembered."
     )
+    housekeeping_interval_seconds: float = Field(
+        3600, description="Interval between two deletions of expired idempotency keys (0: never)."
+    )
     idempotency_lease_seconds: float = Field(
         120,
         description="After this, a retry takes over the key of an unfinished call (its owner died).",

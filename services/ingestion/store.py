@@ -161,6 +161,15 @@ class IngestionStore:
             )
         return Claim(ClaimState.NEW)
 
+    async def forget_expired_keys(self, now: dt.datetime | None = None) -> int:
+        """Delete the idempotency keys past their expiry; returns how many. A claim of an expired key
+        forgets it too, but keys that are never used again would otherwise stay for good."""
+        async with self.db.transaction() as s:
+            rows = await s.fetch(
+                "DELETE FROM support.idempotency_keys WHERE expires_at <= $1 RETURNING key", now or _now()
+            )
+        return len(rows)
+
     async def release(self, caller: str, key: str) -> None:
         """Forget an in-progress claim whose call failed, so that a retry can run."""
         async with self.db.transaction() as s:
