@@ -8,7 +8,6 @@ calls it makes (the kit's client interceptor copies it into ``x-request-id``).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.kit.logging import new_request_id, request_id_var
+from services.kit.logging import request_id_from, request_id_var
 
 __all__ = ["GatewayMetrics", "RequestMiddleware"]
 
@@ -27,8 +26,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -115,7 +112,7 @@ class RequestMiddleware:
             if key == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else new_request_id()
+        request_id = request_id_from(incoming)
         token = request_id_var.set(request_id)
         api = str(scope.get("path", "")).startswith("/api/")
         start = time.perf_counter()

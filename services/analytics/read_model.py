@@ -46,9 +46,10 @@ __all__ = [
     "forecast_series_key",
 ]
 
-SCHEMA_VERSION = "2"
-"""Bumped when the tables change: a read model of another version is dropped and rebuilt from the export
-(version 2 added ``material_costs``, so materials committed with a cost before the upgrade are read again)."""
+SCHEMA_VERSION = "1"
+"""Bumped when a table changes in a way ``CREATE TABLE IF NOT EXISTS`` cannot bring an existing file to: a
+read model of another version is dropped and rebuilt from the export, then the forecast journal. A new table
+needs no bump (``material_costs`` was added in place: no record carried a cost before it existed)."""
 
 _QTY = "DECIMAL(18, 6)"
 """Quantities and values are stored as exact decimals (the sources write decimal text): sums are then exact,

@@ -96,6 +96,7 @@ class Limits:
     catchup_chunk_records: int = 50_000
     catchup_timeout_seconds: float = 3600.0
     stock_is_simulated: bool = False
+    journal_retry_seconds: float = 2.0  # pause between two attempts to journal while its store is down
 
 
 def _now_proto() -> Any:
@@ -142,6 +143,10 @@ class AnalyticsService:
         self._pending_pairs: set[tuple[str, str]] | None = set()
         self._evaluate_wake = asyncio.Event()
         self._evaluator: asyncio.Task[None] | None = None
+        self._unjournaled: dict[str, bytes] = {}
+        """Forecast events applied but not yet in the journal (its store was unreachable), oldest first."""
+        self._journal_wake = asyncio.Event()
+        self._journaler: asyncio.Task[None] | None = None
         self.caught_up = export is None
         """False until the first catch-up from the export succeeded (readiness)."""
 
@@ -153,13 +158,21 @@ class AnalyticsService:
     def start_background(self) -> None:
         if self._evaluator is None:
             self._evaluator = asyncio.create_task(self._evaluate_loop(), name="analytics-alert-evaluator")
+        if self._journaler is None:
+            self._journaler = asyncio.create_task(self._journal_loop(), name="analytics-forecast-journal")
 
     async def stop_background(self) -> None:
-        if self._evaluator is not None:
-            self._evaluator.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._evaluator
-            self._evaluator = None
+        for task in (self._evaluator, self._journaler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._evaluator = self._journaler = None
+        if self._unjournaled:
+            log.warning(
+                "%d forecast events were never journaled: a rebuild waits for their re-forecast",
+                len(self._unjournaled),
+            )
 
     # == writes ===========================================================================================
 
@@ -195,13 +208,37 @@ class AnalyticsService:
         return result
 
     async def apply_forecasts(self, event: events_pb2.ForecastsUpdated) -> ApplyResult:
-        # Journaled before it is applied: should the journal be unreachable, the event goes back to the bus
-        # and comes again, so no forecast reaches the read model without being kept for a rebuild.
-        await self.alerts.keep_forecasts(event.event_id, event.SerializeToString())
         async with self._apply_lock:
             result = await self.engine.write(self.model.apply_forecasts, event)
         self._changed(result)
+        # Journaled even when the read model had it: a redelivery after a crash between the two steps
+        # journals what the first delivery could not.
+        await self._journal(event.event_id, event.SerializeToString())
         return result
+
+    async def _journal(self, event_id: str, body: bytes) -> None:
+        try:
+            await self.alerts.keep_forecasts(event_id, body)
+        except Exception as exc:
+            # The forecast is in the read model; only its copy for a future rebuild waits, in memory, for
+            # the store to come back. Failing the delivery instead would, after the bus's delivery limit,
+            # dead-letter the forecast during a short outage of PostgreSQL.
+            log.warning("forecast event %s not journaled yet (%s); retrying in the background", event_id, exc)
+            self._unjournaled[event_id] = body
+            self._journal_wake.set()
+
+    async def _journal_loop(self) -> None:
+        while True:
+            await self._journal_wake.wait()
+            self._journal_wake.clear()
+            while self._unjournaled:
+                event_id, body = next(iter(self._unjournaled.items()))
+                try:
+                    await self.alerts.keep_forecasts(event_id, body)
+                except Exception:
+                    await asyncio.sleep(self.limits.journal_retry_seconds)
+                    continue
+                self._unjournaled.pop(event_id, None)
 
     async def _replay_kept_forecasts(self) -> int:
         """Apply the journaled forecasts to a read model rebuilt from the export; returns how many events

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -35,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.kit.auth import MethodPolicy, Principal, is_open_method, principal_var, verify_token
 from services.kit.errors import DomainError, FieldViolation, InvalidArgument, Unauthenticated
-from services.kit.logging import new_request_id, request_id_var
+from services.kit.logging import request_id_from, request_id_var
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -49,7 +48,6 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 # Only ids that are safe to copy into logs and headers are taken from the caller.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 _perf_counter = time.perf_counter
 
@@ -171,7 +169,7 @@ def _begin(context: grpc.aio.ServicerContext) -> tuple[str | None, Any]:
     (``context.trailing_metadata()``).
     """
     incoming, authorization = _read_metadata(context)
-    request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else new_request_id()
+    request_id = request_id_from(incoming)
     token = request_id_var.set(request_id)
     context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
     return authorization, token

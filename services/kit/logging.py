@@ -10,13 +10,14 @@ import itertools
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
 
-__all__ = ["JsonFormatter", "configure_logging", "new_request_id", "request_id_var"]
+__all__ = ["JsonFormatter", "configure_logging", "new_request_id", "request_id_from", "request_id_var"]
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 """Request id of the RPC (or message) being handled in this task; set by the request-id interceptor."""
@@ -51,6 +52,14 @@ _U64 = (1 << 64) - 1
 
 new_request_id = _RequestIds()
 """A fresh request id, for a call or message that arrived without one."""
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def request_id_from(incoming: str | None) -> str:
+    """The caller's request id when it is a short token safe to log and echo, else a fresh one."""
+    return incoming if incoming and _VALID_REQUEST_ID.match(incoming) else new_request_id()
+
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is emitted as a field.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}

@@ -12,6 +12,7 @@ from novacorrente.analytics.v1 import analytics_pb2 as a
 from novacorrente.common.v1 import common_pb2 as c
 from novacorrente.ingestion.v1 import records_pb2
 
+from services.ingestion.validation import MAX_MAGNITUDE
 from tests.analytics.analytics_data import date, snapshot
 from tests.analytics.conftest import Replica, World
 
@@ -134,30 +135,36 @@ async def test_a_cost_correction_moves_only_the_keys_of_that_material(world: Wor
     assert not dropped.available and "no unit cost" in dropped.note
 
 
-async def test_a_read_model_of_the_previous_schema_is_rebuilt_with_the_costs(world: World, tmp_path) -> None:
+async def test_a_read_model_from_before_the_costs_table_is_upgraded_in_place(world: World, tmp_path) -> None:
+    """No rebuild (that would drop the forecasts): the table is added and the replica catches up."""
     await world.start_export()
     path = tmp_path / "analytics.duckdb"
     first = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
-    await world.commit(_records())
-    before = (await _kpis(first))["average_inventory_value"]
-    assert before.available
+    await world.commit(
+        [material(code, None) if r.HasField("material") else r for code, r in _coded(_records())]
+    )
     await world.stop(first)
-
-    # A file written by the previous version: schema 1, no costs table.
-    with duckdb.connect(str(path)) as con:
+    with duckdb.connect(str(path)) as con:  # a file written before the costs table existed
         con.execute("DROP TABLE material_costs")
-        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    rebuilt = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
-    assert world.export is not None and world.export.calls[-1] == 0  # read again from the start
-    after = (await _kpis(rebuilt))["average_inventory_value"]
-    assert after.available and after.value == before.value and after.note == before.note
+    applied = world.sequencer.watermark
+    again = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
+    assert world.export is not None and world.export.calls[-1] == applied  # caught up, not rebuilt
+    assert not (await _kpis(again))["average_inventory_value"].available
+    await world.commit([material("M1", 12.34)], supersedes=True)
+    kpi = (await _kpis(again, material_codes=["M1"], site_codes=["S1"]))["average_inventory_value"]
+    avg = _average_on_hand(COUNTS[("M1", "S1")])
+    assert kpi.available and avg is not None and kpi.value == pytest.approx(avg * 12.34)
+
+
+def _coded(records: list[records_pb2.Record]) -> list[tuple[str, records_pb2.Record]]:
+    return [(r.material.code if r.HasField("material") else "", r) for r in records]
 
 
 async def test_the_largest_quantity_ingestion_accepts_fits_the_read_model(world: World) -> None:
     """Ingestion's bound (``validation.MAX_MAGNITUDE``) keeps values inside the read model's DECIMAL(18, 6):
     the largest accepted quantity, rounded to a double on the wire, is applied, not refused with its batch."""
     replica = await world.replica()
-    largest = float(Decimal("99999999999.999999"))
+    largest = float(MAX_MAGNITUDE - Decimal("0.000001"))
     await world.commit([snapshot("M1", "S1", largest, START)])
     request = a.ListInventoryStatusRequest()
     rows = (await replica.stub.ListInventoryStatus(request, metadata=replica.md())).rows

@@ -3,6 +3,7 @@ answers; every replica consumes every event on a queue of its own."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 
@@ -12,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from novacorrente.analytics.v1 import analytics_pb2 as a
 from novacorrente.common.v1 import common_pb2 as c
 
+from services.kit.errors import Unavailable
 from services.ports.bus import open_bus
 from tests.analytics.analytics_data import consumption_record, forecast_event, line_key_of, snapshot
 from tests.analytics.conftest import Replica, World, eventually
@@ -210,3 +212,29 @@ async def test_a_replaced_ingestion_log_is_detected_and_rebuilt_from(
     again = await world.replica(duckdb_path=str(path), ingestion_target=world.export_target)
     answer = await again.stub.GetKpis(request, metadata=again.md())
     assert answer.kpis[0].value == sum(1 for r in real_records[:500] if r.HasField("consumption"))
+
+
+async def test_forecasts_are_applied_while_the_journal_is_down_and_journaled_after(world: World) -> None:
+    """A journal outage must not fail the delivery: after the bus's delivery limit that would dead-letter
+    the forecast. It is applied at once and journaled when the store answers again."""
+    replica = await world.replica()
+    service = replica.app.service
+    service.limits = dataclasses.replace(service.limits, journal_retry_seconds=0.01)
+    keep = service.alerts.keep_forecasts
+    outage = {"left": 5}
+
+    async def flaky(event_id: str, body: bytes) -> None:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise Unavailable("alert store unavailable: ConnectionRefusedError")
+        await keep(event_id, body)
+
+    service.alerts.keep_forecasts = flaky  # type: ignore[method-assign]
+    generated = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+    event = forecast_event(
+        "010932", "ALMOX-BA", [(dt.date(2025, 3, 3), 0.0, 2.0, 5.0)], generated_at=generated
+    )
+    await world.publish(event)
+    await eventually(lambda: _forecast_version(replica) == int(generated.timestamp() * 1_000_000))
+    await eventually(lambda: not outage["left"] and not service._unjournaled)
+    assert [body async for body in service.alerts.kept_forecasts()] == [event.SerializeToString()]

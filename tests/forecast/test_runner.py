@@ -4,6 +4,7 @@ and every caller gets exactly its own rows back."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -68,6 +69,25 @@ async def test_a_full_batch_runs_at_once_and_the_rest_waits_for_its_own_window(
     finally:
         runner.close()
     assert runs == 2
+
+
+async def test_a_batch_that_filled_up_leaves_the_next_batch_its_own_window(linear_model: LoadedModel) -> None:
+    """The full batch's window timer still fires later: it must not cut the next batch's window short."""
+    window = 0.1
+    runner = InferenceRunner(dynamic_batching=True, batch_window_ms=window * 1000, max_batch_rows=4)
+    rows = np.ones((1, 3), dtype=np.float32)
+    try:
+        full = [asyncio.ensure_future(runner.run(linear_model, {"features": rows})) for _ in range(4)]
+        await asyncio.gather(*full)  # four rows: flushed at once, its timer still pending
+        await asyncio.sleep(window * 0.6)
+        started = time.perf_counter()
+        await runner.run(linear_model, {"features": rows})  # a new batch, opened after the first one
+        waited = time.perf_counter() - started
+    finally:
+        runner.close()
+    # A timer never fires early; had the first batch's timer flushed this one, it would have waited ~0.4 of
+    # the window.
+    assert waited >= window * 0.95
 
 
 async def test_without_dynamic_batching_each_call_runs_alone(linear_model: LoadedModel) -> None:

@@ -126,14 +126,19 @@ async def test_replayed_batch_returns_the_first_answer_and_adds_nothing(running:
 
 async def test_expired_idempotency_keys_are_deleted_and_live_ones_kept(running: Running) -> None:
     first = await submit(running, [line("R9")], key="k-expiring")
-    await submit(running, [line("R10")], key="k-live")
+    live = await submit(running, [line("R10")], key="k-live")
     assert await running.app.housekeeping.run_once() == 0  # nothing has expired yet
-    # A week and a day later (the default time to live is a week) every key has expired.
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=8)
-    assert await running.app.store.forget_expired_keys(later) == 2
-    again = await submit(running, [line("R9")], key="k-expiring")
-    assert not again.replayed and again.batch_id != first.batch_id  # a new call: its key was forgotten
-    assert [v.verdict for v in again.verdicts] == [pb.VERDICT_DUPLICATE]
+    async with running.app.store.db.transaction() as s:  # one key reaches the end of its time to live
+        await s.execute(
+            "UPDATE support.idempotency_keys SET expires_at = $1 WHERE key = 'k-expiring'",
+            dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
+        )
+    assert await running.app.housekeeping.run_once() == 1
+    again = await submit(running, [line("R10")], key="k-live")
+    assert again.replayed and again.batch_id == live.batch_id  # the live key still answers
+    fresh = await submit(running, [line("R9")], key="k-expiring")
+    assert not fresh.replayed and fresh.batch_id != first.batch_id  # a new call: its key was forgotten
+    assert [v.verdict for v in fresh.verdicts] == [pb.VERDICT_DUPLICATE]
 
 
 async def test_same_key_with_another_payload_is_failed_precondition(running: Running) -> None:

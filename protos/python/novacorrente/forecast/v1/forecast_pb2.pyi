@@ -316,8 +316,9 @@ class ReorderDecomposition(_message.Message):
     LEAD_TIME_OBSERVATIONS_FIELD_NUMBER: _builtins.int
     LEAD_TIME_SCOPE_FIELD_NUMBER: _builtins.int
     expected_lead_time_demand: _builtins.float
-    """Expected demand over the lead time plus review period: the forecast's weekly means summed over each
-    observed lead time (the last week pro rata), averaged over the observed lead times.
+    """Expected demand over the lead time plus review period: the means of the forecast's weekly quantile
+    distributions summed over each observed lead time (the last week pro rata), averaged over the observed
+    lead times.
     """
     demand_part: _builtins.float
     """Part of the safety stock due to demand uncertainty at the mean lead time."""

@@ -82,8 +82,8 @@ class Material(_message.Message):
     stocked: _builtins.bool
     """False for services (e.g. family SERVIÇOS TOMADOS): they are bought but never stocked."""
     unit_cost_brl: _builtins.float
-    """Standard (or average) cost of one `unit` of the material, in BRL, from the ERP master data; finite and
-    zero or positive. Unset means the cost is unknown, not zero: the ERP export carries no prices, and
+    """Standard (or average) cost of one `unit` of the material, in BRL, from the ERP master data; finite,
+    zero or positive and below 1e11. Unset means the cost is unknown, not zero: the ERP export carries no prices, and
     inventory value KPIs leave materials without a cost out (and say so) instead of counting them at zero.
     """
     def __init__(
