@@ -369,10 +369,12 @@ class Load:
         self.outcomes.append(Outcome(name, code, details, began - start, time.monotonic() - began))
 
     async def burst_around(self, kill: Callable[[], None], calls: list[str], start: float) -> None:
-        """Send ``calls`` at once and ``kill`` while they are in flight: the kill very likely cuts some."""
+        """Send ``calls`` at once and ``kill`` while they are in flight. The caller froze the replica
+        (SIGSTOP) first: the calls round robin sends it stay unanswered until the kill cuts them, however
+        slowly a busy machine runs this process."""
         by_name = dict(self.calls)
         burst = [asyncio.create_task(self.once(name, by_name[name], start)) for name in calls]
-        await asyncio.sleep(0.002)  # the calls leave the process
+        await asyncio.sleep(0.05)  # the calls leave the process
         kill()
         await asyncio.gather(*burst)
 
@@ -463,6 +465,7 @@ async def test_killing_a_replica_of_each_under_load_loses_no_call_and_no_event(
         async def kill_analytics(replica: Replica, at: float) -> None:
             await asyncio.sleep(max(0.0, start + at - time.monotonic()))
             served_before_kill[replica.name] = await replica.served()
+            replica.proc.send_signal(signal.SIGSTOP)
             await load.burst_around(replica.kill, ["GetDemandSeries", "GetKpis"] * 4, start)
 
         async def kill_forecast(replica: Replica, at: float) -> None:
