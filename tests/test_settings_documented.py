@@ -1,4 +1,4 @@
-"""docs/operations.md names every environment variable a process reads.
+"""docs/operations.md names every environment variable a process reads, and no variable none reads.
 
 Variables of ``ServiceSettings`` itself are documented once in their generic form ``NOVA_<S>_NAME``; the
 variables a service adds are documented by their full name.
@@ -6,6 +6,7 @@ variables a service adds are documented by their full name.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,10 @@ def _documented(settings: type[BaseSettings], field: str) -> bool:
 def test_every_variable_is_in_the_operations_guide(settings: type[BaseSettings]) -> None:
     missing = [_variable(settings, f) for f in settings.model_fields if not _documented(settings, f)]
     assert not missing, f"docs/operations.md does not mention {missing}"
+
+
+def test_the_operations_guide_names_no_variable_that_nothing_reads() -> None:
+    read = {_variable(cls, f) for cls in SERVICES for f in cls.model_fields}
+    generic = {f"NOVA_<S>_{f.upper()}" for f in ServiceSettings.model_fields}
+    named = set(re.findall(r"NOVA_[A-Z0-9_<>]*[A-Z0-9>]", OPERATIONS)) - {"NOVA_<SERVICE>", "NOVA_TLS"}
+    assert sorted(named - read - generic) == []
