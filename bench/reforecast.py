@@ -1,5 +1,7 @@
 """Re-forecast throughput: series/s for a committed batch touching 1,000 synthetic material x site series.
 
+    python -m bench.reforecast [--series 1000]
+
 Runs the consumer's whole path (read-model watermark check, cache invalidation, batched history reads over
 gRPC, one onnxruntime run per chunk, a reorder policy per series, ForecastsUpdated published on the memory
 bus). Baseline, measured in the same run: the bare model work for the same series (build_features for every
@@ -9,6 +11,7 @@ after I/O and policies. The issue sets no target for this benchmark; ``target`` 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import secrets
@@ -39,10 +42,10 @@ def bare_rate(app, keys: list[tuple[str, str]]) -> float:  # type: ignore[no-unt
     return len(keys) / (time.perf_counter() - start)
 
 
-async def main() -> None:
+async def main(series: int) -> None:
     peer, port = await start_peer()
     app = await start_forecast(secrets.token_bytes(32), port, reforecast_batch_size=200)
-    keys = [(f"R{i:05d}", "BAJSS002-3") for i in range(SERIES)]
+    keys = [(f"R{i:06d}", "BAJSS002-3") for i in range(series)]
     event = epb.BatchCommitted(event_id="bench-1", batch_id="bench", sequence_from=1, sequence_to=1)
     for i, (material, site) in enumerate(keys):
         event.records.add(
@@ -61,8 +64,8 @@ async def main() -> None:
     finally:
         await app.stop()
         await peer.stop(None)
-    value = SERIES / elapsed
-    print(f"{SERIES} series, {len(published)} events, {policies} policies in {elapsed:.2f}s", flush=True)
+    value = series / elapsed
+    print(f"{series} series, {len(published)} events, {policies} policies in {elapsed:.2f}s", flush=True)
     print(
         json.dumps(
             {
@@ -78,4 +81,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--series", type=int, default=SERIES, help="material x site series in the batch")
+    asyncio.run(main(parser.parse_args().series))
