@@ -204,6 +204,9 @@ class AnalyticsService:
                         watermark,
                     )
             result = await self.engine.write(self.model.apply_records, list(event.records), event.event_id)
+            # New tables (a new replica, a rebuild after another ingestion log, no export to catch up
+            # from): the forecasts come after the records they are filed under.
+            await self._replay_if_pending()
         self._changed(result)
         return result
 
@@ -240,9 +243,18 @@ class AnalyticsService:
                     continue
                 self._unjournaled.pop(event_id, None)
 
+    async def _replay_if_pending(self) -> None:
+        """Replay the journal into tables created since the last replay (the caller holds the apply lock)."""
+        if not self.model.forecast_replay_pending:
+            return
+        replayed = await self._replay_kept_forecasts()
+        await self.engine.write(self.model.forecasts_replayed)
+        if replayed:
+            log.info("replayed %d journaled forecast events into the new read model", replayed)
+
     async def _replay_kept_forecasts(self) -> int:
-        """Apply the journaled forecasts to a read model rebuilt from the export; returns how many events
-        were new to it (the read model's inbox skips those it already has)."""
+        """Apply the journaled forecasts to a new read model; returns how many events were new to it (the
+        read model's inbox skips those it already has)."""
         replayed = 0
         async for body in self.alerts.kept_forecasts():
             event = events_pb2.ForecastsUpdated.FromString(body)
@@ -283,12 +295,8 @@ class AnalyticsService:
             raise
         except Exception as exc:
             raise Unavailable(f"catch-up from the ingestion export failed: {exc}") from exc
-        if self.model.forecast_replay_pending:
-            # After the records, so that the forecasts find the master data they are filed under.
-            replayed = await self._replay_kept_forecasts()
-            await self.engine.write(self.model.forecasts_replayed)
-            if replayed:
-                log.info("replayed %d journaled forecast events into the new read model", replayed)
+        # After the records, so that the forecasts find the master data they are filed under.
+        await self._replay_if_pending()
         if applied:
             log.info(
                 "caught up %d records from seq %d to %d in %.1fs",

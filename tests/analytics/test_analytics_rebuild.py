@@ -15,7 +15,13 @@ from novacorrente.common.v1 import common_pb2 as c
 
 from services.kit.errors import Unavailable
 from services.ports.bus import open_bus
-from tests.analytics.analytics_data import consumption_record, forecast_event, line_key_of, snapshot
+from tests.analytics.analytics_data import (
+    Sequencer,
+    consumption_record,
+    forecast_event,
+    line_key_of,
+    snapshot,
+)
 from tests.analytics.conftest import Replica, World, eventually
 
 ONE_SERIES = c.Filter(material_codes=["010932"], site_codes=["ALMOX-BA"])
@@ -238,3 +244,25 @@ async def test_forecasts_are_applied_while_the_journal_is_down_and_journaled_aft
     await eventually(lambda: _forecast_version(replica) == int(generated.timestamp() * 1_000_000))
     await eventually(lambda: not outage["left"] and not service._unjournaled)
     assert [body async for body in service.alerts.kept_forecasts()] == [event.SerializeToString()]
+
+
+async def test_without_an_export_a_new_read_model_replays_the_journal_at_its_first_batch(
+    world: World, real_records, tmp_path
+) -> None:
+    stores = {"duckdb_path": str(tmp_path / "analytics.duckdb"), "alerts_duckdb_path": str(tmp_path / "a.db")}
+    first = await world.replica(**stores)
+    await world.commit(real_records[:500])
+    generated = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+    week = (dt.date(2025, 3, 3), 0.0, 2.0, 5.0)
+    await world.publish(forecast_event("010932", "ALMOX-BA", [week], generated_at=generated))
+    stamp = int(generated.timestamp() * 1_000_000)
+    await eventually(lambda: _forecast_version(first) == stamp)
+    await world.stop(first)
+    (tmp_path / "analytics.duckdb").unlink()
+
+    again = await world.replica(**stores)  # no export: nothing to catch up from
+    assert again.app.service.model.forecast_replay_pending
+    world.sequencer = Sequencer()  # the embedded profile's ingestion starts over with its own new file
+    await world.commit(real_records[:100])  # settled once the records are in; the replay follows them
+    model = again.app.service.model
+    await eventually(lambda: _forecast_version(again) == stamp and not model.forecast_replay_pending)
