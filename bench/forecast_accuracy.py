@@ -1,6 +1,7 @@
 """Forecast accuracy of the demand model against the best statsforecast baseline, measured in one run.
 
     .venv/bin/python bench/forecast_accuracy.py [--data data] [--model-dir models/demand_forecast/N]
+    .venv/bin/python bench/forecast_accuracy.py --synthetic [--scale 0.1]   # synthetic company-scale history
 
 Without --model-dir it trains a full model on the data into a temporary repository (a few minutes) and reads
 the rolling-origin backtest it ran against CrostonOptimized, CrostonSBA, TSB, ADIDA, IMAPA and

@@ -1,7 +1,10 @@
 """Inventory trade-off: average stock each method needs for a 95% fill rate in a week-by-week simulation with
-the real lead times, ours against the best statsforecast baseline.
+the real lead times, ours (order-up-to level = the lead_time_demand model's quantile of the lead-time window
+total at the service level) against the best statsforecast baseline (lead-time demand sampled from its weekly
+quantiles); the weekly models' sampled variants are printed as rows too.
 
     .venv/bin/python bench/inventory_tradeoff.py [--data data] [--model-dir models/demand_forecast/N]
+    .venv/bin/python bench/inventory_tradeoff.py --synthetic [--scale 0.1]   # synthetic company-scale history
 
 Without --model-dir it trains a full model on the data into a temporary repository first. The last line
 printed is one JSON object; ratio = baseline stock / our stock (higher is better), target = 1 / 0.85; value,

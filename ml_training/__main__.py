@@ -39,10 +39,40 @@ def main(argv: list[str] | None = None) -> int:
         help="also copy the card to DOCS_DIR/model-card.md (+ DOCS_DIR/model-card/*.png); the default is "
         "docs/ for a full run on the real export",
     )
+    syn = sub.add_parser(
+        "synthetic",
+        help="the same measurements on the synthetic company-scale history (bench/gen_company_history.py)",
+    )
+    syn.add_argument("--out", type=Path, default=Path(".nova/models-synthetic"), help="model repository root")
+    syn.add_argument(
+        "--work", type=Path, default=Path(".nova/bench/ml-synthetic"), help="generated history (reused)"
+    )
+    syn.add_argument("--scale", type=float, default=None, help="generation scale (lines x 20 M)")
+    syn.add_argument("--regenerate", action="store_true", help="generate again even if the file exists")
+    syn.add_argument(
+        "--publish-card",
+        type=Path,
+        default=None,
+        metavar="DOCS_DIR",
+        help="write DOCS_DIR/model-card/synthetic.json, the figures the real-data card shows",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
+
+    if args.command == "synthetic":
+        from ml_training.synthetic import SYNTHETIC_SCALE, train_synthetic
+
+        res = train_synthetic(
+            args.work,
+            args.out,
+            SYNTHETIC_SCALE if args.scale is None else args.scale,
+            args.regenerate,
+            publish_card=args.publish_card,
+        )
+        print(res.version_dir)
+        return 0
 
     from ml_training.pipeline import RunConfig, train
 

@@ -294,10 +294,14 @@ class Panel:
         return [s for s in self.series if s.level == level]
 
 
-def build_panel(cons: Consumption, window: Window, min_site_demand_weeks: int = 2) -> Panel:
+def build_panel(
+    cons: Consumption, window: Window, min_site_demand_weeks: int = 2, site_series: bool = True
+) -> Panel:
     """Weekly series of the usable window at every level: material x site (those with at least
     ``min_site_demand_weeks`` demand weeks: single events teach nothing a material-level series does not),
-    material, family, region and national. Quantities in different units are only added within a material."""
+    material, family, region and national. Quantities in different units are only added within a material.
+    ``site_series=False`` leaves the material x site series out (material-level measurements on a history
+    with thousands of sites)."""
     weeks = np.arange(window.first_week, window.last_week + 1, 7).astype("datetime64[D]")
     index = ((monday(cons.requested) - window.first_week).astype(np.int64) // 7).astype(np.int64)
     inside = (index >= 0) & (index < weeks.size)
@@ -320,7 +324,7 @@ def build_panel(cons: Consumption, window: Window, min_site_demand_weeks: int = 
         add(("material", material, "ALL", "ALL"), i)
     series: list[Series] = []
     for (level, material, site, region), y in sorted(groups.items()):
-        if level == "material_site" and int((y > 0).sum()) < min_site_demand_weeks:
+        if level == "material_site" and (not site_series or int((y > 0).sum()) < min_site_demand_weeks):
             continue
         family = family_of[material]
         attrs = F.static_attributes(family, site, level, region)

@@ -53,7 +53,12 @@ def _booster_graph(booster: object, n_features: int, prefix: str):  # -> onnx.Gr
     return proto.graph
 
 
-def to_onnx(model: QuantileModel, n_features: int = len(F.FEATURE_NAMES), name: str = "demand_forecast"):
+def to_onnx(
+    model: QuantileModel,
+    n_features: int = len(F.FEATURE_NAMES),
+    name: str = "demand_forecast",
+    description: str = "Weekly demand quantiles",
+):
     """One graph: features [N, F] -> each booster -> Concat [N, Q] -> + base (the hist_q*_26 columns the
     boosting
     started from) -> + conformal offsets where positive -> max(0) -> TopK ascending (sort: non-crossing) ->
@@ -81,7 +86,20 @@ def to_onnx(model: QuantileModel, n_features: int = len(F.FEATURE_NAMES), name: 
     ]
     nodes += [
         helper.make_node("Concat", outputs, ["trees"], axis=1),
-        helper.make_node("Gather", [INPUT_NAME, "base_index"], ["base"], axis=1),
+        helper.make_node("Gather", [INPUT_NAME, "base_index"], ["base_columns"], axis=1),
+    ]
+    if model.base_multiplier is None:
+        nodes.append(helper.make_node("Identity", ["base_columns"], ["base"]))
+    else:
+        # The lead-time model starts from the weekly quantile columns times the window length column.
+        initializers.append(
+            helper.make_tensor("base_multiplier_index", TensorProto.INT64, [1], [model.base_multiplier])
+        )
+        nodes += [
+            helper.make_node("Gather", [INPUT_NAME, "base_multiplier_index"], ["base_multiplier"], axis=1),
+            helper.make_node("Mul", ["base_columns", "base_multiplier"], ["base"]),
+        ]
+    nodes += [
         helper.make_node("Add", ["trees", "base"], ["raw"]),
         helper.make_node("Greater", ["raw", "positive_eps"], ["positive_bool"]),
         helper.make_node("Cast", ["positive_bool"], ["positive"], to=TensorProto.FLOAT),
@@ -103,7 +121,7 @@ def to_onnx(model: QuantileModel, n_features: int = len(F.FEATURE_NAMES), name: 
         graph,
         opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)],
         producer_name="ml_training",
-        doc_string="Weekly demand quantiles " + ", ".join(f"P{round(x * 100)}" for x in model.quantiles),
+        doc_string=description + " " + ", ".join(f"P{round(x * 100)}" for x in model.quantiles),
     )
     proto.ir_version = 8  # readable by onnxruntime >= 1.10
     onnx.checker.check_model(proto)

@@ -10,16 +10,21 @@ lead times, cycled in request order). Materials with fewer than two demand weeks
 bought to order and left out. The export holds no stock ledger, so every method starts with on-hand = its
 own first S. Stock and demand are normalised by the series' mean weekly demand before the backtest (so
 "average stock" reads as weeks of cover and every material weighs the same).
+
+Methods that forecast the lead-time window total directly (the lead_time_demand model and the window
+references) set S to their window quantile function at the service level instead: the same piecewise-linear
+function through (0, 0), P50..P95 and the extrapolated P99, of the window total, with no sampling. For those,
+"ours" is the lead_time_demand model: the reorder point is the lead-time demand quantile at the target
+service level.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from ml_training.datasets import Panel
 from ml_training.evaluate import Backtest
+from ml_training.lead_time import WindowBacktest, default_lead_days, lead_weeks
 
 __all__ = ["SERVICE_LEVELS", "simulate", "stock_at_fill_rate"]
 
@@ -28,7 +33,7 @@ _KNOTS = np.array([0.0, 0.5, 0.8, 0.9, 0.95, 0.99])
 DRAWS = 400
 
 
-def _quantile_fn(Q: np.ndarray, u: np.ndarray) -> np.ndarray:
+def quantile_fn(Q: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Quantiles Q [C, L, 4] (P50, P80, P90, P95) evaluated at uniforms u [C, M, L] -> [C, M, L]: piecewise
     linear through (0, 0), the four quantiles and P99 = P95 + 0.8 (P95 - P90)."""
     p99 = Q[..., 3] + (Q[..., 3] - Q[..., 2]) * 0.8
@@ -41,28 +46,27 @@ def _quantile_fn(Q: np.ndarray, u: np.ndarray) -> np.ndarray:
     return a + (b - a) * (u - lo) / (hi - lo)
 
 
-def _lead_weeks(days: list[float], default_days: float) -> tuple[int, list[int]]:
-    observed = days or [default_days]
-    planning = max(1, math.ceil(float(np.median(observed)) / 7))
-    return planning, [max(1, math.ceil(d / 7)) for d in observed]
-
-
 def simulate(
-    bt: Backtest, panel: Panel, methods: list[str], seed: int = 11
+    bt: Backtest,
+    panel: Panel,
+    methods: list[str],
+    seed: int = 11,
+    window: WindowBacktest | None = None,
+    window_methods: tuple[str, ...] = (),
 ) -> dict[str, dict[str, list[float]]]:
-    """method -> {"service_level", "fill_rate", "avg_stock_weeks"} curves over :data:`SERVICE_LEVELS`."""
+    """method -> {"service_level", "fill_rate", "avg_stock_weeks"} curves over :data:`SERVICE_LEVELS`.
+    ``window_methods`` (forecasts in ``window``) set S from their lead-time window quantiles directly."""
     ids = sorted(bt.classes)
     cutoffs = [int(c) for c in bt.cutoffs]
     H = bt.horizon
-    all_days = [d for v in panel.lead_days.values() for d in v]
-    default_days = float(np.median(all_days)) if all_days else 7.0
+    default_days = default_lead_days(panel)
     rng = np.random.default_rng(seed)
     first = cutoffs[0]
     norm = {i: panel.series[i].y[: first + 1].mean() for i in ids}
     # Only materials with a demand pattern (at least two demand weeks before the backtest) are stocked; a
     # material seen once is bought to order, and no forecast can justify holding it.
     ids = [i for i in ids if norm[i] > 0 and bt.classes[i] != "insufficient"]
-    leads = {i: _lead_weeks(panel.lead_days.get(panel.series[i].material, []), default_days) for i in ids}
+    leads = {i: lead_weeks(panel.lead_days.get(panel.series[i].material, []), default_days) for i in ids}
     # Lead-time-demand samples per (method, series, cutoff): same uniforms for every method.
     row_of = {
         (int(s), int(o), int(h)): r
@@ -74,11 +78,18 @@ def simulate(
         for i in ids
     }
     out: dict[str, dict[str, list[float]]] = {}
-    for method in methods:
-        Qall = bt.forecasts[method]
+    at_levels = np.broadcast_to(
+        np.asarray(SERVICE_LEVELS)[None, :, None], (len(cutoffs), len(SERVICE_LEVELS), 1)
+    )
+    for method in [*methods, *window_methods]:
         S = np.zeros((len(SERVICE_LEVELS), len(ids), len(cutoffs)))
         for k, i in enumerate(ids):
-            ltd = _quantile_fn(Qall[idx[i]], uniforms[i]).sum(axis=2)  # [C, M] lead-time demand samples
+            if method in window_methods:
+                assert window is not None
+                Qw = window.by_cutoff(method, i)  # [C, 4] window-total quantiles
+                S[:, k, :] = quantile_fn(Qw[:, None, :], at_levels)[:, :, 0].T
+                continue
+            ltd = quantile_fn(bt.forecasts[method][idx[i]], uniforms[i]).sum(axis=2)  # [C, M] samples
             S[:, k, :] = np.quantile(ltd, SERVICE_LEVELS, axis=1)
         fill, stock = [], []
         for s_idx in range(len(SERVICE_LEVELS)):

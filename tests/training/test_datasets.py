@@ -111,6 +111,9 @@ def test_panel_levels_and_units(tmp_path: Path) -> None:
     assert levels == {"material_site", "material", "family", "region", "national"}
     assert any(s.material.endswith("@CX") for s in panel.by_level("material"))
     assert all(s.y.shape == panel.weeks.shape for s in panel.series)
+    materials_only = build_panel(cons, detect_window(cons), site_series=False)
+    assert {s.level for s in materials_only.series} == levels - {"material_site"}
+    assert len(materials_only.by_level("material")) == len(panel.by_level("material"))
 
 
 @pytest.mark.skipif(not REAL.is_file(), reason="real export not present")

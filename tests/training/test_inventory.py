@@ -51,3 +51,25 @@ def test_too_low_forecast_loses_sales() -> None:
 def test_stock_at_fill_rate_interpolates() -> None:
     curve = {"fill_rate": [0.9, 0.94, 0.96, 0.99], "avg_stock_weeks": [1.0, 2.0, 4.0, 8.0]}
     assert stock_at_fill_rate(curve) == pytest.approx(3.0)
+
+
+def test_window_method_sets_the_order_up_to_level_from_its_window_quantiles() -> None:
+    from ml_training.lead_time import WindowBacktest
+
+    y = np.full(20, 10.0)
+    bt, panel = _backtest(y, np.array([5.0, 5.0, 5.0, 5.0]), [3.0])  # weekly forecast too low
+    cutoffs = bt.cutoffs
+    exact = np.tile([10.0, 10.0, 10.0, 10.0], (cutoffs.size, 1))  # L = 1 week: window total = 10
+    window = WindowBacktest(
+        cutoffs=cutoffs,
+        series=np.zeros(cutoffs.size, dtype=int),
+        origin=cutoffs,
+        window=np.ones(cutoffs.size, dtype=int),
+        y=np.full(cutoffs.size, 10.0),
+        forecasts={"w": exact},
+        scales={0: 1.0},
+        offsets=[],
+    )
+    curves = simulate(bt, panel, ["m"], window=window, window_methods=("w",))
+    assert curves["w"]["fill_rate"] == pytest.approx([1.0] * len(SERVICE_LEVELS))
+    assert curves["m"]["fill_rate"][0] == pytest.approx(0.5)

@@ -121,3 +121,61 @@ def test_second_run_gets_next_version_and_refuses_bad_parity(
     with pytest.raises(export.ExportError):
         train(RunConfig(data=data, out=version.parent.parent, quick=True, quick_materials=10))
     assert sorted(p.name for p in version.parent.iterdir() if not p.name.startswith(".")) == ["1"]
+
+
+CHECK_LEAD_TIME = r"""
+import hashlib, json, sys
+from pathlib import Path
+import numpy as np
+import onnxruntime as ort
+from services.forecast import features as F
+
+version = Path(sys.argv[1])
+side = json.loads((version / "model.json").read_text())
+blob = (version / "model.onnx").read_bytes()
+assert hashlib.sha256(blob).hexdigest() == side["sha256"], "sha256 mismatch"
+sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+(inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+assert [inp.name, out.name] == [side["inputs"][0]["name"], side["outputs"][0]["name"]]
+assert side["feature_spec_version"] == F.FEATURE_SPEC_VERSION
+assert side["feature_names"] == list(F.FEATURE_NAMES)
+col = F.FEATURE_NAMES.index(side["window_feature"])
+rng = np.random.default_rng(0)
+weeks = np.datetime64("2025-01-06") + 7 * np.arange(30)
+y = np.where(rng.random(30) < 0.4, rng.integers(1, 30, 30), 0).astype(float)
+codes = F.encode_static(F.static_attributes("EPI", "ALMOX-BA"), side["vocabularies"])
+rows = []
+for L in (1, 2, 4, 8):
+    X = F.build_features(y, weeks, codes, 1, region="BA")
+    X[:, col] = L
+    rows.append(X)
+q = sess.run([out.name], {inp.name: np.concatenate(rows)})[0]
+assert q.shape == (4, len(side["quantiles"])) and q.dtype == np.float32
+assert np.all(np.diff(q, axis=1) >= 0), "quantiles cross"
+assert np.all(q >= 0) and np.all(np.isfinite(q))
+assert side["lead_time_weeks"]["default"] >= 1
+print("ok")
+"""
+
+
+def test_lead_time_model_exported_beside_weekly(trained: tuple[Path, Path]) -> None:
+    version, _ = trained
+    lead = version.parent.parent / "lead_time_demand" / "1"
+    side = json.loads((lead / "model.json").read_text())
+    assert side["name"] == "lead_time_demand" and side["version"] == "1"
+    assert side["parity"]["within_tolerance"] and side["parity"]["non_crossing"]
+    assert side["companion"] == {"model": "demand_forecast", "version": "1"}
+    metrics = side["backtest"]["metrics"]
+    assert {"lead_time_demand", "tsb_window_conformal", "reference_empirical_26w_totals"} <= set(metrics)
+    assert "weekly_sampled_nova_selected" in metrics
+    weekly = json.loads((version / "model.json").read_text())
+    assert weekly["lead_time_demand"]["version"] == "1"
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK_LEAD_TIME, str(lead)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
