@@ -78,6 +78,13 @@ async def _session_settings(url: str) -> dict[str, str]:
         await conn.close()
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a pooled connection needs on release beyond asyncpg's own rollback of an open transaction:
+    nothing. Every use is one transaction (``transaction()``), with transaction-scoped locks only and no
+    session settings, cursors or LISTEN left behind, so the default reset query (advisory unlock, CLOSE
+    ALL, UNLISTEN, RESET ALL) would be one more round trip per transaction for nothing."""
+
+
 class PostgresDatabase:
     """PostgreSQL through an asyncpg pool (the production system of record)."""
 
@@ -94,6 +101,7 @@ class PostgresDatabase:
             max_size=max_size,
             command_timeout=60,
             server_settings=await _session_settings(url),
+            reset=_keep_session,
         )
         return cls(pool)
 
