@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import overload
 
 import duckdb
 import pyarrow as pa
@@ -35,6 +36,12 @@ from services.analytics.read_model import TABLES
 from services.ports.bus import OutgoingMessage, open_bus
 
 
+@overload
+def _date(value: dt.date) -> common_pb2.Date: ...
+@overload
+def _date(value: None) -> None: ...
+@overload
+def _date(value: dt.date | None) -> common_pb2.Date | None: ...
 def _date(value: dt.date | None) -> common_pb2.Date | None:
     return None if value is None else common_pb2.Date(year=value.year, month=value.month, day=value.day)
 

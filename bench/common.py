@@ -10,6 +10,7 @@ import random
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from openpyxl import load_workbook
 
@@ -31,8 +32,9 @@ HEADER = [
 ]
 
 
-def real_lines() -> list[tuple[object, ...]]:
-    """The real export's purchased goods and services lines with dates (the distributions to sample)."""
+def real_lines() -> list[tuple[Any, ...]]:
+    """The real export's purchased goods and services lines with dates (the distributions to sample).
+    Cells are untyped (openpyxl has no type information); columns 9 and 10 are datetimes."""
     sheet = load_workbook(REAL_EXPORT, read_only=True)[SHEET]
     rows = []
     for row in sheet.iter_rows(min_row=2, max_col=11, values_only=True):
@@ -100,7 +102,9 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def result(name: str, value: float, unit: str, baseline: float, target: float, **extra: object) -> None:
+def result(
+    name: str, value: float, unit: str, baseline: float, target: float | None, **extra: object
+) -> None:
     """Print the benchmark's last line: the JSON object `make bench` reads."""
     ratio = value / baseline if baseline else 0.0
     payload = {

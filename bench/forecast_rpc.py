@@ -28,6 +28,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -85,13 +86,14 @@ class SyntheticAnalytics(apb_grpc.AnalyticsServiceServicer):
 
 async def start_peer() -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server()
-    apb_grpc.add_AnalyticsServiceServicer_to_server(SyntheticAnalytics(), server)
+    # The generated .pyi marks every servicer method abstract; the runtime base class answers UNIMPLEMENTED.
+    apb_grpc.add_AnalyticsServiceServicer_to_server(SyntheticAnalytics(), server)  # type: ignore[abstract]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port
 
 
-async def start_forecast(key: bytes, peer_port: int, **overrides: object) -> ForecastApp:
+async def start_forecast(key: bytes, peer_port: int, **overrides: Any) -> ForecastApp:
     settings = ForecastSettings(
         **{
             "port": 0,

@@ -145,7 +145,11 @@ async def _serve_upstream(key: bytes, port_file: Path) -> None:
     server = GrpcServer(
         ServiceSettings(port=0, health_poll_seconds=3600), policy=POLICY, jwt_key=key, service_names=[SERVICE]
     )
-    server.add_servicer(analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server, SyntheticAnalytics())
+    # The generated .pyi marks every servicer method abstract; the runtime base class answers UNIMPLEMENTED.
+    server.add_servicer(
+        analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server,
+        SyntheticAnalytics(),  # type: ignore[abstract]
+    )
     await server.start()
     await asyncio.to_thread(port_file.write_text, str(server.port))
     await server.run_until_signal()

@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import grpc
@@ -75,7 +75,7 @@ def _u(i: str, salt: str) -> str:
     return f"(({_h(i, salt)} >> 11)::DOUBLE / 9007199254740992.0)"
 
 
-def _real_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def _real_tables(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     """Real materials by popularity with their quantities, and the real lead times."""
     rows = real_lines()
     popularity = Counter(str(r[1]) for r in rows)
@@ -91,7 +91,7 @@ def _real_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         k = rank[code]
         quantities.append((k, per_rank[k], float(r[5])))
         per_rank[k] += 1
-        leads.append((r[10].date() - r[9].date()).days)  # type: ignore[union-attr]
+        leads.append((r[10].date() - r[9].date()).days)
     con.register(
         "real_materials",
         pa.table(
@@ -117,7 +117,7 @@ def _real_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     per_series = sorted(Counter((str(r[0]), str(r[1])) for r in rows).values(), reverse=True)
     weeks: dict[tuple[str, str], set[dt.date]] = {}
     for r in rows:
-        day = r[9].date()  # type: ignore[union-attr]
+        day = r[9].date()
         weeks.setdefault((str(r[0]), str(r[1])), set()).add(day - dt.timedelta(days=day.weekday()))
     span = (max(max(w) for w in weeks.values()) - min(min(w) for w in weeks.values())).days // 7 + 1
     shares = sorted(len(w) / span for w in weeks.values())
@@ -189,7 +189,7 @@ FROM range({SITES}) t(i)
     # Intermittency as in the export: every active material x site series draws its yearly number of lines
     # from the export's own series (median 1, busiest 114), for three years; enough series are active to
     # reach the target number of lines. Lines fall on uniform days; lead times and quantities are real draws.
-    mean_lines = 3 * float(real["real_mean_lines_per_series_year"])  # type: ignore[arg-type]
+    mean_lines = 3 * float(cast(float, real["real_mean_lines_per_series_year"]))
     active = int(lines / mean_lines * 1.02) + 1
     con.execute(
         f"""

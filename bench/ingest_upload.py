@@ -23,12 +23,16 @@ import time
 import uuid
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import asyncpg
 
 from bench.common import peak_rss_mb, result, write_sapiens_csv
 from services.cli import summarize, upload_file
 from services.kit.auth import mint_token
+
+if TYPE_CHECKING:
+    from novacorrente.ingestion.v1.ingestion_pb2 import UploadFileResponse
 
 PG = os.environ.get("NOVA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP = os.environ.get("NOVA_BENCH_AMQP_HOST", "127.0.0.1:5672")
@@ -99,7 +103,9 @@ async def main(lines: int) -> None:
         await wait_port(port)
         token = mint_token(key.encode(), "bench", "ingestor", 3600)
         started = time.perf_counter()
-        answer = await upload_file(f"127.0.0.1:{port}", token, data, progress=False)
+        answer = cast(
+            "UploadFileResponse", await upload_file(f"127.0.0.1:{port}", token, data, progress=False)
+        )
         conn = await asyncpg.connect(url)
         while await conn.fetchval("SELECT count(*) FROM support.outbox"):
             await asyncio.sleep(0.05)

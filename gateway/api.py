@@ -122,8 +122,8 @@ PageDep = Annotated[cpb.PageRequest, Depends(page_query)]
 Grain = Annotated[m.TimeGrainName | None, Query(description="Time bucket; default week.")]
 
 
-def _grain(grain: str | None) -> int:
-    return 0 if grain is None else conv.enum_value("time_grain", grain)
+def _grain(grain: str | None) -> Any:
+    return conv.enum_value("time_grain", grain)
 
 
 # -- analytics ------------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ async def list_inventory(
     message = apb.ListInventoryStatusRequest(
         filter=filter,
         page=page,
-        min_status=0 if min_status is None else conv.enum_value("stock_status", min_status),
+        min_status=conv.enum_value("stock_status", min_status),
     )
     return conv.inventory_page(await upstream_call(request, caller, message))
 

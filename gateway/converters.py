@@ -6,9 +6,9 @@ import datetime as dt
 import json
 import math
 from collections.abc import Sequence
+from typing import Any, overload
 
 from google.protobuf import timestamp_pb2
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from novacorrente.analytics.v1 import analytics_pb2 as apb
 from novacorrente.common.v1 import common_pb2 as cpb
 from novacorrente.forecast.v1 import forecast_pb2 as fpb
@@ -40,7 +40,8 @@ __all__ = [
     "watermark",
 ]
 
-ENUM_PREFIXES: dict[str, tuple[EnumTypeWrapper, str]] = {
+# Any: each generated enum class is a type of its own (its EnumTypeWrapper is the metaclass instance).
+ENUM_PREFIXES: dict[str, tuple[Any, str]] = {
     "stock_status": (apb.StockStatus, "STOCK_STATUS_"),
     "alert_kind": (apb.AlertKind, "ALERT_KIND_"),
     "alert_state": (apb.AlertState, "ALERT_STATE_"),
@@ -65,7 +66,11 @@ def enum_name(kind: str, value: int) -> str:
     return _NAMES[kind].get(value, "unspecified")
 
 
-def enum_value(kind: str, name: str) -> int:
+def enum_value(kind: str, name: str | None) -> Any:
+    """``critical`` -> the value of ``STOCK_STATUS_CRITICAL``; None -> 0 (unspecified). Typed Any: the value
+    goes to a field of that enum's own ValueType."""
+    if name is None:
+        return 0
     wrapper, prefix = ENUM_PREFIXES[kind]
     return int(wrapper.Value(prefix + name.upper()))
 
@@ -80,6 +85,10 @@ def date_out(date: cpb.Date) -> dt.date | None:
     return dt.date(date.year, date.month, date.day)
 
 
+@overload
+def date_proto(date: dt.date) -> cpb.Date: ...
+@overload
+def date_proto(date: None) -> None: ...
 def date_proto(date: dt.date | None) -> cpb.Date | None:
     return None if date is None else cpb.Date(year=date.year, month=date.month, day=date.day)
 

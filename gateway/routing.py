@@ -199,7 +199,7 @@ class RpcRoute(APIRoute):
         endpoint = self.dependant.call
         assert endpoint is not None
         solve = _Solver(self.dependant)
-        options = {
+        options: dict[str, Any] = {
             "field": self.response_field,
             "include": self.response_model_include,
             "exclude": self.response_model_exclude,

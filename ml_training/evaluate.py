@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def run_backtest(
             pick = mask & np.array([choice[int(i)]["method"] == m for i in sub.series])
             selected[pick] = forecasts[m][pick]
         if c0 >= first_test:
-            choices.append(dict(Counter(v["method"] for v in choice.values())))
+            choices.append(dict(Counter(cast(str, v["method"]) for v in choice.values())))
     forecasts[SELECTED] = selected
     forecasts["reference_zero"] = np.zeros((rows.size, len(QUANTILES)))
     test = sub.origin >= first_test

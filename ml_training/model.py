@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class ModelParams:
     weighted: bool = False
     threads: int = 2
 
-    def lgbm_kwargs(self, alpha: float) -> dict[str, object]:
+    def lgbm_kwargs(self, alpha: float) -> dict[str, Any]:
         return {
             "objective": "quantile",
             "alpha": alpha,

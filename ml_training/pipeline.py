@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -269,7 +270,9 @@ def train(cfg: RunConfig) -> RunResult:
         window_methods = (LEAD_TIME_NAME, "tsb_window_conformal", "reference_empirical_26w_totals")
         say("inventory simulation...")
         curves = simulate(bt, panel, methods, window=wbt, window_methods=window_methods)
-        results = {m: {**c, "stock_at_95_fill": stock_at_fill_rate(c)} for m, c in curves.items()}
+        results: dict[str, dict[str, Any]] = {
+            m: {**c, "stock_at_95_fill": stock_at_fill_rate(c)} for m, c in curves.items()
+        }
         results = {m: results[m] for m in (*window_methods[:1], *methods, *window_methods[1:])}  # ours first
         reached = [m for m in baselines if results[m]["stock_at_95_fill"] is not None]
         best = min(reached, key=lambda m: results[m]["stock_at_95_fill"]) if reached else None
@@ -288,7 +291,7 @@ def train(cfg: RunConfig) -> RunResult:
     picks, class_choice = choose_methods(
         panel, bt.series, bt.origin, bt.h, bt.y, bt.forecasts, T - 1, eval_ids
     )
-    choice = {
+    choice: dict[str, Any] = {
         "rule": " ".join((choose_methods.__doc__ or "").split()),
         "candidates": [OURS, *INTERMITTENT_METHODS],
         "class_choice": class_choice,

@@ -114,7 +114,7 @@ async def upload_file(
         yield pb.UploadFileRequest(
             header=pb.UploadHeader(
                 filename=path.name,
-                format=fmt,
+                format=fmt,  # type: ignore[arg-type]  # an ingestion.v1.FileFormat value
                 record_type=record_type,
                 series_id=series_id,
                 idempotency_key=key or f"upload:{path.name}:{uuid.uuid4().hex}",
@@ -168,7 +168,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def _verdict_name(value: int) -> str:
     from novacorrente.ingestion.v1 import ingestion_pb2 as pb
 
-    return pb.Verdict.Name(value).removeprefix("VERDICT_").lower()
+    return pb.Verdict.Name(value).removeprefix("VERDICT_").lower()  # type: ignore[arg-type]
 
 
 # -- serve / demo -----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ _SKIP = {ConsumptionFlag.SERVICE, ConsumptionFlag.UNKNOWN_SITE, ConsumptionFlag.
 
 @dataclass
 class _Series:
-    weekly: Counter[dt.date] = field(default_factory=Counter)
+    weekly: Counter[dt.date] = field(default_factory=Counter)  # quantities: float counts, Counter sums them
     suppliers: Counter[str] = field(default_factory=Counter)
     lines: int = 0
 
@@ -55,7 +55,7 @@ def simulate_ledger(export: Path) -> list[Record]:
         if _SKIP & set(line.flags):
             continue
         s = series[(line.material_code, line.site_code)]
-        s.weekly[_monday(line.solicited_date)] += float(line.quantity)
+        s.weekly[_monday(line.solicited_date)] += float(line.quantity)  # type: ignore[assignment]
         s.suppliers[line.supplier_code] += 1
         s.lines += 1
         last_day = max(last_day, line.solicited_date)

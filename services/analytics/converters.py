@@ -149,20 +149,20 @@ def row_of(committed: records_pb2.CommittedRecord) -> tuple[str, tuple[object, .
             seq,
         )
     if kind == "material":
-        m = record.material
+        mat = record.material
         return "materials", (
-            m.code,
-            m.name,
-            m.family,
-            m.unit,
-            int(m.criticality),
-            m.abc_class,
-            m.stocked,
+            mat.code,
+            mat.name,
+            mat.family,
+            mat.unit,
+            int(mat.criticality),
+            mat.abc_class,
+            mat.stocked,
             seq,
         )
     if kind == "site":
-        s = record.site
-        return "sites", (s.code, s.client, s.region, int(s.site_type), int(s.criticality), seq)
+        site = record.site
+        return "sites", (site.code, site.client, site.region, int(site.site_type), int(site.criticality), seq)
     if kind == "supplier":
         return "suppliers", (record.supplier.code, record.supplier.name, seq)
     if kind == "external_observation":

@@ -595,15 +595,15 @@ class AnalyticsService:
                 for week in weeks:
                     if s.end is not None and week.week_start > s.end:
                         continue
-                    point = index.get(week.week_start)
-                    if point is None:
+                    banded = index.get(week.week_start)
+                    if banded is None:
                         if last is not None and week.week_start <= last:
                             continue  # before the series start or between periods: nothing to attach to
-                        point = response.points.add(
+                        banded = response.points.add(
                             period_start=conv.date_proto(week.week_start), is_forecast=True
                         )
                     for level, value in zip(week.levels, week.values, strict=False):
-                        point.forecast.add(level=level, value=value)
+                        banded.forecast.add(level=level, value=value)
                 response.provenance.model_name = model_name
                 response.provenance.model_version = model_version
             return response

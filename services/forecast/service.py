@@ -20,7 +20,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -512,7 +512,7 @@ class ForecastUseCases:
                         region=attrs["region"],
                     )
                 )
-        model_out = iter(())
+        model_out: Iterator[np.ndarray] = iter(())
         if blocks:
             assert model is not None
             stacked = np.concatenate(blocks, axis=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import struct
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -85,7 +86,7 @@ class _Reader:
             self.bad(name, ReasonCode.INVALID_FORMAT, f"not a calendar date ({exc})")
             return None
 
-    def enum(self, name: str, table: dict[int, Any], *, allow_unspecified: bool = True) -> Any:
+    def enum(self, name: str, table: Mapping[Any, Any], *, allow_unspecified: bool = True) -> Any:
         value = getattr(self.m, name)
         if value not in table:
             self.bad(name, ReasonCode.UNKNOWN_VALUE, f"unknown value {value}")

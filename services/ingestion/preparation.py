@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from novacorrente.ingestion.v1 import records_pb2
 
@@ -96,6 +96,7 @@ def prepare_records(
             record: dom.Record = item.record
             wire = None
         else:
+            item = cast(records_pb2.Record, item)  # every file outcome was handled above
             wire = item.SerializeToString()
             try:
                 record = record_from_proto(item)

@@ -54,7 +54,7 @@ class ChunkReader:
 
     def __init__(
         self,
-        file_format: int,
+        file_format: pb.FileFormat.ValueType,
         fetch: Callable[[], concurrent.futures.Future[Prepared | None]],
         release: Callable[[], None],
         ahead: int = 1,
@@ -118,7 +118,7 @@ def tune_collector() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-def _open(token: str, header: bytes, path: str) -> int:
+def _open(token: str, header: bytes, path: str) -> pb.FileFormat.ValueType:
     parsed = read_file(pb.UploadHeader.FromString(header), Path(path), stored_form=True)
     _READERS[token] = parsed.records
     return parsed.format

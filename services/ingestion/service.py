@@ -27,7 +27,8 @@ from novacorrente.events.v1 import events_pb2
 from novacorrente.ingestion.v1 import ingestion_pb2 as pb
 from novacorrente.ingestion.v1 import records_pb2
 
-from services.ingestion.preparation import Prepared, prepare_records
+from services.ingestion.formats import Outcome
+from services.ingestion.preparation import Prepared, Rejected, prepare_records
 from services.ingestion.reading import ChunkReader, ReadingPool, open_in_thread
 from services.ingestion.store import (
     ClaimState,
@@ -207,12 +208,12 @@ class IngestionUseCases:
                     violations.append(
                         FieldViolation(f"ids[{i}]", "no such entry in quarantine (or already replayed)")
                     )
-                elif entries[number].record is None:
+                elif (stored := entries[number].record) is None:
                     violations.append(
                         FieldViolation(f"ids[{i}]", "the line could not be read: send a correction")
                     )
                 else:
-                    records.append(records_pb2.Record.FromString(entries[number].record))
+                    records.append(records_pb2.Record.FromString(stored))
             if violations:
                 raise InvalidArgument(violations)
             prepared = prepare_records(records, base_path="records")
@@ -398,8 +399,8 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def _first_rejections(records: Iterator[object], limit: int) -> list:  # type: ignore[type-arg]
-    bad = []
+def _first_rejections(records: Iterator[Outcome], limit: int) -> list[Rejected]:
+    bad: list[Rejected] = []
     for batch in iter(lambda: list(islice(records, 5_000)), []):
         bad.extend(prepare_records(batch, base_path="line", from_file=True).rejected)
         if len(bad) >= limit:
@@ -407,7 +408,7 @@ def _first_rejections(records: Iterator[object], limit: int) -> list:  # type: i
     return bad[:limit]
 
 
-_COUNT_NAMES = {
+_COUNT_NAMES: dict[int, str] = {
     pb.VERDICT_ACCEPTED: "accepted",
     pb.VERDICT_DUPLICATE: "duplicate",
     pb.VERDICT_SUPERSEDED: "superseded",
@@ -428,7 +429,8 @@ def _response(
     # A file line can hold several records, so verdicts are ordered by (index, arrival), not keyed by
     # index; arrival numbers are unique, so sorting the tuples never compares two messages.
     verdicts: list[tuple[int, int, pb.RecordVerdict]] = [
-        (d.index, n, verdict(index=d.index, verdict=d.verdict, natural_key=d.record_key, sequence=d.sequence))
+        # VerdictKind's values are the wire enum's; an IntEnum is an int to protobuf.
+        (d.index, n, verdict(index=d.index, verdict=d.verdict, natural_key=d.record_key, sequence=d.sequence))  # type: ignore[arg-type]
         for n, d in enumerate(decisions)
         if accepted_verdicts or d.verdict is not VerdictKind.ACCEPTED
     ]

@@ -26,7 +26,7 @@ _TO_WIRE = {reader: wire for wire, reader in _TO_READER.items()}
 class ParsedFile:
     """The format used and the file's outcomes, one per line (read lazily: call in an executor)."""
 
-    format: int
+    format: pb.FileFormat.ValueType
     records: Iterator[Outcome]
 
 

@@ -13,12 +13,19 @@ Settings are parsed once in ``__main__`` and passed down explicitly: this module
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MIN_JWT_KEY_BYTES", "CommonSettings", "ConfigurationError", "Port", "ServiceSettings"]
+__all__ = [
+    "MIN_JWT_KEY_BYTES",
+    "CommonSettings",
+    "ConfigurationError",
+    "Port",
+    "ServiceSettings",
+    "TlsClientPaths",
+]
 
 MIN_JWT_KEY_BYTES = 32
 """RFC 7518 §3.2: an HS256 key must be at least as long as the hash output."""
@@ -27,6 +34,14 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 """A TCP port; subclasses overriding ``port`` use it to keep the range check."""
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class TlsClientPaths(TypedDict, total=False):
+    """The TLS keyword arguments of ``services.kit.clients.open_channel``."""
+
+    ca_cert_path: Path | None
+    client_cert_path: Path | None
+    client_key_path: Path | None
 
 
 class ConfigurationError(RuntimeError):
@@ -125,7 +140,7 @@ class CommonSettings(BaseSettings):
                 ) from exc
         return self
 
-    def tls_client_paths(self) -> dict[str, Path | None]:
+    def tls_client_paths(self) -> TlsClientPaths:
         """Keyword arguments for ``services.kit.clients.open_channel``: TLS when configured, else none."""
         if self.tls_cert_file is None and self.tls_ca_file is None:
             return {}

@@ -442,7 +442,7 @@ class _Assembler:
         for slot, value in enumerate(values, start):
             memo = self._memos[slot]
             cached = type(value) is str or value is None  # only these: in xlsx cells 1 == 1.0 == True
-            hit = memo.get(value) if cached else None  # type: ignore[arg-type]
+            hit = memo.get(value) if cached else None  # type: ignore[call-overload]
             if hit is None:
                 hit = self._read(slot, value)
                 if cached:
@@ -475,8 +475,8 @@ class _Assembler:
                     e(code),
                     json_value(quantity),
                     e(site),
-                    e(supplier),
-                    e(unit),
+                    e(supplier),  # type: ignore[arg-type]  # valid: the supplier and unit were read
+                    e(unit),  # type: ignore[arg-type]
                     wire,
                     consumption_family(family),
                 )
@@ -506,10 +506,10 @@ class _Assembler:
             # _cells for the four last cells, unrolled: this runs for every line of a file.
             memos = self._memos
             a, b, c, d = (
-                memos[7].get(values[7]) or self._fill(7, values[7]),  # type: ignore[arg-type]
-                memos[8].get(values[8]) or self._fill(8, values[8]),  # type: ignore[arg-type]
-                memos[9].get(values[9]) or self._fill(9, values[9]),  # type: ignore[arg-type]
-                memos[10].get(values[10]) or self._fill(10, values[10]),  # type: ignore[arg-type]
+                memos[7].get(values[7]) or self._fill(7, values[7]),  # type: ignore[call-overload,arg-type]
+                memos[8].get(values[8]) or self._fill(8, values[8]),  # type: ignore[call-overload,arg-type]
+                memos[9].get(values[9]) or self._fill(9, values[9]),  # type: ignore[call-overload,arg-type]
+                memos[10].get(values[10]) or self._fill(10, values[10]),  # type: ignore[call-overload,arg-type]
             )
             requested, requisition, solicited, purchased = a[0], b[0], c[0], d[0]
             tail_valid = a[2] and b[2] and c[2] and d[2]
