@@ -27,6 +27,7 @@ from services.forecast.history import AnalyticsReader, SeriesKey
 from services.forecast.metrics import ForecastMetrics
 from services.forecast.service import ForecastUseCases
 from services.forecast.settings import ForecastSettings
+from services.kit.errors import Unavailable
 from services.kit.logging import request_id_var
 from services.ports.bus import Delivery, EventBus, OutgoingMessage, PoisonMessage, Subscription
 
@@ -44,6 +45,10 @@ BATCH_COMMITTED = "ingestion.batch.committed"
 FORECASTS_UPDATED = "forecast.forecasts.updated"
 _EVENT_NAMESPACE = uuid.UUID("6f1c3a52-1d0e-4c55-9b7e-3f6f0f9a2c11")
 _READ_MODEL_WAIT_SECONDS = 15.0
+_TRANSIENT_RETRY_DELAYS = (1.0, 2.0, 4.0)
+"""Pauses between attempts of one delivery when analytics is unavailable or slow (a busy start, a restart):
+the bus redelivers a failed message at once and dead-letters it after a few failures, which a spell of
+overload would exhaust in a moment. Re-forecasting a batch is idempotent (event ids derive from the batch)."""
 
 
 def touched_series(event: epb.BatchCommitted) -> list[SeriesKey]:
@@ -93,6 +98,7 @@ class ReforecastConsumer:
         self._settings = settings
         self._metrics = metrics
         self._subscription: Subscription | None = None
+        self.retry_delays = _TRANSIENT_RETRY_DELAYS
 
     async def start(self) -> None:
         self._subscription = await self._bus.subscribe(
@@ -129,7 +135,17 @@ class ReforecastConsumer:
             raise PoisonMessage(f"body is not a BatchCommitted: {exc}") from exc
         token = request_id_var.set(f"batch-{event.batch_id or delivery.message_id}")
         try:
-            await self.process(event)
+            for delay in (*self.retry_delays, None):
+                try:
+                    await self.process(event)
+                    return
+                except (Unavailable, TimeoutError) as exc:
+                    if delay is None:
+                        raise  # the bus redelivers it, and dead-letters it after its delivery limit
+                    log.warning(
+                        "re-forecast of batch %s failed (%s); retrying in %.0f s", event.batch_id, exc, delay
+                    )
+                    await asyncio.sleep(delay)
         finally:
             request_id_var.reset(token)
 

@@ -7,11 +7,14 @@ import shutil
 from pathlib import Path
 
 import grpc
+import pytest
 from novacorrente.forecast.v1 import forecast_pb2 as fpb
 from novacorrente.forecast.v1 import forecast_pb2_grpc as fpb_grpc
 from novacorrente.ingestion.v1 import records_pb2 as rpb
 
 from services.forecast.result_cache import ResultKey
+from services.kit.errors import Unavailable
+from services.ports.bus import Delivery
 from tests.conftest import bearer
 from tests.forecast.conftest import WATERMARK
 from tests.forecast.externals_data import batch_event, feed_records, points_by_series
@@ -165,3 +168,53 @@ async def test_reforecast_leaves_answers_for_the_next_call(
         assert h.analytics.history_requests == reads  # answered from what the re-forecast computed
     assert all(f.provenance.from_cache for f in out.forecasts)
     assert [_computed(f) for f in out.forecasts] == [f.SerializeToString() for f in update.forecasts]
+
+
+async def test_a_batch_survives_a_spell_of_unavailable_analytics(
+    make_harness, trained_repo: Path, panel
+) -> None:
+    """The bus dead-letters a message after a few quick failures; the consumer waits out a short outage of
+    analytics within one delivery instead, and publishes the batch's forecasts once it answers again."""
+    keys = _busiest(panel, 2)
+    demand = [
+        rpb.Record(consumption=rpb.Consumption(material_code=m, site_code=s, quantity=1)) for m, s in keys
+    ]
+    event = batch_event(demand, WATERMARK - len(demand) + 1)
+    async with make_harness(trained_repo) as h:
+        consumer = h.app.consumer
+        assert consumer is not None
+        consumer.retry_delays = (0.01, 0.01, 0.01)
+        real, failures = consumer._use_cases.reforecast, [2]
+
+        async def flaky(chunk):  # type: ignore[no-untyped-def]
+            if failures[0]:
+                failures[0] -= 1
+                raise Unavailable("analytics ListInventoryStatus failed: DEADLINE_EXCEEDED")
+            return await real(chunk)
+
+        consumer._use_cases.reforecast = flaky  # type: ignore[method-assign]
+        published = []
+        original = consumer.process
+
+        async def counting(e):  # type: ignore[no-untyped-def]
+            out = await original(e)
+            published.extend(out)
+            return out
+
+        consumer.process = counting  # type: ignore[method-assign]
+        delivery = Delivery(
+            routing_key="ingestion.batch.committed",
+            body=event.SerializeToString(),
+            type=event.DESCRIPTOR.full_name,
+            message_id="m-1",
+            headers={},
+            redelivered=False,
+            delivery_count=1,
+        )
+        await consumer.handle(delivery)  # no exception: the delivery is acknowledged
+        assert failures == [0] and len(published) == 1
+        assert {(f.series.material_code, f.series.site_code) for f in published[0].forecasts} == set(keys)
+
+        failures[0] = 10  # an outage longer than the retries: the delivery fails, for the bus to redeliver
+        with pytest.raises(Unavailable):
+            await consumer.handle(delivery)
