@@ -35,7 +35,9 @@ def _file_key(path: Path) -> str:
 
 
 def data_files(data: Path) -> list[Path]:
-    files = [data / "dadosSuprimentos.xlsx", *sorted((data / "external").glob("*.json"))]
+    # External factors first: the export's batches are re-forecast as they commit, and a forecast made
+    # before the weather and market series arrive has those features missing (NaN).
+    files = [*sorted((data / "external").glob("*.json")), data / "dadosSuprimentos.xlsx"]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise FileNotFoundError(f"missing data files: {', '.join(missing)}")
