@@ -124,7 +124,7 @@ class Demo:
         return self.gateway.url  # type: ignore[union-attr]
 
     async def load(self, data: Path, *, echo: Callable[[str], None] = print) -> None:
-        """Upload the real export and the external series through the ingestion API, then the
+        """Upload the external series and the real export through the ingestion API, then the
         simulated stock ledger, and wait for the read model to catch up."""
         from services.demo_ledger import submit_simulated_ledger
         from services.kit.auth import Role, mint_token

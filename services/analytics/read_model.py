@@ -437,8 +437,8 @@ class ReadModel:
         """Batch id of the record with sequence 1: identifies the ingestion log this model was built from
         (sequence numbers mean something only within one log: a reset ingestion database starts again)."""
         self.forecast_replay_pending = False
-        """True from the creation of the tables until the journaled forecasts were replayed into them (see
-        ``AnalyticsService.catch_up``); kept in ``meta``, so a rebuild cut short still replays them."""
+        """True from the creation of the tables until the journaled forecasts were replayed into them
+        (``AnalyticsService._replay_if_pending``); kept in ``meta``, so a rebuild cut short replays them."""
         self._lock = threading.Lock()
 
     # -- start-up -------------------------------------------------------------------------------------

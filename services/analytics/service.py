@@ -204,10 +204,10 @@ class AnalyticsService:
                         watermark,
                     )
             result = await self.engine.write(self.model.apply_records, list(event.records), event.event_id)
+            self._changed(result)
             # New tables (a new replica, a rebuild after another ingestion log, no export to catch up
             # from): the forecasts come after the records they are filed under.
             await self._replay_if_pending()
-        self._changed(result)
         return result
 
     async def apply_forecasts(self, event: events_pb2.ForecastsUpdated) -> ApplyResult:
@@ -244,10 +244,18 @@ class AnalyticsService:
                 self._unjournaled.pop(event_id, None)
 
     async def _replay_if_pending(self) -> None:
-        """Replay the journal into tables created since the last replay (the caller holds the apply lock)."""
-        if not self.model.forecast_replay_pending:
+        """Replay the journal into tables created since the last replay (the caller holds the apply lock).
+
+        Best effort: it waits, still pending, until the tables hold materials (forecasts are filed under
+        their material's family) and until the journal's store answers; a later batch or catch-up tries
+        again. The records' own application never fails because of it."""
+        if not self.model.forecast_replay_pending or not self.model.master.family:
             return
-        replayed = await self._replay_kept_forecasts()
+        try:
+            replayed = await self._replay_kept_forecasts()
+        except Exception as exc:
+            log.warning("forecast journal not replayed yet (%s); the next batch tries again", exc)
+            return
         await self.engine.write(self.model.forecasts_replayed)
         if replayed:
             log.info("replayed %d journaled forecast events into the new read model", replayed)

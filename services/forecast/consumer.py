@@ -139,11 +139,13 @@ class ReforecastConsumer:
                 try:
                     await self.process(event)
                     return
-                except (Unavailable, TimeoutError) as exc:
+                except Unavailable as exc:
+                    # Not the read-model wait's TimeoutError: that wait is long already, and the bus
+                    # redelivers the batch after it.
                     if delay is None:
                         raise  # the bus redelivers it, and dead-letters it after its delivery limit
                     log.warning(
-                        "re-forecast of batch %s failed (%s); retrying in %.0f s", event.batch_id, exc, delay
+                        "re-forecast of batch %s failed (%s); retrying in %g s", event.batch_id, exc, delay
                     )
                     await asyncio.sleep(delay)
         finally:

@@ -185,10 +185,6 @@ def _peer_error(exc: grpc.aio.AioRpcError, what: str) -> DomainError:
     )
 
 
-_POLICY_READS_IN_FLIGHT = 8
-"""GetLeadTimes / ListInventoryStatus calls in flight per process: twice analytics' default query pool."""
-
-
 class AnalyticsReader:
     """Client of analytics-query for forecast-serving, with the per-series history cache."""
 
@@ -211,9 +207,6 @@ class AnalyticsReader:
         self._metrics = metrics
         # Concurrent calls' history reads share GetSeriesHistory calls (see ``coalesce``).
         self._fetch = Coalescer(self._fetch_now, max_in_flight=read_concurrency, max_keys=batch_size)
-        # A re-forecast asks lead times and stock for every series of a chunk at once; analytics answers
-        # from a small query pool, where calls beyond it would only queue with their deadlines running.
-        self._policy_reads = asyncio.Semaphore(_POLICY_READS_IN_FLIGHT)
 
     # -- histories -----------------------------------------------------------------------------------
 
@@ -454,8 +447,7 @@ class AnalyticsReader:
             filter=cpb.Filter(material_codes=[material_code], site_codes=[site_code] if site_code else [])
         )
         try:
-            async with self._policy_reads:
-                response = await self._stub.GetLeadTimes(request, timeout=self._timeout)
+            response = await self._stub.GetLeadTimes(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise _peer_error(exc, "GetLeadTimes") from exc
         days = np.asarray(response.days, dtype=np.float64)
@@ -469,8 +461,7 @@ class AnalyticsReader:
             page=cpb.PageRequest(page_size=10),
         )
         try:
-            async with self._policy_reads:
-                response = await self._stub.ListInventoryStatus(request, timeout=self._timeout)
+            response = await self._stub.ListInventoryStatus(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND):
                 return StockPosition(

@@ -65,6 +65,10 @@ _CHOSEN = {"croston": "croston", "sba": "sba", "tsb": "tsb"}
 log = logging.getLogger(__name__)
 
 
+_REFORECAST_POLICIES_IN_FLIGHT = 4
+"""Policies a re-forecast computes at once (two analytics calls each): analytics' default query pool."""
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesSpec:
     """A series to forecast: aggregation level (common AggregationLevel numbers) and its keys."""
@@ -636,9 +640,16 @@ class ForecastUseCases:
         histories = await self._histories(specs)
         forecasts = await self._forecast_histories(specs, histories, model, horizon, external)
         policies: list[PolicyResult] = []
-        outcomes = await asyncio.gather(
-            *(self._policy(f, 0.0, 0.0) for f in forecasts), return_exceptions=True
-        )
+        # A chunk's policies would ask analytics for every series' lead times and stock at once; analytics
+        # answers from a small query pool, where calls beyond it only queue with their deadlines running.
+        # Interactive policy calls are not held back by this limit: it is the re-forecast's own.
+        slots = asyncio.Semaphore(_REFORECAST_POLICIES_IN_FLIGHT)
+
+        async def policy(forecast: ForecastResult) -> PolicyResult:
+            async with slots:
+                return await self._policy(forecast, 0.0, 0.0)
+
+        outcomes = await asyncio.gather(*(policy(f) for f in forecasts), return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, FailedPrecondition):
                 continue  # no lead times yet: a forecast without a policy

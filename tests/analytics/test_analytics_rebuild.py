@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from typing import Any
 
 import pytest
 from google.protobuf.message import Message
@@ -265,4 +266,39 @@ async def test_without_an_export_a_new_read_model_replays_the_journal_at_its_fir
     world.sequencer = Sequencer()  # the embedded profile's ingestion starts over with its own new file
     await world.commit(real_records[:100])  # settled once the records are in; the replay follows them
     model = again.app.service.model
+    await eventually(lambda: _forecast_version(again) == stamp and not model.forecast_replay_pending)
+
+
+async def test_the_replay_waits_for_materials_and_for_the_journal_without_failing_a_batch(
+    world: World, real_records, tmp_path
+) -> None:
+    stores = {"duckdb_path": str(tmp_path / "analytics.duckdb"), "alerts_duckdb_path": str(tmp_path / "a.db")}
+    first = await world.replica(**stores)
+    await world.commit(real_records[:500])
+    generated = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+    week = (dt.date(2025, 3, 3), 0.0, 2.0, 5.0)
+    await world.publish(forecast_event("010932", "ALMOX-BA", [week], generated_at=generated))
+    stamp = int(generated.timestamp() * 1_000_000)
+    await eventually(lambda: _forecast_version(first) == stamp)
+    await world.stop(first)
+    (tmp_path / "analytics.duckdb").unlink()
+
+    again = await world.replica(**stores)
+    service, model = again.app.service, again.app.service.model
+    world.sequencer = Sequencer()
+    lines_only = [r for r in real_records if r.HasField("consumption")][:50]
+    await world.commit(lines_only)  # no material yet: nothing to file the forecasts under
+    assert model.forecast_replay_pending and _forecast_version(again) is None
+
+    kept = service.alerts.kept_forecasts
+
+    def unreachable(page_size: int = 200) -> Any:
+        raise Unavailable("alert store unavailable: ConnectionRefusedError")
+
+    service.alerts.kept_forecasts = unreachable  # type: ignore[method-assign]
+    await world.commit(real_records[:300])  # applied even though the journal cannot be read
+    assert model.applied_seq == world.sequencer.watermark and model.forecast_replay_pending
+
+    service.alerts.kept_forecasts = kept  # type: ignore[method-assign]
+    await world.commit(real_records[300:400])
     await eventually(lambda: _forecast_version(again) == stamp and not model.forecast_replay_pending)
