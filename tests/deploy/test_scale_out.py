@@ -43,7 +43,6 @@ import datetime as dt
 import itertools
 import signal
 import statistics
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -67,7 +66,7 @@ from replicas import Replica, channel_attempts, free_port, spawn, unacked_delive
 
 from services.kit.clients import open_channel
 from services.ports.bus import Delivery, open_bus
-from tests.conftest import AMQP_HOST, REDIS_URL, fresh_pg_database
+from tests.conftest import AMQP_HOST, REDIS_URL, fresh_pg_database, rabbitmqctl
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -96,22 +95,18 @@ CONVERGE_SECONDS = 45.0
 FORECAST_TO_ANALYTICS = ("GetSeriesHistory", "GetExternalSeries", "GetLeadTimes", "ListInventoryStatus")
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture
 def broker_url() -> Iterator[str]:
     """A RabbitMQ vhost of this test alone: the services' exchange and queue names are fixed
     (``novacorrente.events``, ``forecast.reforecast``), so the session's shared vhost would mix other
     tests' events and consumers with these."""
     vhost = f"nova-scale-{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("add_vhost", vhost)
     try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         yield f"amqp://guest:guest@{AMQP_HOST}/{vhost}"
     finally:
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmqctl("delete_vhost", vhost)
 
 
 # -- data -------------------------------------------------------------------------------------------------
