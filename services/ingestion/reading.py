@@ -19,6 +19,9 @@ import concurrent.futures
 import contextlib
 import gc
 import multiprocessing
+import os
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -103,6 +106,16 @@ _READERS: dict[str, Iterator[Outcome]] = {}
 
 def _start_worker() -> None:
     tune_collector()
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every_seconds: float = 1.0) -> None:
+    """End this worker once the service that started it is gone. A service killed outright (SIGKILL, the
+    OOM killer) never shuts its pool down, and its idle worker, blocked reading the pool's queue, would
+    otherwise live on as an orphan."""
+    while os.getppid() == parent:
+        time.sleep(every_seconds)
+    os._exit(0)
 
 
 def _warm() -> None:
