@@ -77,6 +77,17 @@ class RunResult:
     backtest: Backtest | None
 
 
+def _conformal_sidecar(model: Any, params: Any) -> dict[str, Any]:
+    """The sidecar's account of a quantile model's conformal offsets (weekly and lead-time models alike)."""
+    return {
+        "applied_in_graph": True,
+        "offsets_scaled": model.offsets.tolist(),
+        "calibration_weeks": params.calibration_weeks,
+        "calibration_rows": model.calibration_rows,
+        "coverage_before_offsets": model.raw_coverage_before,
+    }
+
+
 def _subset(panel: Panel, n: int) -> list[int]:
     """Quick mode: the ``n`` materials with most demand weeks, their sites, and all aggregates."""
     materials = sorted(panel.by_level("material"), key=lambda s: (-int((s.y > 0).sum()), s.material))[:n]
@@ -358,13 +369,7 @@ def train(cfg: RunConfig) -> RunResult:
             "weather_city_by_region": F.WEATHER_CITY_BY_REGION,
             "sources": externals.sources,
         },
-        "conformal": {
-            "applied_in_graph": True,
-            "offsets_scaled": model.offsets.tolist(),
-            "calibration_weeks": params.calibration_weeks,
-            "calibration_rows": model.calibration_rows,
-            "coverage_before_offsets": model.raw_coverage_before,
-        },
+        "conformal": _conformal_sidecar(model, params),
         "intermittent_models": {
             "module": "services.forecast.features.intermittent_quantiles",
             "alpha": 0.1,
@@ -518,13 +523,7 @@ def _window_sidecar(
             "rule": "ceil(median observed "
             "lead time in days / 7), at least 1; default: the median over all materials",
         },
-        "conformal": {
-            "applied_in_graph": True,
-            "offsets_scaled": model.offsets.tolist(),
-            "calibration_weeks": params.calibration_weeks,
-            "calibration_rows": model.calibration_rows,
-            "coverage_before_offsets": model.raw_coverage_before,
-        },
+        "conformal": _conformal_sidecar(model, params),
         "method": " ".join((lead_time.__doc__ or "").split()),
         "companion": {"model": cfg.name, "version": side["version"]},
         "backtest": summary,

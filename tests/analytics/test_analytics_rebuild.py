@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -247,9 +248,11 @@ async def test_forecasts_are_applied_while_the_journal_is_down_and_journaled_aft
     assert [body async for body in service.alerts.kept_forecasts()] == [event.SerializeToString()]
 
 
-async def test_without_an_export_a_new_read_model_replays_the_journal_at_its_first_batch(
-    world: World, real_records, tmp_path
-) -> None:
+async def _journaled_forecast_then_lost_read_model(
+    world: World, real_records: list[Any], tmp_path: Path
+) -> tuple[dict[str, str], int]:
+    """A replica with no export applies records and one forecast (journaled), stops, and loses its read
+    model file; returns the stores to start the next replica with and the forecast's version."""
     stores = {"duckdb_path": str(tmp_path / "analytics.duckdb"), "alerts_duckdb_path": str(tmp_path / "a.db")}
     first = await world.replica(**stores)
     await world.commit(real_records[:500])
@@ -260,6 +263,13 @@ async def test_without_an_export_a_new_read_model_replays_the_journal_at_its_fir
     await eventually(lambda: _forecast_version(first) == stamp)
     await world.stop(first)
     (tmp_path / "analytics.duckdb").unlink()
+    return stores, stamp
+
+
+async def test_without_an_export_a_new_read_model_replays_the_journal_at_its_first_batch(
+    world: World, real_records, tmp_path
+) -> None:
+    stores, stamp = await _journaled_forecast_then_lost_read_model(world, real_records, tmp_path)
 
     again = await world.replica(**stores)  # no export: nothing to catch up from
     assert again.app.service.model.forecast_replay_pending
@@ -272,16 +282,7 @@ async def test_without_an_export_a_new_read_model_replays_the_journal_at_its_fir
 async def test_the_replay_waits_for_materials_and_for_the_journal_without_failing_a_batch(
     world: World, real_records, tmp_path
 ) -> None:
-    stores = {"duckdb_path": str(tmp_path / "analytics.duckdb"), "alerts_duckdb_path": str(tmp_path / "a.db")}
-    first = await world.replica(**stores)
-    await world.commit(real_records[:500])
-    generated = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
-    week = (dt.date(2025, 3, 3), 0.0, 2.0, 5.0)
-    await world.publish(forecast_event("010932", "ALMOX-BA", [week], generated_at=generated))
-    stamp = int(generated.timestamp() * 1_000_000)
-    await eventually(lambda: _forecast_version(first) == stamp)
-    await world.stop(first)
-    (tmp_path / "analytics.duckdb").unlink()
+    stores, stamp = await _journaled_forecast_then_lost_read_model(world, real_records, tmp_path)
 
     again = await world.replica(**stores)
     service, model = again.app.service, again.app.service.model

@@ -94,6 +94,19 @@ async def submit(
     return await r.stub.SubmitBatch(request, metadata=bearer(r.token), timeout=10)
 
 
+def _bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
+    """The field paths of the google.rpc.BadRequest details of an error."""
+    status = rpc_status.from_call(error)
+    assert status is not None
+    fields: list[str] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    return fields
+
+
 async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -179,14 +192,7 @@ async def test_all_or_nothing_rejects_the_batch_with_field_details(running: Runn
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await submit(running, [line("R6", 1), line("R6", 2, qty=-1)], all_or_nothing=True)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = rpc_status.from_call(err.value)
-    assert status is not None
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
+    fields = _bad_request_fields(err.value)
     assert fields == ["records[1].consumption.quantity"]
     wm = await running.stub.GetWatermark(pb.GetWatermarkRequest(), metadata=bearer(running.token))
     assert wm.sequence == 0
@@ -290,12 +296,5 @@ async def test_a_bad_unit_cost_is_rejected_naming_the_field(running: Running) ->
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await submit(running, [material(1.0), material(-0.5)], all_or_nothing=True)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = rpc_status.from_call(err.value)
-    assert status is not None
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
+    fields = _bad_request_fields(err.value)
     assert fields == ["records[1].material.unit_cost_brl"]
