@@ -82,7 +82,6 @@ class Demo:
                 duckdb_path=str(self.state / "analytics.duckdb"),
                 alerts_duckdb_path=str(self.state / "analytics-alerts.duckdb"),
                 ingestion_target=ingestion_target,
-                stock_is_simulated=True,
                 replica_id="demo",
             ),
             jwt_key=self.key,

@@ -1,17 +1,18 @@
 """The demo's simulated stock ledger.
 
 The requisition export has no stock ledger. So that the inventory pages have something real to
-work on, the demo simulates one from the real data and says so (analytics runs with
-stock_is_simulated, and its notes tell the user): for every material x site with repeated real
-demand, week by week, real demand is issued from stock, and a purchase order is placed when the
-stock position falls to a simple reorder level, arriving after a lead time drawn from that
-material's real observed lead times. The weekly stock counts and the orders are submitted through
+work on, the demo simulates one from the real data and says so (every record it makes is marked
+``simulated``, and the notes of figures computed from them tell the user): for every material x site
+with repeated real demand, week by week, real demand is issued from stock, and a purchase order is
+placed when the stock position falls to a simple reorder level, arriving after a lead time drawn from
+that material's real observed lead times. The weekly stock counts and the orders are submitted through
 the ingestion API as StockSnapshot and PurchaseOrder records, like any other data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import random
@@ -88,7 +89,9 @@ def simulate_ledger(export: Path) -> list[Record]:
                 open_orders.remove((arrival, qty, order))
                 records.append(_received(order, arrival))
             on_hand = max(on_hand - s.weekly.get(monday, 0.0), 0.0)
-            records.append(StockSnapshot(material, site, Decimal(str(round(on_hand, 3))), sunday))
+            records.append(
+                StockSnapshot(material, site, Decimal(str(round(on_hand, 3))), sunday, simulated=True)
+            )
             on_order = sum(qty for _, qty, _ in open_orders)
             if on_hand + on_order <= reorder_level:
                 po_number += 1
@@ -101,6 +104,7 @@ def simulate_ledger(export: Path) -> list[Record]:
                     quantity=Decimal(quantity),
                     placed_date=sunday,
                     expected_date=arrival,
+                    simulated=True,
                 )
                 open_orders.append((arrival, float(quantity), order))
         records.extend(order for _, _, order in open_orders)  # still open at the end of the export
@@ -108,16 +112,7 @@ def simulate_ledger(export: Path) -> list[Record]:
 
 
 def _received(order: PurchaseOrder, day: dt.date) -> PurchaseOrder:
-    return PurchaseOrder(
-        po_id=order.po_id,
-        material_code=order.material_code,
-        site_code=order.site_code,
-        supplier_code=order.supplier_code,
-        quantity=order.quantity,
-        placed_date=order.placed_date,
-        expected_date=order.expected_date,
-        received_date=day,
-    )
+    return dataclasses.replace(order, received_date=day)
 
 
 async def submit_simulated_ledger(target: str, token: str, export: Path, batch: int = 5_000) -> str:

@@ -192,7 +192,6 @@ async def build_app(
         export_page_size=settings.export_page_size,
         catchup_chunk_records=settings.catchup_chunk_records,
         catchup_timeout_seconds=settings.catchup_timeout_seconds,
-        stock_is_simulated=settings.stock_is_simulated,
     )
     service = AnalyticsService(
         engine=engine,

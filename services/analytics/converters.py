@@ -23,7 +23,6 @@ __all__ = [
     "filter_proto",
     "history_proto",
     "inventory_proto",
-    "is_simulated",
     "kpi_proto",
     "material_cost_of",
     "micros_of",
@@ -55,20 +54,6 @@ def micros_of(value: timestamp_pb2.Timestamp) -> int:
 
 def timestamp_proto(micros: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
-
-
-def is_simulated(committed: records_pb2.CommittedRecord, message: object) -> bool:
-    """Whether the source marked the record as simulated.
-
-    The current contract has no such marker; this reads a ``simulated`` field on the record or a ``source``
-    on the committed record when they exist, so the read model honours them as soon as the contract does.
-    """
-    fields = message.DESCRIPTOR.fields_by_name  # type: ignore[attr-defined]
-    if "simulated" in fields and getattr(message, "simulated", False):
-        return True
-    if "source" in committed.DESCRIPTOR.fields_by_name:
-        return "simulat" in str(getattr(committed, "source", "")).lower()
-    return False
 
 
 def _days(a: dt.date | None, b: dt.date | None) -> int | None:
@@ -116,7 +101,7 @@ def row_of(committed: records_pb2.CommittedRecord) -> tuple[str, tuple[object, .
             s.site_code,
             date_of(s.as_of),
             s.on_hand,
-            is_simulated(committed, s),
+            s.simulated,
             seq,
         )
     if kind == "stock_movement":
@@ -131,7 +116,7 @@ def row_of(committed: records_pb2.CommittedRecord) -> tuple[str, tuple[object, .
             m.quantity,
             at.replace(tzinfo=None),
             at.date(),
-            is_simulated(committed, m),
+            m.simulated,
             seq,
         )
     if kind == "purchase_order":
@@ -145,7 +130,7 @@ def row_of(committed: records_pb2.CommittedRecord) -> tuple[str, tuple[object, .
             date_of(p.placed_date),
             date_of(p.expected_date),
             date_of(p.received_date),
-            is_simulated(committed, p),
+            p.simulated,
             seq,
         )
     if kind == "material":

@@ -96,9 +96,8 @@ def _demand(job: Job, s: Slice, ctx: _Context) -> list[KpiValue]:
 class _Context:
     """Facts several KPI groups need, computed once per request."""
 
-    def __init__(self, simulated_setting: bool):
-        self.simulated_setting = simulated_setting
-        self.simulated = simulated_setting
+    def __init__(self) -> None:
+        self.simulated = False
         self.stock_rows = 0
         self.stock_first: dt.date | None = None
         self.stock_last: dt.date | None = None
@@ -116,7 +115,7 @@ class _Context:
             )
         )
         self.stock_first, self.stock_last, self.stock_rows, sim = row if row else (None, None, 0, False)
-        self.simulated = bool(sim) or self.simulated_setting
+        self.simulated = bool(sim)
         # The period of stock KPIs: the filter's dates, else the span of the slice's stock counts.
         self.start = s.start or self.stock_first
         self.end = s.end or self.stock_last
@@ -397,7 +396,7 @@ def _on_time(job: Job, s: Slice, ctx: _Context) -> list[KpiValue]:
     )  # type: ignore[misc]
     if not total:
         return [_na("on_time_rate", "no received purchase orders with a promised date in this slice")]
-    note = _SIMULATED if (sim or ctx.simulated_setting) else ""
+    note = _SIMULATED if sim else ""
     return [_ok("on_time_rate", 100.0 * on_time / total, _join(note, f"{total} orders"))]
 
 
@@ -498,10 +497,10 @@ _GROUPS: tuple[tuple[tuple[str, ...], Callable[[Job, Slice, _Context], list[KpiV
 )
 
 
-def compute_kpis(job: Job, s: Slice, names: Sequence[str], *, stock_is_simulated: bool) -> list[KpiValue]:
+def compute_kpis(job: Job, s: Slice, names: Sequence[str]) -> list[KpiValue]:
     """The KPIs ``names`` (all when empty) in the order asked (the documented order when empty)."""
     wanted = list(names) or list(KPI_NAMES)
-    ctx = _Context(stock_is_simulated)
+    ctx = _Context()
     values: dict[str, KpiValue] = {}
     for group, compute in _GROUPS:
         if any(n in wanted for n in group):

@@ -95,7 +95,6 @@ class Limits:
     export_page_size: int = 5000
     catchup_chunk_records: int = 50_000
     catchup_timeout_seconds: float = 3600.0
-    stock_is_simulated: bool = False
     journal_retry_seconds: float = 2.0  # pause between two attempts to journal while its store is down
 
 
@@ -728,7 +727,7 @@ class AnalyticsService:
         dep_slice = Slice() if wanted & {"abc_a_share", "abc_b_share", "abc_c_share"} else s
 
         def compute(job: Job) -> analytics_pb2.GetKpisResponse:
-            values = kpi_mod.compute_kpis(job, s, names, stock_is_simulated=self.limits.stock_is_simulated)
+            values = kpi_mod.compute_kpis(job, s, names)
             return analytics_pb2.GetKpisResponse(kpis=[conv.kpi_proto(v) for v in values])
 
         return await self._cached(  # type: ignore[return-value]

@@ -77,11 +77,6 @@ class AnalyticsSettings(ServiceSettings):
     catchup_retry_seconds: float = Field(
         2.0, gt=0, description="Pause between two attempts to catch up when ingestion is unreachable."
     )
-    stock_is_simulated: bool = Field(
-        False,
-        description="The stock records (snapshots, movements, purchase orders) come from a simulated ledger "
-        "(the demo's); KPI notes say so.",
-    )
     alert_relay_interval_seconds: float = Field(
         1.0, gt=0, description="Longest pause before alert changes not yet on the bus are published."
     )

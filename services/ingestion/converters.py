@@ -144,6 +144,7 @@ def _convert(kind: str, m: Any, r: _Reader) -> dom.Record:
             site_code=r.text("site_code"),
             on_hand=r.number("on_hand"),
             as_of=r.date("as_of", required=True) or dt.date(1970, 1, 1),
+            simulated=m.simulated,
         )
     if kind == "stock_movement":
         if not m.HasField("at"):
@@ -156,6 +157,7 @@ def _convert(kind: str, m: Any, r: _Reader) -> dom.Record:
             quantity=r.number("quantity"),
             at=m.at.ToDatetime(tzinfo=dt.UTC),
             to_site_code=r.text("to_site_code"),
+            simulated=m.simulated,
         )
     if kind == "purchase_order":
         return dom.PurchaseOrder(
@@ -167,6 +169,7 @@ def _convert(kind: str, m: Any, r: _Reader) -> dom.Record:
             placed_date=r.date("placed_date", required=True) or dt.date(1970, 1, 1),
             expected_date=r.date("expected_date", required=False),
             received_date=r.date("received_date", required=False),
+            simulated=m.simulated,
         )
     if kind == "external_observation":
         return dom.ExternalObservation(
@@ -395,6 +398,7 @@ def record_to_proto(r: dom.Record) -> pb.Record:
                 site_code=r.site_code,
                 on_hand=_num(r.on_hand),
                 as_of=_date(r.as_of),
+                simulated=r.simulated,
             )
         )
     if isinstance(r, dom.StockMovement):
@@ -405,6 +409,7 @@ def record_to_proto(r: dom.Record) -> pb.Record:
             site_code=r.site_code,
             to_site_code=r.to_site_code,
             quantity=_num(r.quantity),
+            simulated=r.simulated,
         )
         movement.at.FromDatetime(r.at)
         return pb.Record(stock_movement=movement)
@@ -419,6 +424,7 @@ def record_to_proto(r: dom.Record) -> pb.Record:
                 placed_date=_date(r.placed_date),
                 expected_date=_date(r.expected_date),
                 received_date=_date(r.received_date),
+                simulated=r.simulated,
             )
         )
     if isinstance(r, dom.ExternalObservation):

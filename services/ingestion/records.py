@@ -149,9 +149,10 @@ class Record:
     key_fields: ClassVar[tuple[str, ...]]
     # Derived annotations that must not turn an identical re-upload into a "correction".
     hash_exclude: ClassVar[frozenset[str]] = frozenset()
-    # Fields added after versions of the record were stored: left out of the hash while None, so a record
-    # that does not carry them keeps the hash its stored version has (a re-upload stays a duplicate).
-    hash_omit_none: ClassVar[frozenset[str]] = frozenset()
+    # Fields added after versions of the record were stored: left out of the hash while they hold their
+    # default (None, False), so a record that does not carry them keeps the hash its stored version has (a
+    # re-upload stays a duplicate).
+    hash_omit_default: ClassVar[frozenset[str]] = frozenset()
     # Fields holding a unit of measure of ``units.UNITS`` (readers resolve aliases such as MT -> M in them).
     unit_fields: ClassVar[frozenset[str]] = frozenset()
 
@@ -170,13 +171,13 @@ class Record:
 
     def content_hash(self) -> str:
         """SHA-256 (hex) of the record type and every field except ``hash_exclude`` (and the fields of
-        ``hash_omit_none`` that are None), canonically encoded: the compact, key-sorted JSON text of
-        ``[record_type, {field: canonical value}]``."""
+        ``hash_omit_default`` that hold their default), canonically encoded: the compact, key-sorted JSON
+        text of ``[record_type, {field: canonical value}]``."""
         layout = type(self).__dict__.get("_hash_layout")
         if layout is None:
             layout = _hash_layout(type(self))
-        head, names, keys = layout
-        omit = self.hash_omit_none
+        head, names, keys, defaults = layout
+        omit = self.hash_omit_default
         # The JSON text json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":")) writes, built
         # from the fields directly: this runs for every ingested record.
         if omit:
@@ -184,7 +185,8 @@ class Record:
                 [
                     k + json_value(v)
                     for n, k in zip(names, keys, strict=True)
-                    if (v := getattr(self, n)) is not None or n not in omit
+                    # ``defaults`` holds the omitted fields only: any other value differs from _NO_DEFAULT.
+                    if (v := getattr(self, n)) != defaults.get(n, _NO_DEFAULT)
                 ]
             )
         else:
@@ -192,13 +194,21 @@ class Record:
         return hashlib.sha256((head + body + "}]").encode()).hexdigest()
 
 
-def _hash_layout(cls: type[Record]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """The fixed parts of a class's hashed JSON text: its opening, its sorted field names and their keys."""
+_NO_DEFAULT = object()
+
+
+def _hash_layout(
+    cls: type[Record],
+) -> tuple[str, tuple[str, ...], tuple[str, ...], dict[str, object]]:
+    """The fixed parts of a class's hashed JSON text: its opening, its sorted field names and their keys,
+    and the defaults of the fields of ``hash_omit_default``."""
     names = tuple(sorted(cls._hashed_fields()))
+    defaults = {f.name: f.default for f in fields(cls) if f.name in cls.hash_omit_default}  # type: ignore[arg-type]
     layout = (
         "[" + encode_basestring(cls.record_type) + ",{",
         names,
         tuple(encode_basestring(n) + ":" for n in names),
+        defaults,
     )
     type.__setattr__(cls, "_hash_layout", layout)
     return layout
@@ -257,7 +267,7 @@ class Material(Record):
     key_fields: ClassVar[tuple[str, ...]] = ("code",)
     unit_fields: ClassVar[frozenset[str]] = frozenset({"unit"})
     # Materials without a cost were stored before the field existed: their hashes must not move.
-    hash_omit_none: ClassVar[frozenset[str]] = frozenset({"unit_cost_brl"})
+    hash_omit_default: ClassVar[frozenset[str]] = frozenset({"unit_cost_brl"})
 
     code: str
     name: str
@@ -403,10 +413,13 @@ class StockSnapshot(Record):
     record_type: ClassVar[str] = "stock_snapshot"
     key_fields: ClassVar[tuple[str, ...]] = ("material_code", "site_code", "as_of")
 
+    hash_omit_default: ClassVar[frozenset[str]] = frozenset({"simulated"})
+
     material_code: str
     site_code: str
     on_hand: Decimal
     as_of: date
+    simulated: bool = False  # made up by a simulation (the demo's ledger), not counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +432,7 @@ class StockMovement(Record):
 
     record_type: ClassVar[str] = "stock_movement"
     key_fields: ClassVar[tuple[str, ...]] = ("reference",)
+    hash_omit_default: ClassVar[frozenset[str]] = frozenset({"simulated"})
 
     reference: str
     kind: MovementKind
@@ -427,6 +441,7 @@ class StockMovement(Record):
     quantity: Decimal
     at: datetime  # timezone-aware
     to_site_code: str = ""
+    simulated: bool = False  # made up by a simulation, not booked
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +450,7 @@ class PurchaseOrder(Record):
 
     record_type: ClassVar[str] = "purchase_order"
     key_fields: ClassVar[tuple[str, ...]] = ("po_id", "material_code")
+    hash_omit_default: ClassVar[frozenset[str]] = frozenset({"simulated"})
 
     po_id: str
     material_code: str
@@ -444,6 +460,7 @@ class PurchaseOrder(Record):
     placed_date: date
     expected_date: date | None = None
     received_date: date | None = None
+    simulated: bool = False  # made up by a simulation, not placed
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,10 +185,12 @@ class Sequencer:
         )
 
 
-def snapshot(material: str, site: str, on_hand: float, as_of: dt.date) -> records_pb2.Record:
+def snapshot(
+    material: str, site: str, on_hand: float, as_of: dt.date, *, simulated: bool = False
+) -> records_pb2.Record:
     return records_pb2.Record(
         stock_snapshot=records_pb2.StockSnapshot(
-            material_code=material, site_code=site, on_hand=on_hand, as_of=date(as_of)
+            material_code=material, site_code=site, on_hand=on_hand, as_of=date(as_of), simulated=simulated
         )
     )
 

@@ -172,20 +172,29 @@ async def test_stock_kpis_equal_a_day_by_day_simulation(world: World, rows, real
     assert "cost" in got["average_inventory_value"].note
 
 
-async def test_stock_kpis_are_unavailable_without_stock_and_say_simulated_when_configured(
+async def test_stock_kpis_are_unavailable_without_stock_and_say_simulated_when_the_records_are(
     world: World, real_records
 ) -> None:
-    plain = await world.replica()
-    simulated = await world.replica(stock_is_simulated=True)
+    replica = await world.replica()
     await world.commit(real_records)
     request = a.GetKpisRequest(names=["stockout_rate", "total_demand"])
-    before = {k.name: k for k in (await plain.stub.GetKpis(request, metadata=plain.md())).kpis}
+
+    async def kpis(filter: c.Filter | None = None) -> dict[str, a.Kpi]:
+        asked = a.GetKpisRequest(names=request.names, filter=filter)
+        return {k.name: k for k in (await replica.stub.GetKpis(asked, metadata=replica.md())).kpis}
+
+    before = await kpis()
     assert not before["stockout_rate"].available and before["stockout_rate"].note
     assert before["total_demand"].available
     await world.commit([snapshot("010932", "ALMOX-BA", 3, dt.date(2025, 1, 2))])
-    after = {k.name: k for k in (await simulated.stub.GetKpis(request, metadata=simulated.md())).kpis}
-    assert after["stockout_rate"].available
-    assert "simulated" in after["stockout_rate"].note
+    counted = await kpis()
+    assert counted["stockout_rate"].available
+    assert "simulated" not in counted["stockout_rate"].note
+    # The marker travels with the record: a simulated count anywhere in the slice shows in the note, and a
+    # slice of counted stock only does not carry it.
+    await world.commit([snapshot("0001", "ALMOX-BA", 5, dt.date(2025, 1, 2), simulated=True)])
+    assert "simulated" in (await kpis())["stockout_rate"].note
+    assert "simulated" not in (await kpis(c.Filter(material_codes=["010932"])))["stockout_rate"].note
 
 
 async def test_series_history_is_batched_with_zeros_and_static_attributes(

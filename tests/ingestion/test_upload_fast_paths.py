@@ -41,12 +41,13 @@ EXPORT = Path(__file__).resolve().parents[2] / "data" / "dadosSuprimentos.xlsx"
 
 def _reference_hash(record: dom.Record) -> str:
     """Record.content_hash as first written: json.dumps of the canonical fields (a field added since, listed
-    in ``hash_omit_none``, counts only when set: records without it hash as they did before it existed)."""
+    in ``hash_omit_default``, counts only when not at its default: records without it hash as they did
+    before it existed)."""
     names = [
         f.name
         for f in fields(record)  # type: ignore[arg-type]
         if f.name not in record.hash_exclude
-        and not (f.name in record.hash_omit_none and getattr(record, f.name) is None)
+        and not (f.name in record.hash_omit_default and getattr(record, f.name) == f.default)
     ]
     payload = {n: dom._canonical(getattr(record, n)) for n in names}
     text = json.dumps(

@@ -258,12 +258,18 @@ class StockSnapshot(_message.Message):
     SITE_CODE_FIELD_NUMBER: _builtins.int
     ON_HAND_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    SIMULATED_FIELD_NUMBER: _builtins.int
     material_code: _builtins.str
     """Material code."""
     site_code: _builtins.str
     """Site code."""
     on_hand: _builtins.float
     """Quantity on hand, in the material's unit; zero or positive."""
+    simulated: _builtins.bool
+    """True when the count was made up by a simulation (such as the demo's ledger, built from real demand and
+    lead times because the ERP export has no stock ledger) rather than counted. Figures computed from
+    simulated stock say so in their notes.
+    """
     @_builtins.property
     def as_of(self) -> _common_pb2.Date:
         """Day of the count."""
@@ -275,10 +281,11 @@ class StockSnapshot(_message.Message):
         site_code: _builtins.str = ...,
         on_hand: _builtins.float = ...,
         as_of: _common_pb2.Date | None = ...,
+        simulated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "material_code", b"material_code", "on_hand", b"on_hand", "site_code", b"site_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "material_code", b"material_code", "on_hand", b"on_hand", "simulated", b"simulated", "site_code", b"site_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -297,6 +304,7 @@ class StockMovement(_message.Message):
     TO_SITE_CODE_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    SIMULATED_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     """Unique reference of the movement in the source system."""
     kind: Global___MovementKind.ValueType
@@ -309,6 +317,8 @@ class StockMovement(_message.Message):
     """Destination site code, transfers only."""
     quantity: _builtins.float
     """Quantity moved, in the material's unit (signed for adjustments, positive otherwise)."""
+    simulated: _builtins.bool
+    """True when the movement was made up by a simulation rather than booked (see StockSnapshot.simulated)."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp:
         """When the movement happened."""
@@ -323,10 +333,11 @@ class StockMovement(_message.Message):
         to_site_code: _builtins.str = ...,
         quantity: _builtins.float = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        simulated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "kind", b"kind", "material_code", b"material_code", "quantity", b"quantity", "reference", b"reference", "site_code", b"site_code", "to_site_code", b"to_site_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "kind", b"kind", "material_code", b"material_code", "quantity", b"quantity", "reference", b"reference", "simulated", b"simulated", "site_code", b"site_code", "to_site_code", b"to_site_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -346,6 +357,7 @@ class PurchaseOrder(_message.Message):
     PLACED_DATE_FIELD_NUMBER: _builtins.int
     EXPECTED_DATE_FIELD_NUMBER: _builtins.int
     RECEIVED_DATE_FIELD_NUMBER: _builtins.int
+    SIMULATED_FIELD_NUMBER: _builtins.int
     po_id: _builtins.str
     """Purchase order number."""
     material_code: _builtins.str
@@ -356,6 +368,8 @@ class PurchaseOrder(_message.Message):
     """Supplier code."""
     quantity: _builtins.float
     """Quantity ordered."""
+    simulated: _builtins.bool
+    """True when the order was made up by a simulation rather than placed (see StockSnapshot.simulated)."""
     @_builtins.property
     def placed_date(self) -> _common_pb2.Date:
         """Day the order was placed."""
@@ -379,10 +393,11 @@ class PurchaseOrder(_message.Message):
         placed_date: _common_pb2.Date | None = ...,
         expected_date: _common_pb2.Date | None = ...,
         received_date: _common_pb2.Date | None = ...,
+        simulated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expected_date", b"expected_date", "placed_date", b"placed_date", "received_date", b"received_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_date", b"expected_date", "material_code", b"material_code", "placed_date", b"placed_date", "po_id", b"po_id", "quantity", b"quantity", "received_date", b"received_date", "site_code", b"site_code", "supplier_code", b"supplier_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_date", b"expected_date", "material_code", b"material_code", "placed_date", b"placed_date", "po_id", b"po_id", "quantity", b"quantity", "received_date", b"received_date", "simulated", b"simulated", "site_code", b"site_code", "supplier_code", b"supplier_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
