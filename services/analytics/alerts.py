@@ -177,6 +177,14 @@ class AlertStore(Protocol):
         """Every journaled event, in the order they were first kept."""
         ...
 
+    async def kept_forecast_ids(self) -> set[str]:
+        """The event ids of the journal."""
+        ...
+
+    async def forget_kept_forecasts(self, event_ids: Sequence[str]) -> int:
+        """Delete these events from the journal (``housekeeping.py`` says which); returns how many."""
+        ...
+
     async def check(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -485,6 +493,19 @@ class PostgresAlertStore:
             if len(rows) < page_size:
                 return
 
+    async def kept_forecast_ids(self) -> set[str]:
+        async with self._connection() as conn:
+            return {r[0] for r in await conn.fetch("SELECT event_id FROM analytics.forecast_journal")}
+
+    async def forget_kept_forecasts(self, event_ids: Sequence[str]) -> int:
+        if not event_ids:
+            return 0
+        async with self._connection() as conn:
+            status = await conn.execute(
+                "DELETE FROM analytics.forecast_journal WHERE event_id = ANY($1::TEXT[])", list(event_ids)
+            )
+        return int(status.split()[-1])  # "DELETE <n>"
+
     async def check(self) -> bool:
         try:
             async with self._connection() as conn:
@@ -763,6 +784,27 @@ class DuckAlertStore:
                 yield bytes(body)
             if len(rows) < page_size:
                 return
+
+    async def kept_forecast_ids(self) -> set[str]:
+        def run() -> set[str]:
+            rows = self._conn().execute("SELECT event_id FROM analytics.forecast_journal").fetchall()
+            return {str(r[0]) for r in rows}
+
+        return await self._run(run)
+
+    async def forget_kept_forecasts(self, event_ids: Sequence[str]) -> int:
+        def run(con: duckdb.DuckDBPyConnection) -> int:
+            return int(
+                one(
+                    con.execute(
+                        "DELETE FROM analytics.forecast_journal "
+                        "WHERE event_id IN (SELECT unnest(?::VARCHAR[]))",
+                        [list(event_ids)],
+                    )
+                )[0]
+            )
+
+        return await self._run(self._tx, run) if event_ids else 0
 
     async def check(self) -> bool:
         try:

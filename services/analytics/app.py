@@ -30,6 +30,7 @@ from services.analytics.consumer import (
 from services.analytics.converters import alert_proto
 from services.analytics.engine import DuckEngine
 from services.analytics.export_client import ExportSource, GrpcExportSource
+from services.analytics.housekeeping import Housekeeping
 from services.analytics.read_model import ReadModel
 from services.analytics.service import AnalyticsService, Limits
 from services.analytics.servicer import AnalyticsServicer
@@ -69,6 +70,7 @@ class AnalyticsApp:
     bus: EventBus
     alerts: AlertStore
     relay: OutboxRelay[Notification]
+    housekeeping: Housekeeping
     subscriptions: list[Subscription] = field(default_factory=list)
     _catch_up: asyncio.Task[None] | None = None
 
@@ -104,6 +106,7 @@ class AnalyticsApp:
         )
         self.service.start_background()
         self.relay.start()
+        self.housekeeping.start()
         await self.server.start()
         if self.service.export is not None:
             self._catch_up = asyncio.create_task(self._initial_catch_up(), name="analytics-catch-up")
@@ -139,6 +142,7 @@ class AnalyticsApp:
         for subscription in self.subscriptions:
             await subscription.stop(self.settings.grace_seconds)
         self.subscriptions.clear()
+        await self.housekeeping.stop()
         await self.relay.stop()
         await self.service.stop_background()
 
@@ -217,6 +221,13 @@ async def build_app(
         bus=bus,
         alerts=alerts,
         relay=relay,
+        housekeeping=Housekeeping(
+            engine,
+            model,
+            alerts,
+            interval_seconds=settings.housekeeping_interval_seconds,
+            inbox_retention_seconds=settings.inbox_retention_days * 86400,
+        ),
     )
 
     async def read_model_ready() -> bool:

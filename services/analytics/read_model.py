@@ -206,7 +206,11 @@ _POLICY_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
     ("model_version", "VARCHAR", _S),
     ("data_watermark", "VARCHAR", _S),
     ("generated_at_us", "BIGINT", _I),
+    # The ForecastsUpdated event the policy came from: the journal keeps that event while the policy is
+    # current (``referenced_events``). Added after the table: NULL in rows stored before it.
+    ("event_id", "VARCHAR", _S),
 )
+_POLICY_VERSION = [name for name, _, _ in _POLICY_COLUMNS].index("generated_at_us")
 
 
 def _ddl() -> list[str]:
@@ -229,6 +233,8 @@ def _ddl() -> list[str]:
     statements.append(f"CREATE TABLE IF NOT EXISTS forecasts ({cols})")
     cols = ", ".join(f"{name} {sqltype}" for name, sqltype, _ in _POLICY_COLUMNS)
     statements.append(f"CREATE TABLE IF NOT EXISTS policies ({cols}, PRIMARY KEY (material_code, site_code))")
+    # Brings a file from before the column to the table above (no schema bump: that would drop forecasts).
+    statements.append("ALTER TABLE policies ADD COLUMN IF NOT EXISTS event_id VARCHAR")
     return statements
 
 
@@ -720,9 +726,10 @@ class ReadModel:
                 policy.provenance.model_version,
                 policy.provenance.data_watermark,
                 version,
+                event.event_id,
             )
             pair = (ref.material_code, ref.site_code)
-            if pair not in policy_rows or version >= int(policy_rows[pair][-1]):  # type: ignore[call-overload]
+            if pair not in policy_rows or version >= int(policy_rows[pair][_POLICY_VERSION]):  # type: ignore[call-overload]
                 policy_rows[pair] = row
             client, region = masters.geo_of(ref.site_code)
             bumps.add(
@@ -761,6 +768,89 @@ class ReadModel:
         cur.execute("COMMIT")
         self._committed(masters, bumps, 0)
         return result
+
+    # -- retention (``housekeeping.py`` runs these) ------------------------------------------------------
+
+    def compact_forecasts(self, job: Job) -> int:
+        """Delete the forecast rows no answer reads; returns how many.
+
+        Forecasts are kept in every version because accuracy compares past forecasts with actuals, but it
+        reads only one per series and week: the latest origin (``kpis._accuracy``); series bands and the
+        inventory status read the series' newest version only. A row that is neither is dead weight, as is
+        a second copy of a row. Deleting them changes no answer, so the watermarks do not move and cached
+        answers stay valid; the table then grows with series x weeks, not with re-forecasts.
+        """
+        cur = job.cursor
+        before = int(one(cur.execute("SELECT count(*) FROM forecasts"))[0])
+        cur.execute("BEGIN")
+        cur.execute(
+            """
+            DELETE FROM forecasts WHERE rowid IN (
+                SELECT rowid FROM (
+                    SELECT rowid,
+                           row_number() OVER (PARTITION BY series_key, week_start
+                                              ORDER BY origin DESC, generated_at_us DESC, event_id) AS rank,
+                           row_number() OVER (PARTITION BY series_key, week_start, generated_at_us
+                                              ORDER BY event_id) AS copy,
+                           generated_at_us = max(generated_at_us) OVER (PARTITION BY series_key) AS newest
+                    FROM forecasts)
+                WHERE copy > 1 OR (rank > 1 AND NOT newest))
+            """
+        )
+        cur.execute("COMMIT")
+        return before - int(one(cur.execute("SELECT count(*) FROM forecasts"))[0])
+
+    def journal_prunable(self, job: Job, journaled: set[str]) -> set[str]:
+        """Which of the ``journaled`` forecast events a rebuilt read model no longer needs: events applied
+        here whose forecasts and policies all gave way to newer ones (after ``compact_forecasts``).
+
+        Empty unless every event the tables still read is itself journaled, so that a rebuild replaying the
+        journal ends with these tables (an event applied here but not journaled yet, or a policy stored
+        before policies named their event, holds the pruning back). One snapshot: an event applied while
+        this runs is either seen as referenced or not applied.
+        """
+        cur = job.cursor
+        cur.execute("BEGIN")
+        try:
+            unknown = one(cur.execute("SELECT count(*) FROM policies WHERE event_id IS NULL"))[0]
+            referenced = {
+                str(r[0])
+                for r in cur.execute(
+                    "SELECT DISTINCT event_id FROM forecasts UNION SELECT DISTINCT event_id FROM policies "
+                    "WHERE event_id IS NOT NULL"
+                ).fetchall()
+            }
+            if unknown or not referenced <= journaled:
+                return set()
+            candidates = sorted(journaled - referenced)
+            applied = cur.execute(
+                "SELECT event_id FROM inbox WHERE event_id IN (SELECT unnest(?::VARCHAR[]))", [candidates]
+            ).fetchall()
+            return {str(r[0]) for r in applied}
+        finally:
+            cur.execute("COMMIT")
+
+    def forget_inbox(self, job: Job, older_than_seconds: float, keep: set[str]) -> int:
+        """Delete inbox entries applied more than ``older_than_seconds`` ago; returns how many.
+
+        A redelivery comes within minutes of the delivery it repeats, and batches are also deduplicated by
+        their sequence numbers, so an old entry guards nothing. Kept regardless: the entries of events the
+        tables still read (a late copy of such an event must not be applied twice) and ``keep`` (journaled
+        events not pruned yet, which ``journal_prunable`` recognises by their entry).
+        """
+        cur = job.cursor
+        cur.execute("BEGIN")
+        deleted = one(
+            cur.execute(
+                "DELETE FROM inbox WHERE applied_at < now()::TIMESTAMP - to_seconds(?) "
+                "AND event_id NOT IN (SELECT unnest(?::VARCHAR[])) "
+                "AND event_id NOT IN (SELECT event_id FROM forecasts) "
+                "AND event_id NOT IN (SELECT event_id FROM policies WHERE event_id IS NOT NULL)",
+                [older_than_seconds, sorted(keep)],
+            )
+        )[0]
+        cur.execute("COMMIT")
+        return int(deleted)
 
     # -- misc -----------------------------------------------------------------------------------------
 

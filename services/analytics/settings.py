@@ -77,6 +77,18 @@ class AnalyticsSettings(ServiceSettings):
     catchup_retry_seconds: float = Field(
         2.0, gt=0, description="Pause between two attempts to catch up when ingestion is unreachable."
     )
+    housekeeping_interval_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="Pause between two retention rounds (superseded forecast versions, the forecast journal, "
+        "old inbox entries); 0 turns them off.",
+    )
+    inbox_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description="Age after which the read model forgets an applied event's id (events whose forecasts "
+        "or policies are still read are kept).",
+    )
     alert_relay_interval_seconds: float = Field(
         1.0, gt=0, description="Longest pause before alert changes not yet on the bus are published."
     )

@@ -76,6 +76,16 @@ async def test_store_journals_forecasts_once_each_in_arrival_order(store: AlertS
     assert kept == list(bodies.values())
 
 
+async def test_store_lists_and_forgets_journaled_events(store: AlertStore) -> None:
+    for i in range(5):
+        await store.keep_forecasts(f"event-{i}", f"body {i}".encode())
+    assert await store.kept_forecast_ids() == {f"event-{i}" for i in range(5)}
+    assert await store.forget_kept_forecasts(["event-1", "event-3", "never-kept"]) == 2
+    assert await store.forget_kept_forecasts([]) == 0
+    assert await store.kept_forecast_ids() == {"event-0", "event-2", "event-4"}
+    assert [b async for b in store.kept_forecasts()] == [b"body 0", b"body 2", b"body 4"]
+
+
 async def test_store_raises_once_per_episode(store: AlertStore) -> None:
     first = await store.raise_alert(_candidate(), (10, 0))
     assert first is not None and first.state == OPEN
