@@ -445,6 +445,9 @@ class ReadModel:
         self.forecast_replay_pending = False
         """True from the creation of the tables until the journaled forecasts were replayed into them
         (``AnalyticsService._replay_if_pending``); kept in ``meta``, so a rebuild cut short replays them."""
+        self._uncompacted: set[str] | None = None
+        """Forecast series given new rows since ``compact_forecasts`` last ran; None: all of them (nothing
+        has been compacted since the model was opened). Used on the writer thread only."""
         self._lock = threading.Lock()
 
     # -- start-up -------------------------------------------------------------------------------------
@@ -464,6 +467,7 @@ class ReadModel:
         for statement in _ddl():
             cur.execute(statement)
         cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        self._uncompacted = None
         if stale or found is None:  # new tables: the forecasts received so far are not in them
             cur.execute("INSERT OR REPLACE INTO meta VALUES ('forecast_replay', 'pending')")
         cur.execute("COMMIT")
@@ -747,6 +751,8 @@ class ReadModel:
         job.check()
         cur.execute("BEGIN")
         if forecast_rows:
+            if self._uncompacted is not None:
+                self._uncompacted.update(str(row[0]) for row in forecast_rows)
             cur.register("staged_forecasts", _arrow(_FORECAST_COLUMNS, forecast_rows, seq=False))
             cur.execute("INSERT INTO forecasts SELECT * FROM staged_forecasts")
             cur.unregister("staged_forecasts")
@@ -779,26 +785,44 @@ class ReadModel:
         inventory status read the series' newest version only. A row that is neither is dead weight, as is
         a second copy of a row. Deleting them changes no answer, so the watermarks do not move and cached
         answers stay valid; the table then grows with series x weeks, not with re-forecasts.
+
+        The first round after opening looks at every series, later ones only at the series given rows
+        since (a full pass over a company-scale table holds the writer for seconds).
         """
+        touched, self._uncompacted = self._uncompacted, set()
+        if touched is not None and not touched:
+            return 0
+        only = "" if touched is None else "WHERE series_key IN (SELECT unnest(?::VARCHAR[]))"
         cur = job.cursor
-        before = int(one(cur.execute("SELECT count(*) FROM forecasts"))[0])
-        cur.execute("BEGIN")
-        cur.execute(
-            """
-            DELETE FROM forecasts WHERE rowid IN (
-                SELECT rowid FROM (
-                    SELECT rowid,
-                           row_number() OVER (PARTITION BY series_key, week_start
-                                              ORDER BY origin DESC, generated_at_us DESC, event_id) AS rank,
-                           row_number() OVER (PARTITION BY series_key, week_start, generated_at_us
-                                              ORDER BY event_id) AS copy,
-                           generated_at_us = max(generated_at_us) OVER (PARTITION BY series_key) AS newest
-                    FROM forecasts)
-                WHERE copy > 1 OR (rank > 1 AND NOT newest))
-            """
-        )
-        cur.execute("COMMIT")
-        return before - int(one(cur.execute("SELECT count(*) FROM forecasts"))[0])
+        try:
+            cur.execute("BEGIN")
+            deleted = one(
+                cur.execute(
+                    f"""
+                    DELETE FROM forecasts WHERE rowid IN (
+                        SELECT rowid FROM (
+                            SELECT rowid,
+                                   row_number() OVER (PARTITION BY series_key, week_start
+                                                      ORDER BY origin DESC, generated_at_us DESC, event_id)
+                                       AS rank,
+                                   row_number() OVER (PARTITION BY series_key, week_start, generated_at_us
+                                                      ORDER BY event_id) AS copy,
+                                   generated_at_us = max(generated_at_us) OVER (PARTITION BY series_key)
+                                       AS newest
+                            FROM forecasts {only})
+                        WHERE copy > 1 OR (rank > 1 AND NOT newest))
+                    """,
+                    [] if touched is None else [sorted(touched)],
+                )
+            )[0]
+            cur.execute("COMMIT")
+        except BaseException:  # the next round looks at these series again
+            if touched is None or self._uncompacted is None:
+                self._uncompacted = None
+            else:
+                self._uncompacted |= touched
+            raise
+        return int(deleted)
 
     def journal_prunable(self, job: Job, journaled: set[str]) -> set[str]:
         """Which of the ``journaled`` forecast events a rebuilt read model no longer needs: events applied

@@ -10,7 +10,7 @@ from novacorrente.events.v1 import events_pb2
 
 from tests.analytics.analytics_data import forecast_event
 from tests.analytics.conftest import Replica, World, eventually
-from tests.analytics.test_analytics_rebuild import _answers, _feed, _forecast_version
+from tests.analytics.test_analytics_rebuild import _answers, _feed
 
 WEEKS = [dt.date(2025, 3, 3) + dt.timedelta(weeks=i) for i in range(4)]
 
@@ -29,15 +29,20 @@ def _version(n: int, material: str = "010932", site: str = "ALMOX-BA") -> events
     )
 
 
+async def _rows(replica: Replica, sql: str, *params: object) -> int:
+    return int(await replica.app.engine.read(lambda j: j.cursor.execute(sql, list(params)).fetchone()[0]))
+
+
 async def _publish(world: World, replica: Replica, events: list[events_pb2.ForecastsUpdated]) -> None:
+    """Publish, and wait until each event is applied and journaled (the journal copy follows the apply)."""
     for event in events:
         await world.publish(event)
-        stamp = max(f.provenance.generated_at.ToMicroseconds() for f in event.forecasts)
-        await eventually(lambda v=stamp: (_forecast_version(replica) or 0) >= v)
 
+        async def settled(event_id: str = event.event_id) -> bool:
+            applied = await _rows(replica, "SELECT count(*) FROM inbox WHERE event_id = ?", event_id)
+            return bool(applied) and event_id in await replica.app.alerts.kept_forecast_ids()
 
-async def _rows(replica: Replica, sql: str) -> int:
-    return int(await replica.app.engine.read(lambda j: j.cursor.execute(sql).fetchone()[0]))
+        await eventually(settled)
 
 
 async def test_retention_changes_no_answer_and_a_rebuild_from_the_pruned_journal_matches(
