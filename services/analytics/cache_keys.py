@@ -39,6 +39,7 @@ __all__ = [
     "LookupPlans",
     "Narrowing",
     "cache_key",
+    "data_version",
     "data_watermark",
     "fingerprint",
     "load_versions",
@@ -124,11 +125,21 @@ def load_versions(job: Job, kinds: Iterable[str], s: Slice) -> dict[str, int]:
     return versions(kinds, s, dims, {k: int(v) for k, v in totals.items()})
 
 
+def _version_part(deps: Mapping[str, int]) -> str:
+    return ",".join(f"{kind}={deps[kind]}" for kind in sorted(deps))
+
+
 def cache_key(method: str, request_fingerprint: str, deps: Mapping[str, int], lineage: str = "") -> str:
     """``lineage`` names the ingestion log the versions count in (sequence numbers restart when an
     ingestion database is replaced), so entries of a previous log are never served."""
-    parts = ",".join(f"{kind}={deps[kind]}" for kind in sorted(deps))
-    return f"{KEY_PREFIX}{lineage}:{method}:{request_fingerprint}:{parts}"
+    return f"{KEY_PREFIX}{lineage}:{method}:{request_fingerprint}:{_version_part(deps)}"
+
+
+def data_version(deps: Mapping[str, int], lineage: str = "") -> str:
+    """A short digest of what ``cache_key`` adds to the request: the lineage and the narrowed versions. It
+    changes exactly when the cache key of the same request does, so data that cannot change the answer
+    leaves it alone. Page tokens carry it to tell whether the data moved under a listing."""
+    return hashlib.sha256(f"{lineage}:{_version_part(deps)}".encode()).hexdigest()[:16]
 
 
 def data_watermark(deps: Mapping[str, int]) -> str:

@@ -50,6 +50,7 @@ from services.analytics.cache_keys import (
     LookupPlan,
     LookupPlans,
     cache_key,
+    data_version,
     data_watermark,
     fingerprint,
     load_versions,
@@ -60,7 +61,14 @@ from services.analytics.export_client import ExportSource
 from services.analytics.read_model import ApplyResult, ReadModel, forecast_series_key
 from services.analytics.slices import Kind, Slice
 from services.kit.auth import require_principal
-from services.kit.errors import DeadlineExceeded, FieldViolation, InvalidArgument, NotFound, Unavailable
+from services.kit.errors import (
+    Aborted,
+    DeadlineExceeded,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from services.ports.cache import Cache
 from services.ports.relay import OutboxRelay
 
@@ -109,8 +117,11 @@ def _from_cache(response_type: type[Message], data: bytes) -> Message:
     return response
 
 
-def _page_token(offset: int, bound: str) -> str:
-    raw = json.dumps({"o": offset, "b": bound}, separators=(",", ":")).encode()
+def _page_token(offset: int, bound: str, version: str | None) -> str:
+    token: dict[str, object] = {"o": offset, "b": bound}
+    if version is not None:
+        token["w"] = version
+    raw = json.dumps(token, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -531,26 +542,55 @@ class AnalyticsService:
             )
 
     @staticmethod
-    def _page(page: common_pb2.PageRequest, bound: str, field: str = "page") -> tuple[int, int]:
-        """(offset, limit) of a PageRequest; ``bound`` ties tokens to the request they came from."""
+    def _page(page: common_pb2.PageRequest, bound: str, field: str = "page") -> tuple[int, int, str | None]:
+        """(offset, limit, version) of a PageRequest; ``bound`` ties tokens to the request they came from,
+        ``version`` is the data version the token was issued at ("" when it carries none, None on the first
+        page; see ``_data_version``)."""
         if page.page_size < 0 or page.page_size > MAX_PAGE_SIZE:
             raise InvalidArgument(
                 [FieldViolation(f"{field}.page_size", f"must be between 0 and {MAX_PAGE_SIZE}")]
             )
         limit = page.page_size or DEFAULT_PAGE_SIZE
         if not page.page_token:
-            return 0, limit
+            return 0, limit, None
         try:
             padded = page.page_token + "=" * (-len(page.page_token) % 4)
             token = json.loads(base64.urlsafe_b64decode(padded))
             offset = int(token["o"])
-            if token["b"] != bound or offset < 0:
+            version = token.get("w", "")
+            if token["b"] != bound or offset < 0 or not isinstance(version, str):
                 raise ValueError("token of another request")
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidArgument(
                 [FieldViolation(f"{field}.page_token", "not a token of this request")]
             ) from exc
-        return offset, limit
+        return offset, limit, version
+
+    @staticmethod
+    def _page_key(offset: int, version: str | None) -> str:
+        """The page part of a normalised listing request. The token's data version belongs to it: a page is
+        then cached only under the version its token was issued at (the key also holds the current
+        versions), so a stale token never finds a cached page and always reaches ``_data_version``. The
+        ``@`` keeps these keys apart from the bare offsets of earlier tokens, which carried no version."""
+        return f"{offset}@{version or ''}"
+
+    @staticmethod
+    def _data_version(
+        job: Job, kinds: Sequence[str], s: Slice, version: str | None, field: str = "page"
+    ) -> str:
+        """The listing's data version in the job's snapshot: the lineage and narrowed watermarks its cache
+        key is made of, so only data that can change this listing moves it. An offset taken at another
+        version may skip or repeat rows, so a token from another version is refused with ABORTED."""
+        lineage = one(job.cursor.execute("SELECT value FROM meta WHERE key = 'lineage'"))
+        current = data_version(load_versions(job, kinds, s), str(lineage[0]) if lineage else "")
+        if version is not None and version != current:
+            raise Aborted(
+                f"{field}.page_token: the data changed since the first page was listed; "
+                "restart the listing from the first page (without a page token)",
+                reason="PAGE_TOKEN_STALE",
+                metadata={"field": f"{field}.page_token"},
+            )
+        return current
 
     @staticmethod
     def _bound(method: str, normalised: Message) -> str:
@@ -559,9 +599,12 @@ class AnalyticsService:
         ]
 
     @staticmethod
-    def _page_info(offset: int, limit: int, returned: int, total: int, bound: str) -> common_pb2.PageInfo:
+    def _page_info(
+        offset: int, limit: int, returned: int, total: int, bound: str, version: str | None = None
+    ) -> common_pb2.PageInfo:
         following = offset + returned
-        token = _page_token(following, bound) if returned and following < total and returned >= limit else ""
+        more = returned and following < total and returned >= limit
+        token = _page_token(following, bound, version) if more else ""
         return common_pb2.PageInfo(next_page_token=token, total_size=total)
 
     # == reads ============================================================================================
@@ -755,11 +798,11 @@ class AnalyticsService:
                 filter=conv.filter_proto(s), min_status=request.min_status
             ),
         )
-        offset, limit = self._page(request.page, bound)
+        offset, limit, version = self._page(request.page, bound)
         normalised = analytics_pb2.ListInventoryStatusRequest(
             filter=conv.filter_proto(s),
             min_status=request.min_status,
-            page=common_pb2.PageRequest(page_size=limit, page_token=str(offset)),
+            page=common_pb2.PageRequest(page_size=limit, page_token=self._page_key(offset, version)),
         )
         kinds = [
             Kind.CONSUMPTION,
@@ -772,10 +815,11 @@ class AnalyticsService:
         ]
 
         def compute(job: Job) -> analytics_pb2.ListInventoryStatusResponse:
+            current = self._data_version(job, kinds, s, version)
             rows, total = q.inventory_status(job, s, request.min_status, offset, limit)
             return analytics_pb2.ListInventoryStatusResponse(
                 rows=[conv.inventory_proto(r) for r in rows],
-                page=self._page_info(offset, limit, len(rows), total, bound),
+                page=self._page_info(offset, limit, len(rows), total, bound, current),
             )
 
         return await self._cached(  # type: ignore[return-value]
@@ -835,14 +879,16 @@ class AnalyticsService:
             return hit
         query = request.query.strip()
         bound = self._bound(method, analytics_pb2.ListMasterDataRequest(query=query))
-        offset, limit = self._page(request.page, bound)
+        offset, limit, version = self._page(request.page, bound)
         normalised = analytics_pb2.ListMasterDataRequest(
-            query=query, page=common_pb2.PageRequest(page_size=limit, page_token=str(offset))
+            query=query,
+            page=common_pb2.PageRequest(page_size=limit, page_token=self._page_key(offset, version)),
         )
 
         def compute(job: Job) -> Message:
+            current = self._data_version(job, kinds, Slice(), version)
             rows, total = fetch(job, query, offset, limit)
-            return build(rows, self._page_info(offset, limit, len(rows), total, bound))
+            return build(rows, self._page_info(offset, limit, len(rows), total, bound, current))
 
         return await self._cached(
             method, request, normalised, kinds, Slice(), compute, response_type, time_left
@@ -1000,7 +1046,9 @@ class AnalyticsService:
             "ListAlerts",
             analytics_pb2.ListAlertsRequest(filter=conv.filter_proto(s), states=states),  # type: ignore[arg-type]
         )
-        offset, limit = self._page(request.page, bound)
+        # Alert tokens carry no data version: alerts are not cached, and they also change by
+        # acknowledgement and resolution, which no data watermark follows.
+        offset, limit, _ = self._page(request.page, bound)
         query = AlertQuery(
             materials=s.materials,
             families=s.families,

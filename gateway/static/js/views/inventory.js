@@ -48,20 +48,35 @@ export function render(view, params) {
     h("div", { class: "page-head" }, h("div", {}, h("h1", {}, t("inv.title")), h("div", { class: "muted" }, t("inv.sub")))),
     h("div", { class: "panel" }, form, out));
 
+  const fetchPage = (token) => api("/inventory", { params: {
+    min_status: state.min_status, family: state.family, site: state.site, material: state.material,
+    page_size: 25, page_token: token } });
+
   function load() {
     section(out, async () => {
       const token = state.tokens[state.tokens.length - 1];
-      const r = await api("/inventory", { params: {
-        min_status: state.min_status, family: state.family, site: state.site, material: state.material,
-        page_size: 25, page_token: token } });
+      let r;
+      let restarted = false;
+      try {
+        r = await fetchPage(token);
+      } catch (error) {
+        // A page token is only valid while the data under the listing is unchanged: the server answers
+        // 409 ABORTED once a batch changed it, and the listing restarts from its first page.
+        if (!token || error?.status !== 409 || error.body?.error?.code !== "ABORTED") throw error;
+        state.tokens = [""];
+        restarted = true;
+        r = await fetchPage("");
+      }
       if (!r.rows.length) return h("div", { class: "empty" }, t("common.empty"));
+      const note = restarted ? h("div", { class: "small muted" }, t("common.restarted")) : null;
       const nav = h("div", { class: "filters" },
         state.tokens.length > 1 ? h("button", { class: "btn secondary", type: "button",
           onclick: () => { state.tokens = [""]; load(); } }, t("common.first")) : null,
         r.page.next_page_token ? h("button", { class: "btn secondary", type: "button",
           onclick: () => { state.tokens.push(r.page.next_page_token); load(); } }, t("common.next")) : null,
         h("span", { class: "small muted" }, `${num(r.page.total_size, 0)}`));
-      return [table(inventoryColumns(), r.rows, { onRow: seriesLink }), nav, provenance(r.provenance)];
+      return [note, table(inventoryColumns(), r.rows, { onRow: seriesLink }), nav, provenance(r.provenance)]
+        .filter(Boolean);
     });
   }
   load();

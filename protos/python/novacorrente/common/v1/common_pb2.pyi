@@ -241,7 +241,12 @@ class PageRequest(_message.Message):
     maximum are refused with INVALID_ARGUMENT.
     """
     page_token: _builtins.str
-    """Opaque token from a previous response's next_page_token; empty for the first page."""
+    """Opaque token from a previous response's next_page_token; empty for the first page. A token
+    belongs to the request it came from (INVALID_ARGUMENT on another one). The inventory and
+    master data listings also tie it to the data their first page was computed at: once a batch
+    changed that data, the token is refused with ABORTED and the listing must restart from the
+    first page.
+    """
     def __init__(
         self,
         *,
@@ -265,7 +270,7 @@ class PageInfo(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """Token for the next page; empty when this is the last page."""
+    """Token for the next page (see PageRequest.page_token); empty when this is the last page."""
     total_size: _builtins.int
     """Number of items matching the request across all pages."""
     def __init__(
