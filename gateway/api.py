@@ -111,7 +111,12 @@ async def filter_query(request: Request) -> cpb.Filter:
 async def page_query(
     page_size: Annotated[int, Query(ge=0, le=INT32_MAX, description="0: the server's default.")] = 0,
     page_token: Annotated[
-        str, Query(max_length=4096, description="`next_page_token` of the last page.")
+        str,
+        Query(
+            max_length=4096,
+            description="`next_page_token` of the last page. 409 ABORTED when the data changed since the "
+            "first page: start again without a token.",
+        ),
     ] = "",
 ) -> cpb.PageRequest:
     return cpb.PageRequest(page_size=page_size, page_token=page_token)
