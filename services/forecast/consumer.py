@@ -111,7 +111,9 @@ class ReforecastConsumer:
 
     async def stop(self) -> None:
         if self._subscription is not None:
-            await asyncio.wait_for(self._subscription.stop(), self._settings.grace_seconds)
+            # The subscription waits the grace for deliveries in progress, then cancels them: a cancelled
+            # delivery goes back to the queue unacknowledged, for the next replica or the next start.
+            await self._subscription.stop(self._settings.grace_seconds)
             self._subscription = None
 
     async def _wait_for_read_model(self, sequence: int) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -14,7 +17,8 @@ from novacorrente.ingestion.v1 import records_pb2 as rpb
 
 from services.forecast.result_cache import ResultKey
 from services.kit.errors import Unavailable
-from services.ports.bus import Delivery
+from services.ports.bus import DEFAULT_EXCHANGE, Delivery, OutgoingMessage
+from services.ports.bus_memory import MemoryBus, _broker_for
 from tests.conftest import bearer
 from tests.forecast.conftest import WATERMARK
 from tests.forecast.externals_data import batch_event, feed_records, points_by_series
@@ -218,3 +222,39 @@ async def test_a_batch_survives_a_spell_of_unavailable_analytics(
         failures[0] = 10  # an outage longer than the retries: the delivery fails, for the bus to redeliver
         with pytest.raises(Unavailable):
             await consumer.handle(delivery)
+
+
+async def test_stopping_during_a_slow_reforecast_hands_the_batch_back_within_the_grace(
+    make_harness, trained_repo: Path, panel
+) -> None:
+    """SIGTERM while a re-forecast runs: the consumer waits the grace, cancels the delivery and returns (a
+    timeout used to escape from stop() and fail the shutdown step); the batch goes back to the queue."""
+    keys = _busiest(panel, 1)
+    demand = [
+        rpb.Record(consumption=rpb.Consumption(material_code=m, site_code=s, quantity=1)) for m, s in keys
+    ]
+    event = batch_event(demand, WATERMARK)
+    async with make_harness(trained_repo) as h:
+        consumer = h.app.consumer
+        assert consumer is not None
+        started, never = asyncio.Event(), asyncio.Event()
+
+        async def stuck(chunk):  # type: ignore[no-untyped-def]
+            started.set()
+            await never.wait()
+
+        consumer._use_cases.reforecast = stuck  # type: ignore[method-assign]
+        bus = MemoryBus(h.bus_url)
+        message = OutgoingMessage(
+            "ingestion.batch.committed", event.SerializeToString(), "BatchCommitted", event.event_id
+        )
+        await bus.publish([message])
+        await asyncio.wait_for(started.wait(), 10)
+        began = time.monotonic()
+        await consumer.stop()  # grace_seconds=1 in the harness
+        assert time.monotonic() - began < 3
+        queue = _broker_for(urlsplit(h.bus_url).netloc, DEFAULT_EXCHANGE).queues[
+            h.app.settings.reforecast_queue
+        ]
+        assert [e.message.message_id for e in queue.ready] == [event.event_id] and not queue.dead
+        await bus.close()
