@@ -204,6 +204,7 @@ def inventory_page(r: apb.ListInventoryStatusResponse) -> m.InventoryPage:
                 risk=_finite(s.risk),
                 family=s.family,
                 unit=s.unit,
+                simulated=s.simulated,
             )
             for s in r.rows
         ],

@@ -174,6 +174,9 @@ class InventoryRowOut(_Out):
     risk: float | None = Field(description="Risk score used for the order (higher first).")
     family: str
     unit: str
+    simulated: bool = Field(
+        description="The position rests on simulated stock records (the demo's ledger), not on counts."
+    )
 
 
 class InventoryPage(_Out):

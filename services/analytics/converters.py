@@ -281,6 +281,7 @@ def inventory_proto(row: InventoryRow) -> analytics_pb2.InventoryStatus:
         risk=row.risk,
         family=row.family,
         unit=row.unit,
+        simulated=row.simulated,
     )
 
 

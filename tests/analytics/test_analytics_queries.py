@@ -192,9 +192,13 @@ async def test_stock_kpis_are_unavailable_without_stock_and_say_simulated_when_t
     assert "simulated" not in counted["stockout_rate"].note
     # The marker travels with the record: a simulated count anywhere in the slice shows in the note, and a
     # slice of counted stock only does not carry it.
-    await world.commit([snapshot("0001", "ALMOX-BA", 5, dt.date(2025, 1, 2), simulated=True)])
+    await world.commit([snapshot("010323", "ALMOX-BA", 5, dt.date(2025, 1, 2), simulated=True)])
     assert "simulated" in (await kpis())["stockout_rate"].note
     assert "simulated" not in (await kpis(c.Filter(material_codes=["010932"])))["stockout_rate"].note
+    rows = (
+        await replica.stub.ListInventoryStatus(a.ListInventoryStatusRequest(), metadata=replica.md())
+    ).rows
+    assert {(r.material_code, r.simulated) for r in rows} == {("010932", False), ("010323", True)}
 
 
 async def test_series_history_is_batched_with_zeros_and_static_attributes(

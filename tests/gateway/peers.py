@@ -92,6 +92,7 @@ class Row:
     safety_stock: float
     reorder_point: float
     weekly: float
+    simulated: bool = False
 
     def status(self) -> int:
         position = self.on_hand + self.on_order
@@ -120,6 +121,7 @@ class Row:
             risk=round(self.reorder_point / max(position, 0.5), 3),
             family=self.family,
             unit=self.unit,
+            simulated=self.simulated,
         )
 
 
@@ -417,6 +419,7 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
                 for row in self.rows:
                     if (row.material, row.site) == (snap.material_code, snap.site_code):
                         row.on_hand = snap.on_hand
+                        row.simulated = snap.simulated
                         if row.on_hand + row.on_order <= row.reorder_point:
                             self.raise_alert(row.material, row.site)
 

@@ -163,6 +163,7 @@ async def test_planner_flow(stack: Stack, tmp_path: Path) -> None:
                             site_code="ALMOX-BA",
                             on_hand=30,
                             as_of=cpb.Date(year=2025, month=10, day=20),
+                            simulated=True,
                         )
                     )
                 ],
@@ -192,6 +193,9 @@ async def test_planner_flow(stack: Stack, tmp_path: Path) -> None:
         await page.wait_for("document.querySelectorAll('#inventory-table tbody tr').length === 4")
         first = await page.evaluate("document.querySelector('#inventory-table tbody tr').textContent")
         assert "010601" in first  # highest risk first (the stock count above made it critical)
+        # That count was marked simulated: the table says its positions are not counts.
+        note = await page.evaluate("document.querySelector('#inventory-table .simulated-note')?.textContent")
+        assert note and note.startswith("Simulated stock")
         await page.evaluate("location.hash = '#/alerts?state=acknowledged'")
         await page.wait_for(f"document.querySelector('#alerts-list [data-alert=\"{alert_id}\"]') !== null")
         await page.evaluate("location.hash = '#/external'")

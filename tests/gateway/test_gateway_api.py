@@ -63,7 +63,12 @@ async def test_inventory_filters_paging_and_unbounded_cover(
     row = (
         await client.get("/api/v1/inventory", params={"material": "010601"}, headers=auth("viewer"))
     ).json()["rows"][0]
-    assert row["days_of_cover"] is None
+    assert row["days_of_cover"] is None and row["simulated"] is False
+    peers.analytics.rows[0].simulated = True  # a position resting on simulated stock records says so
+    row = (
+        await client.get("/api/v1/inventory", params={"material": "010601"}, headers=auth("viewer"))
+    ).json()["rows"][0]
+    assert row["simulated"] is True
 
 
 async def test_alert_lifecycle(

@@ -44,7 +44,8 @@ export async function section(target, load) {
   clear(target).append(loading());
   try {
     const content = await load();
-    clear(target).append(...[content].flat());
+    // Absent parts (null, undefined, false) are skipped, as h() skips them.
+    clear(target).append(...[content].flat().filter((part) => part !== null && part !== undefined && part !== false));
   } catch (error) {
     if (error?.status === 401) return; // the session handler already redirects to the login page
     clear(target).append(errorBox(error, () => section(target, load)));

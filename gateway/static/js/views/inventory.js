@@ -7,6 +7,11 @@ export function seriesLink(row) {
   location.hash = `#/series?material=${encodeURIComponent(row.material_code)}&site=${encodeURIComponent(row.site_code)}`;
 }
 
+// Positions computed from simulated stock records (the demo's ledger) are not counts: say so above them.
+export function simulatedNote(rows) {
+  return rows.some((r) => r.simulated) ? h("div", { class: "small muted simulated-note" }, t("inv.simulated")) : null;
+}
+
 export function inventoryColumns() {
   return [
     { key: "material", label: t("inv.material"), render: (r) => r.material_code },
@@ -75,7 +80,8 @@ export function render(view, params) {
         r.page.next_page_token ? h("button", { class: "btn secondary", type: "button",
           onclick: () => { state.tokens.push(r.page.next_page_token); load(); } }, t("common.next")) : null,
         h("span", { class: "small muted" }, `${num(r.page.total_size, 0)}`));
-      return [note, table(inventoryColumns(), r.rows, { onRow: seriesLink }), nav, provenance(r.provenance)]
+      return [note, simulatedNote(r.rows), table(inventoryColumns(), r.rows, { onRow: seriesLink }), nav,
+        provenance(r.provenance)]
         .filter(Boolean);
     });
   }

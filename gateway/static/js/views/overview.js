@@ -3,7 +3,7 @@ import { api } from "../api.js";
 import { onAlertsChanged, openAlerts, alertKind } from "../alerts.js";
 import { badge, h, provenance, section, table } from "../dom.js";
 import { dateTime, has, num, t, unit } from "../i18n.js";
-import { inventoryColumns, seriesLink } from "./inventory.js";
+import { inventoryColumns, seriesLink, simulatedNote } from "./inventory.js";
 
 export const OVERVIEW_KPIS = [
   "total_demand", "fill_rate", "stockout_rate", "days_of_cover",
@@ -42,7 +42,7 @@ export function render(view) {
     const r = await api("/inventory", { params: { page_size: 10 } });
     if (!r.rows.length) return h("div", { class: "empty" }, t("common.empty"));
     const cols = inventoryColumns().filter((c) => ["material", "site", "status", "position", "rop", "cover"].includes(c.key));
-    return [table(cols, r.rows, { onRow: seriesLink }), provenance(r.provenance)];
+    return [simulatedNote(r.rows), table(cols, r.rows, { onRow: seriesLink }), provenance(r.provenance)].filter(Boolean);
   });
   const drawAlerts = () => section(alertsBox, async () => {
     const open = openAlerts().slice(0, 6);

@@ -5,6 +5,7 @@ import { act, alertKind, onAlertsChanged } from "../alerts.js";
 import { badge, h, provenance, section, table } from "../dom.js";
 import { date, dateTime, num, t } from "../i18n.js";
 import { demandChart } from "../charts.js";
+import { simulatedNote } from "./inventory.js";
 
 function picker(material, site) {
   const m = h("input", { name: "material", value: material, placeholder: "010601", list: "material-options", required: true });
@@ -118,6 +119,7 @@ export function render(view, params) {
     if (!row) return h("div", { class: "empty" }, t("series.no_inventory"));
     return [
       h("div", {}, badge(row.status, t(`status.${row.status}`))),
+      simulatedNote([row]),
       gauge(row, policy),
       kv([
         [t("inv.on_hand"), `${num(row.on_hand)} ${row.unit}`], [t("inv.on_order"), num(row.on_order)],

@@ -507,6 +507,7 @@ class InventoryStatus(_message.Message):
     RISK_FIELD_NUMBER: _builtins.int
     FAMILY_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
+    SIMULATED_FIELD_NUMBER: _builtins.int
     material_code: _builtins.str
     """Material code."""
     site_code: _builtins.str
@@ -535,6 +536,10 @@ class InventoryStatus(_message.Message):
     """Material family."""
     unit: _builtins.str
     """Unit."""
+    simulated: _builtins.bool
+    """True when the stock position rests on simulated records (a count or an open order marked simulated,
+    such as the demo's ledger): then it is not a counted position, and screens say so.
+    """
     def __init__(
         self,
         *,
@@ -552,10 +557,11 @@ class InventoryStatus(_message.Message):
         risk: _builtins.float = ...,
         family: _builtins.str = ...,
         unit: _builtins.str = ...,
+        simulated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backorders", b"backorders", "days_of_cover", b"days_of_cover", "family", b"family", "material_code", b"material_code", "on_hand", b"on_hand", "on_order", b"on_order", "reorder_point", b"reorder_point", "risk", b"risk", "safety_stock", b"safety_stock", "site_code", b"site_code", "status", b"status", "stock_position", b"stock_position", "suggested_order_quantity", b"suggested_order_quantity", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backorders", b"backorders", "days_of_cover", b"days_of_cover", "family", b"family", "material_code", b"material_code", "on_hand", b"on_hand", "on_order", b"on_order", "reorder_point", b"reorder_point", "risk", b"risk", "safety_stock", b"safety_stock", "simulated", b"simulated", "site_code", b"site_code", "status", b"status", "stock_position", b"stock_position", "suggested_order_quantity", b"suggested_order_quantity", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
