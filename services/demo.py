@@ -146,11 +146,71 @@ class Demo:
                 raise TimeoutError("the read model did not catch up with ingestion")
             await asyncio.sleep(0.1)
 
+    async def wait_settled(self, within: float = 900) -> int:
+        """Wait until the events of the load are all handled (the re-forecast of every series the data
+        touched, and its forecasts and policies applied by analytics); returns the number of material x
+        site pairs with a reorder policy."""
+        from services.ports.bus_memory import MemoryBus
+
+        bus = self.analytics.bus  # type: ignore[attr-defined]
+        assert isinstance(bus, MemoryBus), "the demo runs on the in-process bus"
+        deadline = time.monotonic() + within
+        store = self.ingestion.store  # type: ignore[attr-defined]
+        quiet = 0
+        while quiet < 3:  # settled at three polls in a row: nothing left that a timer could still start
+            if time.monotonic() > deadline:
+                raise TimeoutError("the re-forecast of the loaded data did not finish")
+            # Every committed batch published (the outbox is empty) and every event handled.
+            settled = not await store.outbox_pending(1) and bus.idle()
+            quiet = quiet + 1 if settled else 0
+            await asyncio.sleep(0.2)
+        engine = self.analytics.engine  # type: ignore[attr-defined]
+        return int(
+            await engine.read(lambda job: job.cursor.execute("SELECT count(*) FROM policies").fetchone()[0])
+        )
+
+    async def reforecast_missing(self) -> int:
+        """Re-forecast the series with demand or stock but no forecast in the read model; returns how many.
+
+        The in-process bus ends with the process: re-forecasts an earlier run left queued are lost with it,
+        and reloading the same files commits nothing new that would queue them again. Run once the bus is
+        idle (``wait_settled``), so that nothing queued now is counted as missing.
+        """
+        engine = self.analytics.engine  # type: ignore[attr-defined]
+        missing = await engine.read(
+            lambda job: job.cursor.execute(
+                "SELECT material_code, site_code FROM consumption WHERE NOT list_contains(flags, 'service') "
+                "UNION SELECT material_code, site_code FROM stock_snapshots "
+                "EXCEPT SELECT material_code, site_code FROM forecasts WHERE level = 1 "
+                "ORDER BY 1, 2"
+            ).fetchall()
+        )
+        keys = [(str(m), str(s)) for m, s in missing if m and s]
+        if keys:
+            consumer = self.forecast.consumer  # type: ignore[attr-defined]
+            assert consumer is not None, "the demo's forecast service consumes batches"
+            await consumer.reforecast(keys, trigger=f"demo-start-{time.time_ns()}")
+        return len(keys)
+
     async def stop(self) -> None:
         if self.gateway is not None:
             await self.gateway.stop()  # type: ignore[attr-defined]
         for app in reversed(self.apps):
             await app.stop()  # type: ignore[attr-defined]
+
+
+async def _report_settled(demo: Demo, since: float) -> None:
+    try:
+        await demo.wait_settled()
+        left = await demo.reforecast_missing()
+        if left:
+            print(f"re-forecast {left} series an earlier run left without a forecast", flush=True)
+        pairs = await demo.wait_settled()
+    except TimeoutError as exc:
+        print(f"warning: {exc}", flush=True)
+        return
+    took = time.monotonic() - since
+    print(f"re-forecast done in {took:.0f}s: reorder policies for {pairs} material x site pairs", flush=True)
 
 
 async def run_demo(*, models: Path, data: Path, exit_when_ready: bool = False) -> int:
@@ -170,12 +230,19 @@ async def run_demo(*, models: Path, data: Path, exit_when_ready: bool = False) -
         for user, password in demo.passwords.items():
             print(f"  {user:<8} {password}")
         print("Ctrl-C stops.", flush=True)
-        if not exit_when_ready:
+        print(
+            "re-forecasting the series the data touched; reorder points fill in as they land ...", flush=True
+        )
+        settling = asyncio.create_task(_report_settled(demo, time.monotonic()))
+        if exit_when_ready:
+            await settling  # the smoke test covers the re-forecast too
+        else:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             await stop.wait()
+            settling.cancel()
             print("\nstopping ...", flush=True)
     finally:
         with contextlib.suppress(Exception):

@@ -116,21 +116,25 @@ def _received(order: PurchaseOrder, day: dt.date) -> PurchaseOrder:
 
 
 async def submit_simulated_ledger(target: str, token: str, export: Path, batch: int = 5_000) -> str:
-    """Simulate and submit; returns a one-line summary. Deterministic keys make a re-run a replay."""
+    """Simulate and submit; returns a one-line summary. Keys derived from the content make a re-run a
+    replay."""
     from novacorrente.ingestion.v1 import ingestion_pb2 as pb
     from novacorrente.ingestion.v1 import ingestion_pb2_grpc
 
     from services.kit.clients import open_channel
 
     records = await asyncio.to_thread(simulate_ledger, export)
-    digest = hashlib.sha256(await asyncio.to_thread(export.read_bytes)).hexdigest()[:16]
     counts: Counter[str] = Counter()
     async with open_channel(target, token=token, default_timeout=120) as channel:
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
-        for n, start in enumerate(range(0, len(records), batch)):
+        for start in range(0, len(records), batch):
+            protos = [record_to_proto(r) for r in records[start : start + batch]]
+            # Keyed by the batch's content: the same ledger replays, a changed one (other data, or a
+            # change to the simulation) is submitted as new content rather than refused as a reused key.
+            digest = hashlib.sha256(b"".join(p.SerializeToString(deterministic=True) for p in protos))
             request = pb.SubmitBatchRequest(
-                idempotency_key=f"demo-ledger:{digest}:{n}",
-                records=[record_to_proto(r) for r in records[start : start + batch]],
+                idempotency_key=f"demo-ledger:{digest.hexdigest()[:32]}",
+                records=protos,
                 source="demo-simulated-ledger",
             )
             answer = await stub.SubmitBatch(request)

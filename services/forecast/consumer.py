@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from google.protobuf.message import DecodeError
 from novacorrente.events.v1 import events_pb2 as epb
@@ -78,7 +78,7 @@ def carries_externals(event: epb.BatchCommitted) -> bool:
     return any(c.record.WhichOneof("kind") == "external_observation" for c in event.records)
 
 
-def _chunks(items: list[SeriesKey], size: int) -> Iterable[list[SeriesKey]]:
+def _chunks(items: Sequence[SeriesKey], size: int) -> Iterable[Sequence[SeriesKey]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -169,17 +169,24 @@ class ReforecastConsumer:
         if not keys:
             return []
         await self._reader.invalidate(keys, generation)
+        return await self.reforecast(keys, trigger=event.event_id, batch_id=event.batch_id)
+
+    async def reforecast(
+        self, keys: Sequence[SeriesKey], *, trigger: str, batch_id: str = ""
+    ) -> list[epb.ForecastsUpdated]:
+        """Re-forecast ``keys`` and publish the results, in chunks; returns the published events. Event
+        ids derive from ``trigger``: a redelivered batch publishes the same ids, which inboxes drop."""
         published: list[epb.ForecastsUpdated] = []
         messages: list[OutgoingMessage] = []
         for number, chunk in enumerate(_chunks(keys, self._settings.reforecast_batch_size)):
             forecasts, policies = await self._use_cases.reforecast(chunk)
-            event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"{event.event_id}:{number}"))
+            event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"{trigger}:{number}"))
             answers = [converters.forecast_pb(f) for f in forecasts]
             update = epb.ForecastsUpdated(
                 event_id=event_id,
                 forecasts=answers,
                 policies=[converters.policy_pb(p) for p in policies],
-                trigger_batch_id=event.batch_id,
+                trigger_batch_id=batch_id,
             )
             # The next Forecast call for these series is answered with exactly what was published.
             await self._use_cases.remember(forecasts, [a.SerializeToString() for a in answers])
@@ -196,10 +203,10 @@ class ReforecastConsumer:
                 self._metrics.reforecast_series.inc(len(chunk))
         await self._bus.publish(messages)
         log.info(
-            "re-forecast %d series of batch %s into %d events",
+            "re-forecast %d series of %s into %d events",
             len(keys),
-            event.batch_id,
+            f"batch {batch_id}" if batch_id else trigger,
             len(messages),
-            extra={"batch_id": event.batch_id, "series": len(keys), "events": len(messages)},
+            extra={"batch_id": batch_id, "trigger": trigger, "series": len(keys), "events": len(messages)},
         )
         return published

@@ -120,6 +120,9 @@ class LeadTimes:
     watermark: str
 
 
+_INVENTORY_PAGE = 1000  # analytics' largest page of inventory status
+
+
 @dataclass(frozen=True, slots=True)
 class StockPosition:
     """Stock position of a series; ``known`` is False when analytics has no inventory row for it."""
@@ -455,22 +458,44 @@ class AnalyticsReader:
             days[np.isfinite(days) & (days >= 0)], response.scope, response.provenance.data_watermark
         )
 
-    async def stock_position(self, material_code: str, site_code: str) -> StockPosition:
-        request = apb.ListInventoryStatusRequest(
-            filter=cpb.Filter(material_codes=[material_code], site_codes=[site_code]),
-            page=cpb.PageRequest(page_size=10),
+    async def stock_positions(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StockPosition]:
+        """Stock positions of material x site pairs, from as few inventory-status calls as paging allows:
+        one listing filtered by the pairs' materials and sites (each call computes the whole inventory
+        status, so a call per pair costs the same as one for hundreds of them)."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        query = cpb.Filter(
+            material_codes=sorted({m for m, _ in wanted}), site_codes=sorted({s for _, s in wanted})
         )
-        try:
-            response = await self._stub.ListInventoryStatus(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND):
-                return StockPosition(
-                    0.0, False, "no inventory status in analytics: stock position taken as 0"
-                )
-            raise _peer_error(exc, "ListInventoryStatus") from exc
-        row = next(
-            (r for r in response.rows if r.material_code == material_code and r.site_code == site_code), None
-        )
-        if row is None:
-            return StockPosition(0.0, False, "no inventory row for this series: stock position taken as 0")
-        return StockPosition(float(row.stock_position), True, "from analytics inventory status")
+        found: dict[tuple[str, str], float] = {}
+        token = ""
+        for attempt in range(3):
+            try:
+                while True:
+                    request = apb.ListInventoryStatusRequest(
+                        filter=query, page=cpb.PageRequest(page_size=_INVENTORY_PAGE, page_token=token)
+                    )
+                    response = await self._stub.ListInventoryStatus(request, timeout=self._timeout)
+                    for row in response.rows:
+                        if (row.material_code, row.site_code) in wanted:
+                            found[(row.material_code, row.site_code)] = float(row.stock_position)
+                    token = response.page.next_page_token
+                    if not token:
+                        break
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND):
+                    note = "no inventory status in analytics: stock position taken as 0"
+                    return {key: StockPosition(0.0, False, note) for key in wanted}
+                if exc.code() != grpc.StatusCode.ABORTED or attempt == 2:
+                    raise _peer_error(exc, "ListInventoryStatus") from exc
+                # A batch changed the listing between two pages: read it again from the first page.
+                found, token = {}, ""
+        missing = "no inventory row for this series: stock position taken as 0"
+        return {
+            key: StockPosition(found[key], True, "from analytics inventory status")
+            if key in found
+            else StockPosition(0.0, False, missing)
+            for key in wanted
+        }

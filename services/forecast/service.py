@@ -582,15 +582,17 @@ class ForecastUseCases:
 
     # -- policies --------------------------------------------------------------------------------------
 
+    async def _stocks(self, forecasts: Sequence[ForecastResult]) -> dict[SeriesKey, StockPosition]:
+        return await self._reader.stock_positions(
+            (f.series.material_code, f.series.site_code) for f in forecasts
+        )
+
     async def _policy(
-        self, forecast: ForecastResult, service_level: float, review_period_days: float
+        self, forecast: ForecastResult, stock: StockPosition, service_level: float, review_period_days: float
     ) -> PolicyResult:
         spec, history = forecast.series, forecast.history
         assert history is not None
-        lead, stock = await asyncio.gather(
-            self._reader.lead_times(spec.material_code, spec.site_code),
-            self._reader.stock_position(spec.material_code, spec.site_code),
-        )
+        lead = await self._reader.lead_times(spec.material_code, spec.site_code)
         if lead.days.size == 0:
             raise FailedPrecondition(
                 f"no observed lead times for material {spec.material_code} (site {spec.site_code})",
@@ -625,8 +627,19 @@ class ForecastUseCases:
             raise InvalidArgument([FieldViolation("review_period_days", "must be >= 0")])
         self._check_series(series, material_site_only=True)
         forecasts = await self.forecast(series, 0)
+        stocks = await self._stocks(forecasts)
         return list(
-            await asyncio.gather(*(self._policy(f, service_level, review_period_days) for f in forecasts))
+            await asyncio.gather(
+                *(
+                    self._policy(
+                        f,
+                        stocks[(f.series.material_code, f.series.site_code)],
+                        service_level,
+                        review_period_days,
+                    )
+                    for f in forecasts
+                )
+            )
         )
 
     # -- re-forecast (batch events) --------------------------------------------------------------------
@@ -644,10 +657,12 @@ class ForecastUseCases:
         # answers from a small query pool, where calls beyond it only queue with their deadlines running.
         # Interactive policy calls are not held back by this limit: it is the re-forecast's own.
         slots = asyncio.Semaphore(_REFORECAST_POLICIES_IN_FLIGHT)
+        stocks = await self._stocks(forecasts)  # one listing for the chunk, not a call per series
 
         async def policy(forecast: ForecastResult) -> PolicyResult:
             async with slots:
-                return await self._policy(forecast, 0.0, 0.0)
+                stock = stocks[(forecast.series.material_code, forecast.series.site_code)]
+                return await self._policy(forecast, stock, 0.0, 0.0)
 
         outcomes = await asyncio.gather(*(policy(f) for f in forecasts), return_exceptions=True)
         for outcome in outcomes:

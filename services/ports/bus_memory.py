@@ -78,6 +78,7 @@ class _Queue:
         self.expires_after = expires_after
         self.bindings: set[str] = set()
         self.ready: deque[_Envelope] = deque()
+        self.in_flight = 0  # taken by a handler that has not finished with it
         self.dead: list[Delivery] = []
         self._waiters: set[asyncio.Future[None]] = set()
 
@@ -206,6 +207,13 @@ class _MemorySubscription:
             await asyncio.sleep(0)
 
     async def _process(self, envelope: _Envelope) -> None:
+        self._queue.in_flight += 1
+        try:
+            await self._deliver(envelope)
+        finally:
+            self._queue.in_flight -= 1
+
+    async def _deliver(self, envelope: _Envelope) -> None:
         envelope.attempts += 1
         message = envelope.message
         delivery = Delivery(
@@ -303,6 +311,11 @@ class MemoryBus:
         subscription = _MemorySubscription(declared, handler, concurrency, self._subscriptions)
         self._subscriptions.add(subscription)
         return subscription
+
+    def idle(self) -> bool:
+        """No message waits in any queue of this broker and no handler is working on one. A handler
+        publishes before it finishes, so work that leads to more work never looks idle in between."""
+        return all(not q.ready and not q.in_flight for q in self._broker.queues.values())
 
     async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[Delivery]:
         declared = self._broker.queues.get(queue)

@@ -9,6 +9,8 @@ planner in headless Chromium and saves the overview, a material x site page and 
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import sys
 import tempfile
 from pathlib import Path
@@ -58,6 +60,9 @@ async def shoot(out: Path, models: Path = Path("models"), data: Path = Path("dat
 
 
 if __name__ == "__main__":
+    if not os.environ.get("NOVA_JWT_SECRET") and not os.environ.get("NOVA_JWT_SECRET_FILE"):
+        # A throwaway signing key for this run only: the platform runs in this process and ends with it.
+        os.environ["NOVA_JWT_SECRET"] = secrets.token_hex(32)
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshots")
     asyncio.run(shoot(target))
     print(f"screenshots in {target}")
