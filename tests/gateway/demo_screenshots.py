@@ -29,6 +29,7 @@ async def shoot(out: Path, models: Path = Path("models"), data: Path = Path("dat
         await demo.start()
         try:
             await demo.load(data, echo=lambda line: print(line, flush=True))
+            await demo.wait_settled()  # reorder policies in place, as a planner sees them after a while
             async with Chromium.launch() as browser:
                 page = await browser.new_page(width=1366, height=900)
                 await page.goto(demo.url + "/")
