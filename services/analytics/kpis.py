@@ -420,7 +420,7 @@ WITH fc AS (
     SELECT f.material_code, f.site_code, f.week_start, f.mean, f.q_levels, f.q_values
     FROM forecasts f WHERE f.level = 1 AND {cond}
     QUALIFY row_number() OVER (PARTITION BY f.material_code, f.site_code, f.week_start
-                               ORDER BY f.origin DESC, f.generated_at_us DESC) = 1
+                               ORDER BY f.origin DESC, f.generated_at_us DESC, f.event_id) = 1
 ),
 last_day AS (SELECT max(demand_date) AS d FROM consumption),
 act AS (

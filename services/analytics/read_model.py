@@ -781,10 +781,11 @@ class ReadModel:
         """Delete the forecast rows no answer reads; returns how many.
 
         Forecasts are kept in every version because accuracy compares past forecasts with actuals, but it
-        reads only one per series and week: the latest origin (``kpis._accuracy``); series bands and the
-        inventory status read the series' newest version only. A row that is neither is dead weight, as is
-        a second copy of a row. Deleting them changes no answer, so the watermarks do not move and cached
-        answers stay valid; the table then grows with series x weeks, not with re-forecasts.
+        reads only one per series and week: the latest origin, then the latest version, then the smallest
+        event id (``kpis._accuracy``); series bands and the inventory status read the series' newest
+        version only. A row that is neither is dead weight. Deleting them changes no answer, so the
+        watermarks do not move and cached answers stay valid; the table then grows with series x weeks,
+        not with re-forecasts.
 
         The first round after opening looks at every series, later ones only at the series given rows
         since (a full pass over a company-scale table holds the writer for seconds).
@@ -805,12 +806,10 @@ class ReadModel:
                                    row_number() OVER (PARTITION BY series_key, week_start
                                                       ORDER BY origin DESC, generated_at_us DESC, event_id)
                                        AS rank,
-                                   row_number() OVER (PARTITION BY series_key, week_start, generated_at_us
-                                                      ORDER BY event_id) AS copy,
                                    generated_at_us = max(generated_at_us) OVER (PARTITION BY series_key)
                                        AS newest
                             FROM forecasts {only})
-                        WHERE copy > 1 OR (rank > 1 AND NOT newest))
+                        WHERE rank > 1 AND NOT newest)
                     """,
                     [] if touched is None else [sorted(touched)],
                 )

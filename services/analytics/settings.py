@@ -86,8 +86,8 @@ class AnalyticsSettings(ServiceSettings):
     inbox_retention_days: float = Field(
         7.0,
         gt=0,
-        description="Age after which the read model forgets an applied event's id (events whose forecasts "
-        "or policies are still read are kept).",
+        description="Age after which the read model forgets an applied event's id (ids of events whose "
+        "forecasts or policies are still read, or that are still in the forecast journal, are kept).",
     )
     alert_relay_interval_seconds: float = Field(
         1.0, gt=0, description="Longest pause before alert changes not yet on the bus are published."

@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import datetime as dt
 
+from novacorrente.analytics.v1 import analytics_pb2 as a_pb
 from novacorrente.events.v1 import events_pb2
 
 from tests.analytics.analytics_data import forecast_event
 from tests.analytics.conftest import Replica, World, eventually
 from tests.analytics.test_analytics_rebuild import _answers, _feed
 
-WEEKS = [dt.date(2025, 3, 3) + dt.timedelta(weeks=i) for i in range(4)]
+WEEKS = [dt.date(2025, 3, 3) + dt.timedelta(weeks=i) for i in range(6)]
 
 
-def _version(n: int, material: str = "010932", site: str = "ALMOX-BA") -> events_pb2.ForecastsUpdated:
-    """The n-th re-forecast of a series: same weeks, later generated_at, its own policy."""
+def _version(
+    n: int, material: str = "010932", site: str = "ALMOX-BA", *, origin: int = 0
+) -> events_pb2.ForecastsUpdated:
+    """The n-th re-forecast of a series (generated on day n + 1): four weeks from week ``origin`` on,
+    values that differ from every other version's, and its own policy."""
+    weeks = WEEKS[origin : origin + 4]
     return forecast_event(
         material,
         site,
-        [(w, 0.0, 2.0 + n + i, 6.0 + n + i) for i, w in enumerate(WEEKS)],
+        [(w, 0.0, 2.0 + n + i, 6.0 + n + i) for i, w in enumerate(weeks)],
         generated_at=dt.datetime(2025, 3, 1 + n, tzinfo=dt.UTC),
         safety_stock=3.0 + n,
         reorder_point=8.0 + n,
@@ -56,28 +61,39 @@ async def test_retention_changes_no_answer_and_a_rebuild_from_the_pruned_journal
     }
     first = await world.replica(ingestion_target=world.export_target, **stores)
     await _feed(world, rows, real_records)
-    superseded = [_version(0), _version(1)]
-    current = [_version(2), _version(0, "010323", "N/A")]
-    await _publish(world, first, superseded + current)
+    # a: the first forecast from week 0; b: the same origin re-forecast (a gives way entirely); c: a
+    # forecast from week 1, so b stays what accuracy reads for week 0 and c for weeks 1-4; d: another series.
+    a, b, c = _version(0), _version(1), _version(2, origin=1)
+    d = _version(0, "010323", "N/A")
+    await _publish(world, first, [a, b, c, d])
     before = await _answers(first)
+    kpis = {k.name: k for k in a_pb.GetKpisResponse.FromString(before[0]).kpis}
+    assert kpis["forecast_wape"].available, "the test needs accuracy to read past forecasts"
     forecast_rows = await _rows(first, "SELECT count(*) FROM forecasts")
     inbox_rows = await _rows(first, "SELECT count(*) FROM inbox")
 
     done = await first.app.housekeeping.run_once()
 
-    assert (
-        done.forecast_rows
-        == 2 * len(WEEKS)
-        == forecast_rows - await _rows(first, "SELECT count(*) FROM forecasts")
-    )
-    assert done.journal_events == 2
-    assert await first.app.alerts.kept_forecast_ids() == {e.event_id for e in current}
-    # Every entry but those of the two events the tables still read: record batches are guarded by their
-    # sequence numbers, and the superseded events are gone from the journal too.
-    assert done.inbox_entries == inbox_rows - 2
+    # a's four rows and b's weeks 1-3; b's week 0 is still read by accuracy.
+    deleted = forecast_rows - await _rows(first, "SELECT count(*) FROM forecasts")
+    assert done.forecast_rows == deleted == 4 + 3
+    assert done.journal_events == 1
+    assert await first.app.alerts.kept_forecast_ids() == {b.event_id, c.event_id, d.event_id}
+    # Every entry but those of the events the tables still read: record batches are guarded by their
+    # sequence numbers, and a is gone from the journal too.
+    assert done.inbox_entries == inbox_rows - 3
     assert await _answers(first) == before
     again = await first.app.housekeeping.run_once()
     assert (again.forecast_rows, again.journal_events, again.inbox_entries) == (0, 0, 0)
+
+    # A later round looks only at the series given rows since: e re-forecasts c's origin, c gives way.
+    e = _version(3, origin=1)
+    await _publish(world, first, [e])
+    before = await _answers(first)
+    done = await first.app.housekeeping.run_once()
+    assert (done.forecast_rows, done.journal_events) == (4, 1)
+    assert await first.app.alerts.kept_forecast_ids() == {b.event_id, d.event_id, e.event_id}
+    assert await _answers(first) == before
     await world.stop(first)
 
     for leftover in tmp_path.glob("analytics.duckdb*"):
@@ -98,7 +114,7 @@ async def test_the_journal_keeps_everything_while_a_current_event_is_missing_fro
     await replica.app.alerts.forget_kept_forecasts([new.event_id])  # as if its journaling were pending
 
     done = await replica.app.housekeeping.run_once()
-    assert done.forecast_rows == len(WEEKS) and done.journal_events == 0
+    assert done.forecast_rows == 4 and done.journal_events == 0
     assert await replica.app.alerts.kept_forecast_ids() == {old.event_id}
 
     await replica.app.alerts.keep_forecasts(new.event_id, new.SerializeToString())
