@@ -578,7 +578,10 @@ def inventory_status(
         "ORDER BY risk DESC, material, site LIMIT ? OFFSET ?",
         [*params, min_status, limit, offset],
     ).fetchall()
-    total = int(rows[0][-1]) if rows else _inventory_count(job, sql, params, min_status)
+    if rows:
+        total = int(rows[0][-1])
+    else:  # an empty first page is an empty listing; past the end, the count needs its own query
+        total = 0 if offset == 0 else _inventory_count(job, sql, params, min_status)
     return [_inventory_row(r[:-1]) for r in rows], total
 
 
