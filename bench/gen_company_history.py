@@ -280,7 +280,7 @@ FROM busy b, range(20) t(w)
         f"""
 INSERT INTO policies
 SELECT b.material_code, b.site_code, b.n / {weeks}.0, 3 * b.n / {weeks}.0, 6 * b.n / {weeks}.0, 0, 6.0, 14.0,
-       'material', 'UN', 'lightgbm-quantile', 'demand_forecast', 'bench', 'seq:{seq}', {generated_at}
+       'material', 'UN', 'lightgbm-quantile', 'demand_forecast', 'bench', 'seq:{seq}', {generated_at}, 'bench'
 FROM busy b
 """
     )
