@@ -582,17 +582,25 @@ class ForecastUseCases:
 
     # -- policies --------------------------------------------------------------------------------------
 
-    async def _stocks(self, forecasts: Sequence[ForecastResult]) -> dict[SeriesKey, StockPosition]:
-        return await self._reader.stock_positions(
-            (f.series.material_code, f.series.site_code) for f in forecasts
-        )
+    def _stocks(self, forecasts: Sequence[ForecastResult]) -> asyncio.Task[dict[SeriesKey, StockPosition]]:
+        """The stock positions of all the series, from one listing (a call per series would compute the
+        whole inventory status each time), started at once so that it runs beside the lead-time calls."""
+        keys = [(f.series.material_code, f.series.site_code) for f in forecasts]
+        return asyncio.ensure_future(self._reader.stock_positions(keys))
 
     async def _policy(
-        self, forecast: ForecastResult, stock: StockPosition, service_level: float, review_period_days: float
+        self,
+        forecast: ForecastResult,
+        stocks: asyncio.Task[dict[SeriesKey, StockPosition]],
+        service_level: float,
+        review_period_days: float,
     ) -> PolicyResult:
         spec, history = forecast.series, forecast.history
         assert history is not None
-        lead = await self._reader.lead_times(spec.material_code, spec.site_code)
+        lead, positions = await asyncio.gather(
+            self._reader.lead_times(spec.material_code, spec.site_code), stocks
+        )
+        stock = positions[(spec.material_code, spec.site_code)]
         if lead.days.size == 0:
             raise FailedPrecondition(
                 f"no observed lead times for material {spec.material_code} (site {spec.site_code})",
@@ -627,18 +635,10 @@ class ForecastUseCases:
             raise InvalidArgument([FieldViolation("review_period_days", "must be >= 0")])
         self._check_series(series, material_site_only=True)
         forecasts = await self.forecast(series, 0)
-        stocks = await self._stocks(forecasts)
+        stocks = self._stocks(forecasts)
         return list(
             await asyncio.gather(
-                *(
-                    self._policy(
-                        f,
-                        stocks[(f.series.material_code, f.series.site_code)],
-                        service_level,
-                        review_period_days,
-                    )
-                    for f in forecasts
-                )
+                *(self._policy(f, stocks, service_level, review_period_days) for f in forecasts)
             )
         )
 
@@ -657,12 +657,11 @@ class ForecastUseCases:
         # answers from a small query pool, where calls beyond it only queue with their deadlines running.
         # Interactive policy calls are not held back by this limit: it is the re-forecast's own.
         slots = asyncio.Semaphore(_REFORECAST_POLICIES_IN_FLIGHT)
-        stocks = await self._stocks(forecasts)  # one listing for the chunk, not a call per series
+        stocks = self._stocks(forecasts)
 
         async def policy(forecast: ForecastResult) -> PolicyResult:
             async with slots:
-                stock = stocks[(forecast.series.material_code, forecast.series.site_code)]
-                return await self._policy(forecast, stock, 0.0, 0.0)
+                return await self._policy(forecast, stocks, 0.0, 0.0)
 
         outcomes = await asyncio.gather(*(policy(f) for f in forecasts), return_exceptions=True)
         for outcome in outcomes:
