@@ -175,6 +175,9 @@ async def test_planner_flow(stack: Stack, tmp_path: Path) -> None:
         assert await page.evaluate("window.__sameDocument === true"), "the page reloaded"
         await page.wait_for("document.querySelectorAll('#series-alerts .bell-item').length === 1")
         alert_id = next(iter(stack.peers.analytics.alerts))
+        # Said in the page's language from the alert's fields (the service's own message is English).
+        text = await page.evaluate("document.querySelector('#series-alerts .bell-item').textContent")
+        assert "010601 em ALMOX-BA: posição de estoque 30 atingiu o ponto de pedido" in text, text
 
         # Acknowledge it from the bell.
         await page.click("#bell")

@@ -1,7 +1,7 @@
 // The alert bell: open alerts loaded once, then kept current by server-sent events (no reload).
 import { api, canPlan, session, streamUrl } from "./api.js";
 import { badge, clear, h, toast } from "./dom.js";
-import { dateTime, t } from "./i18n.js";
+import { dateTime, has, num, t } from "./i18n.js";
 
 const alerts = new Map(); // alert_id -> AlertOut
 const subscribers = new Set();
@@ -25,6 +25,18 @@ export function upsert(alert) {
 }
 
 export function alertKind(alert) { return t(`alerts.kind.${alert.kind}`); }
+
+// The service writes its message in English; the dashboard says the same from the alert's own fields, in
+// the language chosen. A kind it does not know keeps the service's message.
+export function alertText(alert) {
+  const key = `alerts.text.${alert.kind}`;
+  if (!has(key)) return alert.message;
+  return t(key, {
+    material: alert.material_code, site: alert.site_code,
+    position: num(alert.stock_position, 3), rop: num(alert.reorder_point, 3),
+    cover: alert.days_of_cover == null ? "∞" : num(alert.days_of_cover), lead: num(alert.lead_time_days),
+  });
+}
 
 export async function act(alert, action, comment = "") {
   const updated = await api(`/alerts/${encodeURIComponent(alert.alert_id)}/${action}`, {
@@ -61,7 +73,7 @@ export function startAlerts() {
     const alert = JSON.parse(event.data);
     const isNew = !alerts.has(alert.alert_id);
     upsert(alert);
-    if (isNew && alert.state === "open") toast(t("alerts.new", { msg: alert.message || alertKind(alert) }));
+    if (isNew && alert.state === "open") toast(t("alerts.new", { msg: alertText(alert) || alertKind(alert) }));
   });
   source.addEventListener("stream_error", () => setLive(false));
   source.addEventListener("error", () => {
@@ -113,7 +125,7 @@ function renderPanel(panel) {
     panel.append(
       h("div", { class: "bell-item", "data-alert": a.alert_id },
         h("div", { class: "row" }, h("strong", {}, alertKind(a)), badge(a.state, t(`state.${a.state}`))),
-        h("div", {}, a.message),
+        h("div", {}, alertText(a)),
         h("div", { class: "row" },
           h("a", { href: `#/series?material=${encodeURIComponent(a.material_code)}&site=${encodeURIComponent(a.site_code)}` },
             `${a.material_code} · ${a.site_code}`),

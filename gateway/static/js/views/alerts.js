@@ -1,6 +1,6 @@
 // Alerts: listing by state, acknowledge / resolve with a comment, audit trail.
 import { api, canPlan } from "../api.js";
-import { act, alertKind, onAlertsChanged } from "../alerts.js";
+import { act, alertKind, alertText, onAlertsChanged } from "../alerts.js";
 import { badge, errorBox, h, provenance, section } from "../dom.js";
 import { dateTime, num, t } from "../i18n.js";
 
@@ -23,7 +23,7 @@ function alertCard(a, reload) {
         h("a", { href: `#/series?material=${encodeURIComponent(a.material_code)}&site=${encodeURIComponent(a.site_code)}` },
           `${a.material_code} · ${a.site_code}`)),
       h("span", { class: "small muted" }, `${t("alerts.raised")} ${dateTime(a.raised_at)}`)),
-    h("div", {}, a.message),
+    h("div", {}, alertText(a)),
     h("div", { class: "small muted" },
       `${t("policy.position")} ${num(a.stock_position)} · ${t("inv.rop")} ${num(a.reorder_point)} · ` +
       `${t("inv.cover")} ${a.days_of_cover == null ? "—" : num(a.days_of_cover)} · lead time ${num(a.lead_time_days)}`),

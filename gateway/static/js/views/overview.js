@@ -1,6 +1,6 @@
 // Overview: KPI cards with provenance, highest risks, open alerts and data freshness.
 import { api } from "../api.js";
-import { onAlertsChanged, openAlerts, alertKind } from "../alerts.js";
+import { onAlertsChanged, openAlerts, alertKind, alertText } from "../alerts.js";
 import { badge, h, provenance, section, table } from "../dom.js";
 import { dateTime, has, num, t, unit } from "../i18n.js";
 import { inventoryColumns, seriesLink, simulatedNote } from "./inventory.js";
@@ -49,7 +49,7 @@ export function render(view) {
     if (!open.length) return h("div", { class: "empty" }, t("alerts.none"));
     return open.map((a) => h("div", { class: "bell-item" },
       h("div", {}, badge(a.state, t(`state.${a.state}`)), " ", h("strong", {}, alertKind(a))),
-      h("a", { href: `#/series?material=${encodeURIComponent(a.material_code)}&site=${encodeURIComponent(a.site_code)}` }, a.message),
+      h("a", { href: `#/series?material=${encodeURIComponent(a.material_code)}&site=${encodeURIComponent(a.site_code)}` }, alertText(a)),
       h("span", { class: "small muted" }, dateTime(a.raised_at))));
   });
   drawAlerts();

@@ -1,7 +1,7 @@
 // Material x site: demand with the forecast band, stock position against the reorder point, the reorder
 // policy with its decomposition, the forecast details and the series' alerts.
 import { api, canPlan } from "../api.js";
-import { act, alertKind, onAlertsChanged } from "../alerts.js";
+import { act, alertKind, alertText, onAlertsChanged } from "../alerts.js";
 import { badge, h, provenance, section, table } from "../dom.js";
 import { date, dateTime, num, t } from "../i18n.js";
 import { demandChart } from "../charts.js";
@@ -189,7 +189,7 @@ export function render(view, params) {
     if (!r.alerts.length) return h("div", { class: "empty" }, t("alerts.none"));
     return r.alerts.map((a) => h("div", { class: "bell-item" },
       h("div", {}, badge(a.state, t(`state.${a.state}`)), " ", h("strong", {}, alertKind(a))),
-      h("div", {}, a.message), h("span", { class: "small muted" }, dateTime(a.raised_at)),
+      h("div", {}, alertText(a)), h("span", { class: "small muted" }, dateTime(a.raised_at)),
       canPlan() && a.state === "open"
         ? h("button", { class: "btn secondary", type: "button", onclick: () => act(a, "acknowledge").catch(() => {}) }, t("alerts.ack"))
         : null));
