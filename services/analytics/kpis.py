@@ -272,7 +272,8 @@ def _inventory_value(
         counted = f"{pairs} material × site pair{'s' if pairs != 1 else ''}"
         return _na(
             "average_inventory_value",
-            f"no unit cost for any material with stock counts in this slice ({counted}; unit_cost_brl "
+            # A comma, not "; ": that separates a note's parts.
+            f"no unit cost for any material with stock counts in this slice ({counted}, unit_cost_brl "
             "not set in the material master)",
         )
     coverage = f"unit cost known for {costed_pairs} of {pairs} material × site pairs"

@@ -106,7 +106,7 @@ async def test_average_inventory_value_is_unavailable_without_costs(world: World
     await world.commit(_records())
     kpi = (await _kpis(replica, material_codes=["M3"]))["average_inventory_value"]
     assert not kpi.available and kpi.value == 0
-    assert "no unit cost" in kpi.note and "(1 material × site pair;" in kpi.note
+    assert "no unit cost" in kpi.note and "(1 material × site pair," in kpi.note
     # Costs exist, but not for anything counted in this slice: no stock, so no value either.
     nothing = (await _kpis(replica, material_codes=["M1"], site_codes=["S2"]))["average_inventory_value"]
     assert not nothing.available and "no stock counts" in nothing.note

@@ -4,6 +4,7 @@ import { onAlertsChanged, openAlerts, alertKind, alertText } from "../alerts.js"
 import { badge, h, provenance, section, table } from "../dom.js";
 import { dateTime, has, num, t, unit } from "../i18n.js";
 import { inventoryColumns, seriesLink, simulatedNote } from "./inventory.js";
+import { noteText } from "../notes.js";
 
 export const OVERVIEW_KPIS = [
   "total_demand", "fill_rate", "stockout_rate", "days_of_cover",
@@ -16,7 +17,7 @@ function kpiCard(k, prov) {
     ? h("div", { class: "value" }, num(k.value, k.unit === "%" ? 1 : 1), " ", h("span", { class: "small muted" }, unit(k.unit)))
     : h("div", { class: "value na" }, t("common.na"));
   return h("div", { class: "card", "data-kpi": k.name },
-    h("div", { class: "label" }, label), value, k.note ? h("div", { class: "note" }, k.note) : null, provenance(prov));
+    h("div", { class: "label" }, label), value, k.note ? h("div", { class: "note" }, noteText(k.note)) : null, provenance(prov));
 }
 
 export function render(view) {
