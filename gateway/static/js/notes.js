@@ -1,6 +1,7 @@
-// KPI notes come from the analytics service in English, as fragments joined by "; ". The dashboard says
-// the fragments it knows in the chosen language; a fragment it does not know is shown as written, so a
-// new note from the service is never hidden, only untranslated.
+// Notes come from the services in English (KPI notes from analytics, as fragments joined by "; "; the
+// forecast's fallback reason and stock-position note). The dashboard says the fragments it knows in the
+// chosen language; a fragment it does not know is shown as written, so a new note from a service is never
+// hidden, only untranslated.
 import { getLang } from "./i18n.js";
 
 const PT = [
@@ -29,6 +30,14 @@ const PT = [
   [/^(\d+) series-weeks$/, (m) => `${m[1]} séries-semanas`],
   [/^forecasts carry fewer than two quantiles$/, () => "as previsões têm menos de dois quantis"],
   [/^mixed units: (.+)$/, (m) => `unidades diferentes: ${m[1]}`],
+  // forecast-serving
+  [/^no inventory row for this series: stock position taken as 0$/, () => "sem linha de estoque para esta série: posição tomada como 0"],
+  [/^no inventory status in analytics: stock position taken as 0$/, () => "sem situação de estoque no analytics: posição tomada como 0"],
+  [/^from analytics inventory status$/, () => "da situação de estoque do analytics"],
+  [/^no demand recorded for this series$/, () => "nenhuma demanda registrada para esta série"],
+  [/^history has (\d+) weeks, fewer than (\d+)$/, (m) => `histórico de ${m[1]} semanas, menos que ${m[2]}`],
+  [/^family '(.*)' is unknown to (\S+) version (\S+)$/, (m) => `família '${m[1]}' desconhecida do ${m[2]} versão ${m[3]}`],
+  [/^no version of model '(.*)' is loaded$/, (m) => `nenhuma versão do modelo '${m[1]}' carregada`],
 ];
 
 function fragment(text) {

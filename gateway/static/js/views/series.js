@@ -6,6 +6,7 @@ import { badge, h, provenance, section, table } from "../dom.js";
 import { date, dateTime, num, t } from "../i18n.js";
 import { demandChart } from "../charts.js";
 import { simulatedNote } from "./inventory.js";
+import { noteText } from "../notes.js";
 
 function picker(material, site) {
   const m = h("input", { name: "material", value: material, placeholder: "010601", list: "material-options", required: true });
@@ -144,7 +145,7 @@ export function render(view, params) {
         [t("policy.date"), date(p.suggested_order_date)],
         [t("policy.cover"), p.days_of_cover == null ? t("inv.unbounded") : num(p.days_of_cover)],
         [t("policy.method"), p.fallback ? `${p.method} (${t("policy.fallback")})` : p.method],
-        [t("policy.position"), p.stock_position_known ? num(p.stock_position) : `${num(p.stock_position)} (${p.stock_position_note})`],
+        [t("policy.position"), p.stock_position_known ? num(p.stock_position) : `${num(p.stock_position)} (${noteText(p.stock_position_note)})`],
       ]),
       h("h3", {}, t("series.decomp")),
       h("div", { class: "stack", id: "rop-stack" }, part("ltd", d.expected_lead_time_demand), part("dem", d.demand_part),
@@ -178,7 +179,7 @@ export function render(view, params) {
     ];
     return [
       kv([[t("fc.class"), t(`class.${f.demand_class}`)], [t("fc.method"), f.method],
-        [t("fc.fallback"), f.fallback ? f.fallback_reason || "✓" : "—"]]),
+        [t("fc.fallback"), f.fallback ? noteText(f.fallback_reason) || "✓" : "—"]]),
       table(cols, f.weeks),
       provenance(f.provenance),
     ];
