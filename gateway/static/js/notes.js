@@ -28,6 +28,7 @@ const PT = [
   [/^no past forecasts of weeks with complete actuals in this slice$/, () => "sem previsões passadas de semanas com demanda real completa neste recorte"],
   [/^no actual demand in the forecast weeks$/, () => "sem demanda real nas semanas previstas"],
   [/^(\d+) series-weeks$/, (m) => `${m[1]} séries-semanas`],
+  [/^nominal (\S+)$/, (m) => `nominal ${m[1]}`],
   [/^forecasts carry fewer than two quantiles$/, () => "as previsões têm menos de dois quantis"],
   [/^mixed units: (.+)$/, (m) => `unidades diferentes: ${m[1]}`],
   // forecast-serving
