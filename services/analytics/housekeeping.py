@@ -17,14 +17,13 @@ logged and the next one tries again.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
 from services.analytics.alerts import AlertStore
 from services.analytics.engine import DuckEngine
 from services.analytics.read_model import ReadModel
+from services.kit.periodic import Periodic
 
 __all__ = ["Housekeeping", "HousekeepingRound"]
 
@@ -53,13 +52,17 @@ class Housekeeping:
         self._engine = engine
         self._model = model
         self._journal = journal
-        self._interval = interval_seconds
         self._inbox_retention = inbox_retention_seconds
-        self._task: asyncio.Task[None] | None = None
+        # Not at start-up: the read model may still be catching up.
+        self._rounds = Periodic(
+            "analytics-housekeeping", self.run_once, interval_seconds, first_after_interval=True
+        )
 
     def start(self) -> None:
-        if self._interval > 0 and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="analytics-housekeeping")
+        self._rounds.start()
+
+    async def stop(self) -> None:
+        await self._rounds.stop()
 
     async def run_once(self) -> HousekeepingRound:
         compacted = await self._engine.write(self._model.compact_forecasts)
@@ -79,18 +82,3 @@ class Housekeeping:
                 extra={"forecast_rows": compacted, "journal_events": pruned, "inbox_entries": inbox},
             )
         return done
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)  # not at start-up: the read model may still be catching up
-            try:
-                await self.run_once()
-            except Exception as exc:
-                log.warning("housekeeping round failed, next one in %.0f s: %s", self._interval, exc)
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

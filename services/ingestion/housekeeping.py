@@ -7,11 +7,10 @@ tries again: nothing depends on a round succeeding.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from services.ingestion.store import IngestionStore
+from services.kit.periodic import Periodic
 
 __all__ = ["Housekeeping"]
 
@@ -21,12 +20,13 @@ log = logging.getLogger(__name__)
 class Housekeeping:
     def __init__(self, store: IngestionStore, interval_seconds: float):
         self._store = store
-        self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = Periodic("ingestion-housekeeping", self.run_once, interval_seconds)
 
     def start(self) -> None:
-        if self._interval > 0 and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ingestion-housekeeping")
+        self._rounds.start()
+
+    async def stop(self) -> None:
+        await self._rounds.stop()
 
     async def run_once(self) -> int:
         """One round; returns how many keys were deleted."""
@@ -34,18 +34,3 @@ class Housekeeping:
         if forgotten:
             log.info("deleted %d expired idempotency keys", forgotten, extra={"keys": forgotten})
         return forgotten
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception as exc:
-                log.warning("housekeeping round failed, next one in %.0f s: %s", self._interval, exc)
-            await asyncio.sleep(self._interval)
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
