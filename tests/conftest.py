@@ -21,7 +21,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from services.kit.auth import Role, mint_token
 
@@ -49,6 +52,19 @@ def token_for(jwt_key: bytes) -> Callable[..., str]:
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
+
+
+def bad_request_fields(error: grpc.RpcError) -> list[str]:
+    """The field paths of the google.rpc.BadRequest details of a failed call (sync or asyncio stub)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "an INVALID_ARGUMENT must carry google.rpc details"
+    fields: list[str] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    return fields
 
 
 @contextlib.asynccontextmanager

@@ -7,33 +7,20 @@ import time
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from novacorrente.analytics.v1 import analytics_pb2 as a
 from novacorrente.common.v1 import common_pb2 as c
 
 from services.analytics.engine import DuckEngine, QueryCancelled
 from services.kit.errors import DeadlineExceeded
 from tests.analytics.conftest import Replica, World
-
-
-def _fields(error: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    out = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out.extend(v.field for v in bad.field_violations)
-    return out
+from tests.conftest import bad_request_fields
 
 
 async def _invalid(call) -> list[str]:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    return _fields(caught.value)
+    return bad_request_fields(caught.value)
 
 
 @pytest.fixture

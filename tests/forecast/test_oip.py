@@ -12,30 +12,16 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 from novacorrente.forecast.v1 import forecast_pb2 as fpb
 from novacorrente.forecast.v1 import forecast_pb2_grpc as fpb_grpc
 
 from services.forecast import features
-from tests.conftest import MODEL_NAME, bearer
+from tests.conftest import MODEL_NAME, bad_request_fields, bearer
 from tests.forecast.conftest import tiny_onnx, tiny_sidecar, write_version
 
 PROBE = Path(__file__).with_name("triton_probe.py")
-
-
-def _bad_request(exc: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(exc)
-    assert status is not None
-    out = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out += [v.field for v in bad.field_violations]
-    return out
 
 
 def _infer_request(model: str, rows: np.ndarray, raw: bool = True) -> pb.ModelInferRequest:
@@ -115,7 +101,7 @@ async def test_nan_refused_naming_the_input(make_harness, tmp_path: Path, token_
                     )
                 assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
                 assert "'features'" in info.value.details() and "NaN" in info.value.details()
-                assert _bad_request(info.value) == ["inputs[features].contents"]
+                assert bad_request_fields(info.value) == ["inputs[features].contents"]
 
 
 @pytest.mark.parametrize(
@@ -137,7 +123,7 @@ async def test_malformed_inputs_refused(make_harness, tmp_path: Path, token_for,
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.ModelInfer(request, metadata=bearer(token_for("viewer")))
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert field in _bad_request(info.value)
+            assert field in bad_request_fields(info.value)
 
 
 async def test_raw_and_typed_contents_agree_and_large_runs_offloaded(

@@ -10,8 +10,6 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from novacorrente.common.v1 import common_pb2
@@ -21,7 +19,7 @@ from novacorrente.ingestion.v1 import records_pb2 as rec
 
 from services.ingestion.app import build_app
 from services.ingestion.settings import IngestionSettings
-from tests.conftest import bearer
+from tests.conftest import bad_request_fields, bearer
 
 CLIENT_ERRORS = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
 
@@ -64,18 +62,6 @@ def auth(token_for: Callable[..., str]) -> tuple[tuple[str, str], ...]:
 
 def watermark(server: Server, auth: tuple[tuple[str, str], ...]) -> int:
     return server.stub.GetWatermark(pb.GetWatermarkRequest(), metadata=auth).sequence
-
-
-def bad_request_fields(error: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None, "an INVALID_ARGUMENT must carry google.rpc details"
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 texts = st.text(max_size=30)

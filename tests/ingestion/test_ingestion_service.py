@@ -13,8 +13,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from novacorrente.common.v1 import common_pb2
 from novacorrente.events.v1 import events_pb2
 from novacorrente.ingestion.v1 import ingestion_pb2 as pb
@@ -24,7 +22,7 @@ from novacorrente.ingestion.v1 import records_pb2 as rec
 from services.ingestion.app import IngestionApp, build_app
 from services.ingestion.settings import IngestionSettings
 from services.ports.bus import Delivery, EventBus, open_bus
-from tests.conftest import bearer, fresh_pg_database
+from tests.conftest import bad_request_fields, bearer, fresh_pg_database
 
 
 @dataclass
@@ -92,19 +90,6 @@ async def submit(
 ) -> pb.SubmitBatchResponse:
     request = pb.SubmitBatchRequest(idempotency_key=key or uuid.uuid4().hex, records=records, **kw)
     return await r.stub.SubmitBatch(request, metadata=bearer(r.token), timeout=10)
-
-
-def _bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    """The field paths of the google.rpc.BadRequest details of an error."""
-    status = rpc_status.from_call(error)
-    assert status is not None
-    fields: list[str] = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -192,7 +177,7 @@ async def test_all_or_nothing_rejects_the_batch_with_field_details(running: Runn
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await submit(running, [line("R6", 1), line("R6", 2, qty=-1)], all_or_nothing=True)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    fields = _bad_request_fields(err.value)
+    fields = bad_request_fields(err.value)
     assert fields == ["records[1].consumption.quantity"]
     wm = await running.stub.GetWatermark(pb.GetWatermarkRequest(), metadata=bearer(running.token))
     assert wm.sequence == 0
@@ -296,5 +281,5 @@ async def test_a_bad_unit_cost_is_rejected_naming_the_field(running: Running) ->
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await submit(running, [material(1.0), material(-0.5)], all_or_nothing=True)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    fields = _bad_request_fields(err.value)
+    fields = bad_request_fields(err.value)
     assert fields == ["records[1].material.unit_cost_brl"]
