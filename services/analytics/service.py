@@ -482,12 +482,15 @@ class AnalyticsService:
         normalised: Message,
         kinds: Sequence[str],
         s: Slice,
-        compute: Callable[[Job], Message],
+        compute: Callable[[Job, str], Message],
         response_type: type[Message],
         time_left: float | None,
+        page_version: str | None = None,
     ) -> Message:
         """The cache-aside path shared by every cached read (see the module docstring); ``request`` is the
-        request as received, ``normalised`` its normalised form."""
+        request as received, ``normalised`` its normalised form. ``compute`` gets the job and the data
+        version of its snapshot (``cache_keys.data_version``), which listings put in their page tokens;
+        ``page_version`` is the version of the page token a listing was called with (None: first page)."""
         fp = fingerprint(method, normalised)
         plan = LookupPlan(method, fp, narrowing(kinds, s), response_type)
         self._plans.add(method, request.SerializeToString(), plan)
@@ -498,15 +501,25 @@ class AnalyticsService:
         def job(job: Job) -> tuple[str, Message, bytes]:
             job.cursor.execute("BEGIN TRANSACTION")
             deps = load_versions(job, kinds, s)
-            lineage = one(job.cursor.execute("SELECT value FROM meta WHERE key = 'lineage'"))
-            response = compute(job)
+            row = one(job.cursor.execute("SELECT value FROM meta WHERE key = 'lineage'"))
+            lineage = str(row[0]) if row else ""
+            version = data_version(deps, lineage)
+            if page_version is not None and page_version != version:
+                # An offset taken at another data version may skip or repeat rows.
+                raise Aborted(
+                    "page.page_token: the data changed since the first page was listed; "
+                    "restart the listing from the first page (without a page token)",
+                    reason="PAGE_TOKEN_STALE",
+                    metadata={"field": "page.page_token"},
+                )
+            response = compute(job, version)
             job.cursor.execute("COMMIT")
             if "provenance" in response.DESCRIPTOR.fields_by_name:  # listings carry none
                 provenance = response.provenance  # type: ignore[attr-defined]
                 provenance.data_watermark = data_watermark(deps)
                 provenance.generated_at.CopyFrom(_now_proto())
                 provenance.from_cache = False
-            stored = cache_key(method, fp, deps, str(lineage[0]) if lineage else "")
+            stored = cache_key(method, fp, deps, lineage)
             return stored, response, response.SerializeToString(deterministic=True)
 
         stored_key, response, data = await self._run(job, time_left)
@@ -545,7 +558,7 @@ class AnalyticsService:
     def _page(page: common_pb2.PageRequest, bound: str, field: str = "page") -> tuple[int, int, str | None]:
         """(offset, limit, version) of a PageRequest; ``bound`` ties tokens to the request they came from,
         ``version`` is the data version the token was issued at ("" when it carries none, None on the first
-        page; see ``_data_version``)."""
+        page; ``_cached`` checks it)."""
         if page.page_size < 0 or page.page_size > MAX_PAGE_SIZE:
             raise InvalidArgument(
                 [FieldViolation(f"{field}.page_size", f"must be between 0 and {MAX_PAGE_SIZE}")]
@@ -570,27 +583,10 @@ class AnalyticsService:
     def _page_key(offset: int, version: str | None) -> str:
         """The page part of a normalised listing request. The token's data version belongs to it: a page is
         then cached only under the version its token was issued at (the key also holds the current
-        versions), so a stale token never finds a cached page and always reaches ``_data_version``. The
-        ``@`` keeps these keys apart from the bare offsets of earlier tokens, which carried no version."""
+        versions), so a stale token never finds a cached page and always reaches the version check in
+        ``_cached``. The ``@`` keeps these keys apart from the bare offsets of earlier tokens, which carried
+        no version."""
         return f"{offset}@{version or ''}"
-
-    @staticmethod
-    def _data_version(
-        job: Job, kinds: Sequence[str], s: Slice, version: str | None, field: str = "page"
-    ) -> str:
-        """The listing's data version in the job's snapshot: the lineage and narrowed watermarks its cache
-        key is made of, so only data that can change this listing moves it. An offset taken at another
-        version may skip or repeat rows, so a token from another version is refused with ABORTED."""
-        lineage = one(job.cursor.execute("SELECT value FROM meta WHERE key = 'lineage'"))
-        current = data_version(load_versions(job, kinds, s), str(lineage[0]) if lineage else "")
-        if version is not None and version != current:
-            raise Aborted(
-                f"{field}.page_token: the data changed since the first page was listed; "
-                "restart the listing from the first page (without a page token)",
-                reason="PAGE_TOKEN_STALE",
-                metadata={"field": f"{field}.page_token"},
-            )
-        return current
 
     @staticmethod
     def _bound(method: str, normalised: Message) -> str:
@@ -628,7 +624,7 @@ class AnalyticsService:
         if series_key is not None:
             kinds.append(Kind.FORECAST)
 
-        def compute(job: Job) -> analytics_pb2.GetDemandSeriesResponse:
+        def compute(job: Job, _version: str) -> analytics_pb2.GetDemandSeriesResponse:
             points, units, _ = q.demand_series(job, s, grain)
             if points:
                 self._check_span(points[0].period, points[-1].period, "filter.date_range")
@@ -726,7 +722,7 @@ class AnalyticsService:
         if until is None:
             kinds.append(Kind.DATA_END)
 
-        def compute(job: Job) -> analytics_pb2.GetSeriesHistoryResponse:
+        def compute(job: Job, _version: str) -> analytics_pb2.GetSeriesHistoryResponse:
             rows = q.series_history(job, keys, until)
             return analytics_pb2.GetSeriesHistoryResponse(series=[conv.history_proto(r) for r in rows])
 
@@ -769,7 +765,7 @@ class AnalyticsService:
         # ABC classes rank every material against all the others: they depend on all demand.
         dep_slice = Slice() if wanted & {"abc_a_share", "abc_b_share", "abc_c_share"} else s
 
-        def compute(job: Job) -> analytics_pb2.GetKpisResponse:
+        def compute(job: Job, _version: str) -> analytics_pb2.GetKpisResponse:
             values = kpi_mod.compute_kpis(job, s, names)
             return analytics_pb2.GetKpisResponse(kpis=[conv.kpi_proto(v) for v in values])
 
@@ -814,8 +810,7 @@ class AnalyticsService:
             Kind.DATA_END,
         ]
 
-        def compute(job: Job) -> analytics_pb2.ListInventoryStatusResponse:
-            current = self._data_version(job, kinds, s, version)
+        def compute(job: Job, current: str) -> analytics_pb2.ListInventoryStatusResponse:
             rows, total = q.inventory_status(job, s, request.min_status, offset, limit)
             return analytics_pb2.ListInventoryStatusResponse(
                 rows=[conv.inventory_proto(r) for r in rows],
@@ -831,6 +826,7 @@ class AnalyticsService:
             compute,
             analytics_pb2.ListInventoryStatusResponse,
             time_left,
+            version,
         )
 
     async def get_lead_times(
@@ -843,7 +839,7 @@ class AnalyticsService:
         # The scope can widen to every line: the answer depends on all demand lines.
         kinds = [Kind.CONSUMPTION, Kind.MATERIAL, Kind.SITE]
 
-        def compute(job: Job) -> analytics_pb2.GetLeadTimesResponse:
+        def compute(job: Job, _version: str) -> analytics_pb2.GetLeadTimesResponse:
             sample = q.lead_times(job, s)
             days = np.asarray(sample.days, dtype=np.float64)
             response = analytics_pb2.GetLeadTimesResponse(days=sample.days, scope=sample.scope)
@@ -885,13 +881,12 @@ class AnalyticsService:
             page=common_pb2.PageRequest(page_size=limit, page_token=self._page_key(offset, version)),
         )
 
-        def compute(job: Job) -> Message:
-            current = self._data_version(job, kinds, Slice(), version)
+        def compute(job: Job, current: str) -> Message:
             rows, total = fetch(job, query, offset, limit)
             return build(rows, self._page_info(offset, limit, len(rows), total, bound, current))
 
         return await self._cached(
-            method, request, normalised, kinds, Slice(), compute, response_type, time_left
+            method, request, normalised, kinds, Slice(), compute, response_type, time_left, version
         )
 
     async def list_materials(
@@ -995,7 +990,7 @@ class AnalyticsService:
             series_ids=ids, date_range=conv.filter_proto(s).date_range, grain=_GRAIN_ENUM[grain]
         )
 
-        def compute(job: Job) -> analytics_pb2.GetExternalSeriesResponse:
+        def compute(job: Job, _version: str) -> analytics_pb2.GetExternalSeriesResponse:
             response = analytics_pb2.GetExternalSeriesResponse()
             if not ids:
                 for known in q.external_catalogue(job):
