@@ -851,7 +851,7 @@ class ReadModel:
             ).fetchall()
             return {str(r[0]) for r in applied}
         finally:
-            cur.execute("COMMIT")
+            cur.execute("ROLLBACK")  # a read: ending it so does not hide an error raised inside
 
     def forget_inbox(self, job: Job, older_than_seconds: float, keep: set[str]) -> int:
         """Delete inbox entries applied more than ``older_than_seconds`` ago; returns how many.

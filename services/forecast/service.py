@@ -66,7 +66,8 @@ log = logging.getLogger(__name__)
 
 
 _REFORECAST_POLICIES_IN_FLIGHT = 4
-"""Policies a re-forecast computes at once (two analytics calls each): analytics' default query pool."""
+"""Policies a re-forecast computes at once (a lead-time call to analytics each, beside the chunk's one stock
+listing): analytics' default query pool."""
 
 
 @dataclass(frozen=True, slots=True)
