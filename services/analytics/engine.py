@@ -7,6 +7,11 @@ DuckDB gives each transaction a snapshot (MVCC), so readers never wait for the w
 committed state. All writes go through a single writer thread: the read model has one writer (the event
 consumer), and a single thread rules out write-write conflicts by construction.
 
+``writes`` counts write jobs as a sequence lock: odd while one runs, even between them. A reader that reads
+it even before its transaction's first statement and finds it unchanged after knows no write committed in
+between, so state the writer keeps in memory beside its tables (the read model's watermarks) describes that
+reader's snapshot exactly.
+
 A query whose caller goes away (deadline, cancellation) is stopped with ``cursor.interrupt()``, which is
 safe to call from another thread; the worker thread is then free for the next query at once.
 """
@@ -118,6 +123,8 @@ class DuckEngine:
             read_workers, thread_name_prefix="analytics-read"
         )
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="analytics-write")
+        self.writes = 0
+        """Sequence lock over write jobs (see the module docstring); only the writer thread moves it."""
         self._closed = False
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -144,6 +151,13 @@ class DuckEngine:
         finally:
             running.release()
 
+    def _write_job(self, running: _Running, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        self.writes += 1
+        try:
+            return self._job(running, fn, args)
+        finally:
+            self.writes += 1
+
     async def _submit(
         self,
         pool: concurrent.futures.Executor,
@@ -154,7 +168,8 @@ class DuckEngine:
         if self._closed:
             raise RuntimeError("engine closed")
         running = _Running()
-        future = asyncio.get_running_loop().run_in_executor(pool, self._job, running, fn, args)
+        run = self._write_job if pool is self._writer else self._job
+        future = asyncio.get_running_loop().run_in_executor(pool, run, running, fn, args)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:

@@ -3,6 +3,7 @@ error, and a real Redis works under its own key prefix."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 
@@ -13,6 +14,7 @@ from novacorrente.analytics.v1 import analytics_pb2 as a
 from novacorrente.common.v1 import common_pb2 as c
 
 from services.ports.cache import open_cache
+from tests.analytics.analytics_data import consumption_record, line_key_of
 from tests.analytics.conftest import Replica, World
 from tests.conftest import REDIS_URL
 
@@ -115,3 +117,42 @@ async def test_real_redis_serves_hits_under_the_tests_own_prefix(world: World, r
             await client.delete(*keys)
         await client.aclose()
         await cache.close()
+
+
+async def test_a_batch_committed_as_an_answer_starts_is_not_stored_under_older_versions(
+    world: World, rows, real_records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers are keyed by the writer's in-memory watermarks when no write job overlaps them. Here a
+    correction commits after the read took those versions and before its snapshot (DuckDB takes it at the
+    first statement): the answer sees the correction, so it must be stored and labelled with its versions."""
+    replica = await world.replica()
+    await world.commit(real_records)
+    target = next(i for i, r in enumerate(rows) if r.material == "010323")
+    request = a.GetKpisRequest(filter=c.Filter(material_codes=["010323"]), names=["total_demand"])
+    before = await replica.stub.GetKpis(request, metadata=replica.md())
+    old_watermark = before.provenance.data_watermark
+    corrected = consumption_record(rows[target], line_key_of(rows, target))
+    corrected.consumption.quantity = rows[target].quantity + 1000
+
+    service = replica.app.service
+    loop = asyncio.get_running_loop()
+    known = service._known_versions
+
+    def racing(plan):  # type: ignore[no-untyped-def]
+        versions = known(plan)  # read before the correction commits
+        asyncio.run_coroutine_threadsafe(world.commit([corrected], supersedes=True), loop).result(60)
+        return versions
+
+    monkeypatch.setattr(service, "_known_versions", racing)
+    other = a.GetKpisRequest(
+        filter=c.Filter(material_codes=["010323"]), names=["total_demand", "demand_lines"]
+    )
+    raced = await replica.stub.GetKpis(other, metadata=replica.md())
+    monkeypatch.undo()
+
+    assert raced.kpis[0].value == pytest.approx(before.kpis[0].value + 1000)  # the snapshot has it
+    assert raced.provenance.data_watermark != old_watermark
+    assert raced.provenance.data_watermark == f"seq:{world.sequencer.watermark}"
+    again = await replica.stub.GetKpis(other, metadata=replica.md())
+    assert again.provenance.from_cache
+    assert _without_time(again) == _without_time(raced)
