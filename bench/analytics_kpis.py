@@ -156,7 +156,8 @@ async def run(path: Path, rounds: int) -> dict[str, Any]:
             engine._cursor = types.MethodType(recording, engine)  # type: ignore[method-assign]
             await getattr(stub, method)(request, metadata=md, timeout=600)  # records the SQL (and warms up)
             engine._cursor = original  # type: ignore[method-assign]
-            project, raw = [], []
+            project: list[float] = []
+            raw: list[float] = []
             # Short queries get more rounds (up to about a second of each side): the median of three
             # 5 ms timings is mostly noise of the machine.
             while len(project) < rounds or (sum(project) + sum(raw) < 2.0 and len(project) < MAX_ROUNDS):

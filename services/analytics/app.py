@@ -166,6 +166,7 @@ async def build_app(
         memory_limit=settings.duckdb_memory_limit,
     )
     model = ReadModel()
+    engine.resync = model.reload
     owned: list[object] = []
     try:
         alerts = await open_alert_store(settings.database_url, settings.alerts_duckdb_path)

@@ -8,12 +8,12 @@ committed state. All writes go through a single writer thread: the read model ha
 consumer), and a single thread rules out write-write conflicts by construction.
 
 ``writes`` counts write jobs as a sequence lock: odd while one runs, even between them. A reader that reads
-it even before its transaction's first statement and finds it unchanged after knows no write committed in
-between, so state the writer keeps in memory beside its tables (the read model's watermarks) describes that
-reader's snapshot exactly.
-
-A query whose caller goes away (deadline, cancellation) is stopped with ``cursor.interrupt()``, which is
-safe to call from another thread; the worker thread is then free for the next query at once.
+it even before its transaction's first statement, reads the writer's in-memory state (the read model's
+watermarks) after that, and finds ``writes`` unchanged after its last statement knows no write committed in
+between: that state describes its snapshot exactly. This holds only while a write job that commits also
+updates the in-memory state before it ends; when a write job fails, ``resync`` (if set) reloads that state
+from the tables, and if that fails too the lock stays odd, so readers fall back to reading the tables.
+Readers rely on the GIL for the order of these reads; a free-threaded build would need a real lock.
 """
 
 from __future__ import annotations
@@ -125,6 +125,8 @@ class DuckEngine:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="analytics-write")
         self.writes = 0
         """Sequence lock over write jobs (see the module docstring); only the writer thread moves it."""
+        self.resync: Callable[[Job], None] | None = None
+        """Reloads the writer's in-memory state from the tables after a failed write job."""
         self._closed = False
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -154,9 +156,19 @@ class DuckEngine:
     def _write_job(self, running: _Running, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         self.writes += 1
         try:
-            return self._job(running, fn, args)
-        finally:
+            result = self._job(running, fn, args)
+        except BaseException:
+            if self.resync is not None:
+                try:
+                    self._job(_Running(), self.resync, ())
+                except Exception:
+                    # Odd for good: readers read watermarks from the tables from now on.
+                    log.exception("reloading the in-memory state after a failed write failed")
+                    raise
             self.writes += 1
+            raise
+        self.writes += 1
+        return result
 
     async def _submit(
         self,
@@ -192,8 +204,9 @@ class DuckEngine:
         return await self._submit(self._writer, fn, args, interruptible=False)
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run on the calling thread with its own cursor (start-up, before the loop serves anything)."""
-        return self._job(_Running(), fn, args)
+        """Run on the calling thread with its own cursor (start-up, before the loop serves anything); counts
+        as a write job for ``writes``."""
+        return self._write_job(_Running(), fn, args)
 
     async def close(self) -> None:
         if self._closed:

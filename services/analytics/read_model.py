@@ -327,7 +327,8 @@ class Watermarks:
             self.generation += 1
 
     def lookup(self) -> tuple[Mapping[tuple[str, str, str], int], Mapping[str, int]]:
-        """The live maps (read without copying: values only ever grow, and a stale read is a valid key)."""
+        """The live maps, read without copying. A cache lookup may use a stale read (its key is then one
+        nobody stores); a cold read trusts them only under ``DuckEngine.writes`` (``AnalyticsService``)."""
         return self._dims, self._kinds
 
 
@@ -645,6 +646,8 @@ class ReadModel:
             )
 
     def _committed(self, masters: _Masters, bumps: _Bumps, watermark: int) -> None:
+        # Called right after COMMIT, in the same write job: cold reads key answers by these maps when no
+        # write job overlapped them (``DuckEngine.writes``), so they must match the tables when a job ends.
         with self._lock:
             self.master.family.update(masters.family)
             self.master.site.update(masters.site)

@@ -3,8 +3,8 @@
 Reads: validate the request, look the answer up in the cache under a key made of the normalised request and
 the watermarks of the data it depends on (``cache_keys``), else compute it on an engine thread inside one
 DuckDB transaction, store the serialized answer, return it. The watermarks it is stored under are those of
-the transaction's snapshot: the writer's in-memory copy when no write job overlapped the read (two
-statements fewer per answer), else read from the tables in the snapshot. A cached and a fresh answer are
+the transaction's snapshot: the writer's in-memory copy when no write job overlapped the read (two or
+three statements fewer per answer), else read from the tables in the snapshot. A cached and a fresh answer are
 byte-identical but for ``from_cache`` and ``generated_at``. What the lookup needs from a request (its
 fingerprint and which watermarks narrow it) is remembered by request bytes (``cache_keys.LookupPlans``), so
 a repeated request goes from its bytes to the cache without being validated and normalised again.

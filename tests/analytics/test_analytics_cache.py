@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 from novacorrente.analytics.v1 import analytics_pb2 as a
 from novacorrente.common.v1 import common_pb2 as c
 
+from services.analytics.engine import DuckEngine
 from services.ports.cache import open_cache
 from tests.analytics.analytics_data import consumption_record, line_key_of
 from tests.analytics.conftest import Replica, World
@@ -135,13 +136,19 @@ async def test_a_batch_committed_as_an_answer_starts_is_not_stored_under_older_v
     corrected.consumption.quantity = rows[target].quantity + 1000
 
     service = replica.app.service
+    engine = replica.app.engine
     loop = asyncio.get_running_loop()
     known = service._known_versions
+    raced_reads = []
 
     def racing(plan):  # type: ignore[no-untyped-def]
         versions = known(plan)  # read before the correction commits
         asyncio.run_coroutine_threadsafe(world.commit([corrected], supersedes=True), loop).result(60)
+        raced_reads.append(versions)
         return versions
+
+    await engine.write(lambda job: None)  # writes queued by the first commit are done: the lock is even
+    assert engine.writes % 2 == 0
 
     monkeypatch.setattr(service, "_known_versions", racing)
     other = a.GetKpisRequest(
@@ -149,6 +156,7 @@ async def test_a_batch_committed_as_an_answer_starts_is_not_stored_under_older_v
     )
     raced = await replica.stub.GetKpis(other, metadata=replica.md())
     monkeypatch.undo()
+    assert len(raced_reads) == 1  # the read took the in-memory versions, then the correction committed
 
     assert raced.kpis[0].value == pytest.approx(before.kpis[0].value + 1000)  # the snapshot has it
     assert raced.provenance.data_watermark != old_watermark
@@ -156,3 +164,32 @@ async def test_a_batch_committed_as_an_answer_starts_is_not_stored_under_older_v
     again = await replica.stub.GetKpis(other, metadata=replica.md())
     assert again.provenance.from_cache
     assert _without_time(again) == _without_time(raced)
+
+
+async def test_a_failed_write_reloads_the_in_memory_state_or_keeps_the_lock_odd() -> None:
+    """Cold reads trust the writer's in-memory watermarks only while ``DuckEngine.writes`` is even; a write
+    job that fails may have left them behind the tables, so they are reloaded, and if that fails the lock
+    stays odd (reads then read the tables)."""
+    engine = DuckEngine(":memory:", read_workers=1)
+    reloads = []
+    engine.resync = lambda job: reloads.append(job.cursor.execute("SELECT 1").fetchall())
+    try:
+
+        def failing(job):  # type: ignore[no-untyped-def]
+            raise ValueError("bad batch")
+
+        await engine.write(lambda job: None)
+        assert engine.writes == 2 and not reloads
+        with pytest.raises(ValueError):
+            await engine.write(failing)
+        assert engine.writes == 4 and len(reloads) == 1
+
+        def broken(job):  # type: ignore[no-untyped-def]
+            raise OSError("disk gone")
+
+        engine.resync = broken
+        with pytest.raises(OSError):
+            await engine.write(failing)
+        assert engine.writes % 2 == 1
+    finally:
+        await engine.close()
