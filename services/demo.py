@@ -17,9 +17,13 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.cli import STATE_DIR, summarize, upload_file
 from services.kit.logging import configure_logging
+
+if TYPE_CHECKING:
+    from services.ports.bus_memory import MemoryBus
 
 __all__ = ["Demo", "run_demo"]
 
@@ -150,10 +154,8 @@ class Demo:
         """Wait until the events of the load are all handled (the re-forecast of every series the data
         touched, and its forecasts and policies applied by analytics); returns the number of material x
         site pairs with a reorder policy."""
-        from services.ports.bus_memory import MemoryBus
-
-        bus = self.analytics.bus  # type: ignore[attr-defined]
-        if not isinstance(bus, MemoryBus):
+        bus = self.memory_bus
+        if bus is None:
             raise RuntimeError("only the in-process bus can tell when its queues are empty")
         deadline = time.monotonic() + within
         store = self.ingestion.store  # type: ignore[attr-defined]
@@ -171,11 +173,13 @@ class Demo:
         )
 
     @property
-    def in_process_bus(self) -> bool:
-        """True on the embedded profile's bus (``memory://``), which ends with the process."""
+    def memory_bus(self) -> MemoryBus | None:
+        """The embedded profile's in-process bus (``memory://``), which ends with the process; None on a
+        broker."""
         from services.ports.bus_memory import MemoryBus
 
-        return isinstance(self.analytics.bus, MemoryBus)  # type: ignore[attr-defined]
+        bus = self.analytics.bus  # type: ignore[attr-defined]
+        return bus if isinstance(bus, MemoryBus) else None
 
     async def reforecast_missing(self) -> int:
         """Re-forecast the series with demand or stock but no forecast in the read model; returns how many.
@@ -243,18 +247,22 @@ async def run_demo(*, models: Path, data: Path, exit_when_ready: bool = False) -
         )
         # A broker (NOVA_BROKER_URL) keeps queued re-forecasts across restarts and works through them on
         # its own; only the in-process bus is watched here, and what it lost made up for.
-        settling = asyncio.create_task(
-            _report_settled(demo, time.monotonic()) if demo.in_process_bus else asyncio.sleep(0)
+        settling = (
+            asyncio.create_task(_report_settled(demo, time.monotonic()))
+            if demo.memory_bus is not None
+            else None
         )
         if exit_when_ready:
-            await settling  # the smoke test covers the re-forecast too
+            if settling is not None:
+                await settling  # the smoke test covers the re-forecast too
         else:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             await stop.wait()
-            settling.cancel()
+            if settling is not None:
+                settling.cancel()
             print("\nstopping ...", flush=True)
     finally:
         with contextlib.suppress(Exception):
