@@ -14,6 +14,12 @@ between: that state describes its snapshot exactly. This holds only while a writ
 updates the in-memory state before it ends; when a write job fails, ``resync`` (if set) reloads that state
 from the tables, and if that fails too the lock stays odd, so readers fall back to reading the tables.
 Readers rely on the GIL for the order of these reads; a free-threaded build would need a real lock.
+
+The same lock lets a short read skip its transaction: when no write job ran while its statements did, each
+statement's own snapshot was the same committed state. ``quiet`` says when that is likely enough to try
+(no write job running, none ended in the last ``quiet_seconds``); a read that finds the lock moved runs again
+inside a transaction. While writes come back to back (a catch-up), reads take the transaction first and never
+run twice.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,6 +114,7 @@ class DuckEngine:
         read_workers: int = 4,
         threads: int = 0,
         memory_limit: str = "",
+        quiet_seconds: float = 1.0,
     ):
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +133,8 @@ class DuckEngine:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="analytics-write")
         self.writes = 0
         """Sequence lock over write jobs (see the module docstring); only the writer thread moves it."""
+        self.quiet_seconds = quiet_seconds
+        self._last_write_end = time.monotonic()
         self.resync: Callable[[Job], None] | None = None
         """Reloads the writer's in-memory state from the tables after a failed write job."""
         self._closed = False
@@ -165,10 +175,17 @@ class DuckEngine:
                     # Odd for good: readers read watermarks from the tables from now on.
                     log.exception("reloading the in-memory state after a failed write failed")
                     raise
+            self._last_write_end = time.monotonic()
             self.writes += 1
             raise
+        self._last_write_end = time.monotonic()
         self.writes += 1
         return result
+
+    def quiet(self, mark: int) -> bool:
+        """True when ``mark`` (a reading of ``writes``) shows no write job running and none ended within
+        ``quiet_seconds``: a read starting now will most likely not overlap one (module docstring)."""
+        return mark % 2 == 0 and time.monotonic() - self._last_write_end >= self.quiet_seconds
 
     async def _submit(
         self,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import uuid
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -53,11 +55,48 @@ async def _ask(replica: Replica, method: str, request: Message) -> Message:
     return await getattr(replica.stub, method)(request, metadata=replica.md())
 
 
-async def test_cached_answers_are_byte_identical_to_fresh_ones(world: World, real_records) -> None:
+def _answer_statements(engine: DuckEngine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first word of each statement that jobs computing answers (``AnalyticsService._cached``) execute
+    from now on (not the alert evaluation's, which runs beside them)."""
+    statements: list[str] = []
+    answering = threading.local()
+    run_job, open_cursor = engine._job, engine._cursor
+
+    def job(running: Any, fn: Any, args: Any) -> Any:
+        answering.on = fn.__qualname__.endswith("_cached.<locals>.job")
+        try:
+            return run_job(running, fn, args)
+        finally:
+            answering.on = False
+
+    class Recording:
+        def __init__(self, inner: Any):
+            self._inner = inner
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if getattr(answering, "on", False):
+                statements.append(sql.split(None, 1)[0].upper())
+            self._inner.execute(sql, *args)
+            return self
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    monkeypatch.setattr(engine, "_job", job)
+    monkeypatch.setattr(engine, "_cursor", lambda: Recording(open_cursor()))
+    return statements
+
+
+@pytest.mark.parametrize("quiet_seconds", [0.0, 3600.0], ids=["without-transaction", "in-transaction"])
+async def test_cached_answers_are_byte_identical_to_fresh_ones(
+    world: World, real_records, quiet_seconds: float
+) -> None:
     cached = await world.replica()
     uncached_cache = open_cache(f"memory://{uuid.uuid4().hex}", max_entries=1)  # effectively no cache
     fresh = await world.replica(cache=uncached_cache)
     await world.commit(real_records)
+    for replica in (cached, fresh):  # either way of reading gives the same bytes
+        replica.app.engine.quiet_seconds = quiet_seconds
     for method, request in _requests():
         first = await _ask(cached, method, request)
         second = await _ask(cached, method, request)
@@ -82,6 +121,33 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_a_cold_read_looks_the_cache_up_once(world: World, real_records) -> None:
+    """A repeated request whose answer is not cached (the data moved) is looked up once, by its remembered
+    plan, not again on the way to computing it."""
+    inner = open_cache(f"memory://{uuid.uuid4().hex}")
+    keys: list[str] = []
+
+    class Counting:
+        async def get(self, key: str) -> bytes | None:
+            keys.append(key)
+            return await inner.get(key)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+    replica = await world.replica(cache=Counting())  # type: ignore[arg-type]
+    await world.commit(real_records[: len(real_records) // 2])
+    request = a.GetKpisRequest(names=["total_demand"])
+    first = await replica.stub.GetKpis(request, metadata=replica.md())
+    assert len(keys) == 1 and not first.provenance.from_cache  # new request: looked up once, computed
+    await world.commit(real_records[len(real_records) // 2 :])
+    again = await replica.stub.GetKpis(request, metadata=replica.md())
+    assert not again.provenance.from_cache and again.kpis[0].value != first.kpis[0].value
+    assert len(keys) == 2 and keys[1] != keys[0]  # known request, new data: one lookup under the new key
+    hit = await replica.stub.GetKpis(request, metadata=replica.md())
+    assert hit.provenance.from_cache and len(keys) == 3 and keys[2] == keys[1]
 
 
 async def test_redis_down_means_no_cache_not_errors(world: World, real_records) -> None:
@@ -120,12 +186,30 @@ async def test_real_redis_serves_hits_under_the_tests_own_prefix(world: World, r
         await cache.close()
 
 
+@pytest.mark.parametrize(
+    ("quiet_seconds", "first", "version_reads"),
+    [
+        # Writes quiet: the read runs without a transaction, finds the lock moved and runs again in one,
+        # with the versions the writer left in memory.
+        (0.0, "SELECT", 2),
+        # A write ended recently: a transaction from the start, and the versions are read from its snapshot.
+        (3600.0, "BEGIN", 1),
+    ],
+    ids=["without-transaction", "in-transaction"],
+)
 async def test_a_batch_committed_as_an_answer_starts_is_not_stored_under_older_versions(
-    world: World, rows, real_records, monkeypatch: pytest.MonkeyPatch
+    world: World,
+    rows,
+    real_records,
+    monkeypatch: pytest.MonkeyPatch,
+    quiet_seconds: float,
+    first: str,
+    version_reads: int,
 ) -> None:
     """Answers are keyed by the writer's in-memory watermarks when no write job overlaps them. Here a
-    correction commits after the read took those versions and before its snapshot (DuckDB takes it at the
-    first statement): the answer sees the correction, so it must be stored and labelled with its versions."""
+    correction commits after the read took those versions and before its first statement (DuckDB takes a
+    transaction's snapshot there): the answer sees the correction, so it must be stored and labelled with its
+    versions, whichever way the read ran."""
     replica = await world.replica()
     await world.commit(real_records)
     target = next(i for i, r in enumerate(rows) if r.material == "010323")
@@ -139,24 +223,28 @@ async def test_a_batch_committed_as_an_answer_starts_is_not_stored_under_older_v
     engine = replica.app.engine
     loop = asyncio.get_running_loop()
     known = service._known_versions
-    raced_reads = []
+    reads = []
 
     def racing(plan):  # type: ignore[no-untyped-def]
-        versions = known(plan)  # read before the correction commits
-        asyncio.run_coroutine_threadsafe(world.commit([corrected], supersedes=True), loop).result(60)
-        raced_reads.append(versions)
+        versions = known(plan)
+        if not reads:  # the first read of the versions races the correction
+            asyncio.run_coroutine_threadsafe(world.commit([corrected], supersedes=True), loop).result(60)
+        reads.append(versions)
         return versions
 
     await engine.write(lambda job: None)  # writes queued by the first commit are done: the lock is even
     assert engine.writes % 2 == 0
+    engine.quiet_seconds = quiet_seconds
 
     monkeypatch.setattr(service, "_known_versions", racing)
+    statements = _answer_statements(engine, monkeypatch)
     other = a.GetKpisRequest(
         filter=c.Filter(material_codes=["010323"]), names=["total_demand", "demand_lines"]
     )
     raced = await replica.stub.GetKpis(other, metadata=replica.md())
     monkeypatch.undo()
-    assert len(raced_reads) == 1  # the read took the in-memory versions, then the correction committed
+    assert len(reads) == version_reads and reads[0] != reads[-1] if version_reads > 1 else len(reads) == 1
+    assert statements[0] == first and statements.count("BEGIN") == 1 and statements[-1] == "COMMIT"
 
     assert raced.kpis[0].value == pytest.approx(before.kpis[0].value + 1000)  # the snapshot has it
     assert raced.provenance.data_watermark != old_watermark
