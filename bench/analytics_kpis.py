@@ -108,6 +108,11 @@ def _requests(busy: list[tuple[str, str]], family: str) -> list[tuple[str, str, 
             "ListInventoryStatus",
             a.ListInventoryStatusRequest(page=c.PageRequest(page_size=100)),
         ),
+        (
+            "inventory_one_pair",  # the material x site page
+            "ListInventoryStatus",
+            a.ListInventoryStatusRequest(filter=c.Filter(material_codes=[m0], site_codes=[s0])),
+        ),
         ("lead_times_material", "GetLeadTimes", a.GetLeadTimesRequest(filter=c.Filter(material_codes=[m0]))),
         ("materials_page", "ListMaterials", a.ListMasterDataRequest(page=c.PageRequest(page_size=100))),
     ]

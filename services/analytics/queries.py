@@ -490,16 +490,12 @@ hist AS (
     CROSS JOIN horizon
     WHERE c.demand_date > horizon.d - {HISTORY_RATE_DAYS} AND c.demand_date <= horizon.d GROUP BY ALL
 ),
-lt_ms AS (SELECT material_code, site_code, count(*) AS n, avg(lead_time_days) AS mean FROM consumption
-          SEMI JOIN snap ON consumption.material_code = snap.material_code
-                         AND consumption.site_code = snap.site_code
-          WHERE lead_time_days >= 0 GROUP BY ALL),
-lt_m AS (SELECT material_code, count(*) AS n, avg(lead_time_days) AS mean FROM consumption
-         SEMI JOIN snap ON consumption.material_code = snap.material_code
-         WHERE lead_time_days >= 0 GROUP BY ALL),
-lt_f AS (SELECT family, count(*) AS n, avg(lead_time_days) AS mean FROM consumption
-         WHERE lead_time_days >= 0 GROUP BY ALL),
-lt_all AS (SELECT count(*) AS n, avg(lead_time_days) AS mean FROM consumption WHERE lead_time_days >= 0),
+lt_ms AS (SELECT material_code, site_code, sum(n) AS n, sum(total) / sum(n) AS mean FROM lead_time_stats
+          SEMI JOIN snap USING (material_code, site_code) GROUP BY ALL),
+lt_m AS (SELECT material_code, sum(n) AS n, sum(total) / sum(n) AS mean FROM lead_time_stats
+         SEMI JOIN snap USING (material_code) GROUP BY ALL),
+lt_f AS (SELECT family, sum(n) AS n, sum(total) / sum(n) AS mean FROM lead_time_stats GROUP BY ALL),
+lt_all AS (SELECT sum(n) AS n, sum(total) / sum(n) AS mean FROM lead_time_stats),
 base AS (
     SELECT snap.material_code AS material, snap.site_code AS site,
            snap.on_hand + coalesce(mv.delta, 0) AS ledger,

@@ -12,6 +12,12 @@ insert time at company scale, and its DELETE-then-INSERT of the same key inside 
 A record that is new to ingestion (``supersedes`` false) cannot exist here, since sequences only grow; only
 a correction replaces a row, and corrections are rare, so they are the only rows deleted by key.
 
+Lead-time statistics. ``lead_time_stats`` holds, per material x site x family, the count and sum of the
+consumption lines' non-negative lead times, so the lead-time fallbacks of the inventory computation (pair,
+material, family, all) read one row per pair instead of every consumption line. Applying adds the lines it
+inserts and takes away the lines it deletes, in the same transaction; ``rebuild_lead_time_stats`` derives
+the table from ``consumption`` whole (a file from before the table, a bulk load).
+
 Dimension watermarks (what cached answers are keyed by, see ``cache_keys``). Each applied record "bumps"
 the dimension values it belongs to (its material, site, family, supplier, and its site's client and region)
 to its sequence, for its record kind; a correction also bumps the values of the version it replaces (a line
@@ -235,6 +241,10 @@ def _ddl() -> list[str]:
     statements.append(f"CREATE TABLE IF NOT EXISTS policies ({cols}, PRIMARY KEY (material_code, site_code))")
     # Brings a file from before the column to the table above (no schema bump: that would drop forecasts).
     statements.append("ALTER TABLE policies ADD COLUMN IF NOT EXISTS event_id VARCHAR")
+    statements.append(
+        "CREATE TABLE IF NOT EXISTS lead_time_stats (material_code VARCHAR, site_code VARCHAR, "
+        "family VARCHAR, n BIGINT NOT NULL, total BIGINT NOT NULL)"
+    )
     return statements
 
 
@@ -254,6 +264,58 @@ def _key_arrow(table: str, keys: Sequence[tuple[object, ...]]) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array([k[i] for k in keys], type=types[c]) for i, c in enumerate(key_cols)], names=list(key_cols)
     )
+
+
+_LEAD_TIME_KEY = "material_code, site_code, family"
+_LEAD_TIME_COLUMNS = f"{_LEAD_TIME_KEY}, lead_time_days"
+_CONSUMPTION_NAMES = [name for name, _, _ in TABLES["consumption"][2]]
+_LEAD_TIME_INDEXES = [_CONSUMPTION_NAMES.index(c) for c in _LEAD_TIME_COLUMNS.split(", ")]
+_LEAD_TIME_RETURNING = ", ".join(f"t.{c}" for c in _LEAD_TIME_COLUMNS.split(", "))
+
+
+def _update_lead_time_stats(
+    job: Job, inserted: Iterable[tuple[object, ...]], deleted: Iterable[tuple[object, ...]]
+) -> None:
+    """Add the lead times of the consumption rows ``inserted`` to ``lead_time_stats`` and take those of the
+    ``deleted`` ones (material, site, family, lead time) away, in the caller's transaction."""
+    m, s, f, lt = _LEAD_TIME_INDEXES
+    deltas: dict[tuple[object, object, object], list[int]] = {}
+    for rows, sign in (((r[m], r[s], r[f], r[lt]) for r in inserted), 1), (deleted, -1):
+        for material, site, family, lead_time in rows:
+            if lead_time is not None and int(lead_time) >= 0:  # type: ignore[call-overload]
+                entry = deltas.setdefault((material, site, family), [0, 0])
+                entry[0] += sign
+                entry[1] += sign * int(lead_time)  # type: ignore[call-overload]
+    if not deltas:
+        return
+    keys = list(deltas)
+    cur = job.cursor
+    cur.register(
+        "lead_time_deltas",
+        pa.table(
+            {
+                "material_code": pa.array([k[0] for k in keys], pa.string()),
+                "site_code": pa.array([k[1] for k in keys], pa.string()),
+                "family": pa.array([k[2] for k in keys], pa.string()),
+                "n": pa.array([deltas[k][0] for k in keys], pa.int64()),
+                "total": pa.array([deltas[k][1] for k in keys], pa.int64()),
+            }
+        ),
+    )
+    same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM d.{c}" for c in _LEAD_TIME_KEY.split(", "))
+    try:
+        # Each key's new row from its old one and its delta, then the old rows out and the new ones in (no
+        # primary key to upsert on: see the module docstring); a key whose count reaches 0 has no row.
+        cur.execute(
+            "CREATE OR REPLACE TEMP TABLE lead_time_merged AS SELECT d.material_code, d.site_code, d.family, "
+            "coalesce(s.n, 0) + d.n AS n, coalesce(s.total, 0) + d.total AS total "
+            f"FROM lead_time_deltas d LEFT JOIN lead_time_stats s ON {same}"
+        )
+        cur.execute(f"DELETE FROM lead_time_stats s USING lead_time_deltas d WHERE {same}")
+        cur.execute("INSERT INTO lead_time_stats SELECT * FROM lead_time_merged WHERE n > 0")
+        cur.execute("DROP TABLE lead_time_merged")
+    finally:
+        cur.unregister("lead_time_deltas")
 
 
 def forecast_series_key(level: int, material: str, site: str, family: str, region: str) -> str:
@@ -465,8 +527,11 @@ class ReadModel:
                 cur.execute(f'DROP TABLE IF EXISTS "{name}"')
             cur.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         cur.execute("BEGIN")
+        had_stats = one(cur.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'lead_time_stats'"))
         for statement in _ddl():
             cur.execute(statement)
+        if not had_stats:  # a file from before the table: derive it from the lines already there
+            self.rebuild_lead_time_stats(job)
         cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
         self._uncompacted = None
         if stale or found is None:  # new tables: the forecasts received so far are not in them
@@ -492,6 +557,15 @@ class ReadModel:
     def reset(self, job: Job) -> None:
         """Forget everything (the ingestion log it came from is gone); the caller catches up from 0."""
         self.open(job, drop=True)
+
+    @staticmethod
+    def rebuild_lead_time_stats(job: Job) -> None:
+        """Derive ``lead_time_stats`` from ``consumption`` whole (see the module docstring)."""
+        job.cursor.execute("DELETE FROM lead_time_stats")
+        job.cursor.execute(
+            f"INSERT INTO lead_time_stats SELECT {_LEAD_TIME_KEY}, count(*), sum(lead_time_days) "
+            "FROM consumption WHERE lead_time_days >= 0 GROUP BY ALL"
+        )
 
     def diverged(self, records: Sequence[records_pb2.CommittedRecord]) -> bool:
         """True when ``records`` start another ingestion log than the one applied (sequence 1 differs)."""
@@ -560,12 +634,19 @@ class ReadModel:
                 cur.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM staged_rows")
             else:
                 replaced = [k for k in by_key if k in superseding[table]]
+                deleted: list[tuple[object, ...]] = []
                 if replaced:
                     cur.register("staged_keys", _key_arrow(table, replaced))
                     match = " AND ".join(f"t.{c} = k.{c}" for c in key_cols)
-                    cur.execute(f"DELETE FROM {table} t USING staged_keys k WHERE {match}")
+                    returning = f" RETURNING {_LEAD_TIME_RETURNING}" if table == "consumption" else ""
+                    result_set = cur.execute(
+                        f"DELETE FROM {table} t USING staged_keys k WHERE {match}{returning}"
+                    )
+                    deleted = result_set.fetchall() if returning else []
                     cur.unregister("staged_keys")
                 cur.execute(f"INSERT INTO {table} SELECT * FROM staged_rows")
+                if table == "consumption":
+                    _update_lead_time_stats(job, by_key.values(), deleted)
             cur.unregister("staged_rows")
             result.applied += len(by_key)
         if costs:
