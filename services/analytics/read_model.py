@@ -15,8 +15,10 @@ a correction replaces a row, and corrections are rare, so they are the only rows
 Lead-time statistics. ``lead_time_stats`` holds, per material x site x family, the count and sum of the
 consumption lines' non-negative lead times, so the lead-time fallbacks of the inventory computation (pair,
 material, family, all) read one row per pair instead of every consumption line. Applying adds the lines it
-inserts and takes away the lines it deletes, in the same transaction; ``rebuild_lead_time_stats`` derives
-the table from ``consumption`` whole (a file from before the table, a bulk load).
+inserts and takes away the lines it deletes, in the same transaction, and records in ``meta`` the sequence
+the table is kept up to; ``rebuild_lead_time_stats`` derives the table from ``consumption`` whole when that
+sequence is not the applied one (a file from before the table, records applied by a release that did not
+keep it) and after a bulk load.
 
 Dimension watermarks (what cached answers are keyed by, see ``cache_keys``). Each applied record "bumps"
 the dimension values it belongs to (its material, site, family, supplier, and its site's client and region)
@@ -530,7 +532,10 @@ class ReadModel:
         had_stats = one(cur.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'lead_time_stats'"))
         for statement in _ddl():
             cur.execute(statement)
-        if not had_stats:  # a file from before the table: derive it from the lines already there
+        kept_at = one(cur.execute("SELECT value FROM meta WHERE key = 'lead_time_stats_seq'"))
+        applied = one(cur.execute("SELECT applied_seq FROM state WHERE id = 1"))
+        if not had_stats or kept_at is None or applied is None or kept_at[0] != str(applied[0]):
+            # A file from before the table, or records applied by a release that did not keep it.
             self.rebuild_lead_time_stats(job)
         cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
         self._uncompacted = None
@@ -561,10 +566,15 @@ class ReadModel:
     @staticmethod
     def rebuild_lead_time_stats(job: Job) -> None:
         """Derive ``lead_time_stats`` from ``consumption`` whole (see the module docstring)."""
-        job.cursor.execute("DELETE FROM lead_time_stats")
-        job.cursor.execute(
+        cur = job.cursor
+        cur.execute("DELETE FROM lead_time_stats")
+        cur.execute(
             f"INSERT INTO lead_time_stats SELECT {_LEAD_TIME_KEY}, count(*), sum(lead_time_days) "
             "FROM consumption WHERE lead_time_days >= 0 GROUP BY ALL"
+        )
+        cur.execute(
+            "INSERT OR REPLACE INTO meta "
+            "SELECT 'lead_time_stats_seq', applied_seq::VARCHAR FROM state WHERE id = 1"
         )
 
     def diverged(self, records: Sequence[records_pb2.CommittedRecord]) -> bool:
@@ -662,6 +672,9 @@ class ReadModel:
         self._write_bumps(job, bumps)
         if watermark > self.applied_seq:
             cur.execute("UPDATE state SET applied_seq = ? WHERE id = 1", [watermark])
+            # The sequence the lead-time statistics were kept up to: a file that a release without them
+            # applied records to is told apart (``open`` derives them again).
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('lead_time_stats_seq', ?)", [str(watermark)])
         if event_id is not None:
             cur.execute("INSERT INTO inbox VALUES (?, now()::TIMESTAMP)", [event_id])
         lineage = next((r.batch_id for r in fresh if r.sequence == 1), None)

@@ -549,11 +549,20 @@ class AnalyticsService:
             version = data_version(deps, lineage)
             if stale(version):
                 return None
-            response = compute(job, version)
+            try:
+                response = compute(job, version)
+            except Exception:
+                if self.engine.writes == mark:
+                    raise
+                return None  # a write job overlapped (a reset drops tables): read again in a transaction
             return (deps, lineage, response) if self.engine.writes == mark else None
 
         def job(job: Job) -> tuple[str, Message, bytes]:
-            deps, lineage, response = without_transaction(job) or in_snapshot(job)
+            answer = without_transaction(job)
+            if answer is None:
+                job.check()  # a read cancelled meanwhile does not start again
+                answer = in_snapshot(job)
+            deps, lineage, response = answer
             if "provenance" in response.DESCRIPTOR.fields_by_name:  # listings carry none
                 provenance = response.provenance  # type: ignore[attr-defined]
                 provenance.data_watermark = data_watermark(deps)

@@ -9,16 +9,19 @@ import threading
 import uuid
 from typing import Any
 
+import duckdb
+import grpc
 import pytest
 import redis.asyncio as aioredis
 from google.protobuf.message import Message
 from novacorrente.analytics.v1 import analytics_pb2 as a
 from novacorrente.common.v1 import common_pb2 as c
 
+from services.analytics import kpis as kpi_mod
 from services.analytics.engine import DuckEngine
 from services.ports.cache import open_cache
 from tests.analytics.analytics_data import consumption_record, line_key_of
-from tests.analytics.conftest import Replica, World
+from tests.analytics.conftest import Replica, World, eventually
 from tests.conftest import REDIS_URL
 
 
@@ -55,6 +58,14 @@ async def _ask(replica: Replica, method: str, request: Message) -> Message:
     return await getattr(replica.stub, method)(request, metadata=replica.md())
 
 
+async def _writes_done(replica: Replica) -> None:
+    """Wait until the write jobs a batch leads to are over (its apply, then the first batch's forecast
+    replay), so that the next read starts with the write lock even and no write queued."""
+    await eventually(lambda: not replica.app.service.model.forecast_replay_pending)
+    await replica.app.engine.write(lambda job: None)  # runs after any write already queued
+    assert replica.app.engine.writes % 2 == 0
+
+
 def _answer_statements(engine: DuckEngine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The first word of each statement that jobs computing answers (``AnalyticsService._cached``) execute
     from now on (not the alert evaluation's, which runs beside them)."""
@@ -89,7 +100,7 @@ def _answer_statements(engine: DuckEngine, monkeypatch: pytest.MonkeyPatch) -> l
 
 @pytest.mark.parametrize("quiet_seconds", [0.0, 3600.0], ids=["without-transaction", "in-transaction"])
 async def test_cached_answers_are_byte_identical_to_fresh_ones(
-    world: World, real_records, quiet_seconds: float
+    world: World, real_records, quiet_seconds: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cached = await world.replica()
     uncached_cache = open_cache(f"memory://{uuid.uuid4().hex}", max_entries=1)  # effectively no cache
@@ -97,6 +108,7 @@ async def test_cached_answers_are_byte_identical_to_fresh_ones(
     await world.commit(real_records)
     for replica in (cached, fresh):  # either way of reading gives the same bytes
         replica.app.engine.quiet_seconds = quiet_seconds
+    statements = _answer_statements(fresh.app.engine, monkeypatch)
     for method, request in _requests():
         first = await _ask(cached, method, request)
         second = await _ask(cached, method, request)
@@ -104,6 +116,7 @@ async def test_cached_answers_are_byte_identical_to_fresh_ones(
         assert _without_serving(first) == _without_serving(second)  # same bytes, same generated_at
         other = await _ask(fresh, method, request)
         assert _without_time(other) == _without_time(first)
+    assert statements and ("BEGIN" in statements) == (quiet_seconds > 0)  # the way asked for was taken
 
 
 async def test_equivalent_requests_share_one_entry(world: World, real_records) -> None:
@@ -232,8 +245,7 @@ async def test_a_batch_committed_as_an_answer_starts_is_not_stored_under_older_v
         reads.append(versions)
         return versions
 
-    await engine.write(lambda job: None)  # writes queued by the first commit are done: the lock is even
-    assert engine.writes % 2 == 0
+    await _writes_done(replica)
     engine.quiet_seconds = quiet_seconds
 
     monkeypatch.setattr(service, "_known_versions", racing)
@@ -252,6 +264,40 @@ async def test_a_batch_committed_as_an_answer_starts_is_not_stored_under_older_v
     again = await replica.stub.GetKpis(other, metadata=replica.md())
     assert again.provenance.from_cache
     assert _without_time(again) == _without_time(raced)
+
+
+@pytest.mark.parametrize("overlapped", [True, False], ids=["write-overlapped", "no-write"])
+async def test_a_read_without_transaction_that_fails_as_a_write_overlaps_it_runs_again_in_one(
+    world: World, real_records, monkeypatch: pytest.MonkeyPatch, overlapped: bool
+) -> None:
+    """A write job can change the tables under a read that runs without a transaction (a reset drops them):
+    the read runs again inside one. Without an overlapping write, the error is the answer."""
+    replica = await world.replica()
+    await world.commit(real_records)
+    engine = replica.app.engine
+    await _writes_done(replica)
+    engine.quiet_seconds = 0.0
+    loop = asyncio.get_running_loop()
+    compute = kpi_mod.compute_kpis
+    calls = []
+
+    def failing_once(job, s, names):  # type: ignore[no-untyped-def]
+        calls.append(names)
+        if len(calls) == 1:
+            if overlapped:
+                asyncio.run_coroutine_threadsafe(engine.write(lambda job: None), loop).result(60)
+            raise duckdb.CatalogException("Table with name consumption does not exist!")
+        return compute(job, s, names)
+
+    monkeypatch.setattr(kpi_mod, "compute_kpis", failing_once)
+    request = a.GetKpisRequest(names=["total_demand"])
+    if overlapped:
+        answer = await replica.stub.GetKpis(request, metadata=replica.md())
+        assert len(calls) == 2 and answer.kpis[0].available and answer.kpis[0].value > 0
+    else:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await replica.stub.GetKpis(request, metadata=replica.md())
+        assert len(calls) == 1
 
 
 async def test_a_failed_write_reloads_the_in_memory_state_or_keeps_the_lock_odd() -> None:

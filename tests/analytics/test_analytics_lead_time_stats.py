@@ -1,6 +1,7 @@
 """``lead_time_stats`` (what the inventory computation's lead-time fallbacks read) always equals the same
 aggregate over ``consumption``: after batches, after corrections that change, drop or move a line's lead
-time, and in a read-model file written before the table existed."""
+time, in a read-model file written before the table existed, and in one that a release without the table
+applied records to."""
 
 from __future__ import annotations
 
@@ -56,9 +57,32 @@ async def test_a_file_from_before_the_table_derives_it_at_start(world: World, re
     await world.commit(real_records)
     expected, _ = await _stored_and_derived(first)
     await world.stop(first)
-    with duckdb.connect(str(path)) as con:
+    with duckdb.connect(str(path)) as con:  # as a release before the table left the file
         con.execute("DROP TABLE lead_time_stats")
+        con.execute("DELETE FROM meta WHERE key = 'lead_time_stats_seq'")
 
     reopened = await world.replica(duckdb_path=str(path))
     stored, derived = await _stored_and_derived(reopened)
     assert stored == derived == expected and stored
+
+
+async def test_records_applied_by_a_release_without_the_table_are_counted_at_start(
+    world: World, rows, real_records, tmp_path
+) -> None:
+    """A release that does not keep the table (after a rollback) applies records to the lines only; the
+    sequence the table was kept up to then differs from the applied one, and the table is derived again."""
+    path = tmp_path / "analytics.duckdb"
+    half = len(real_records) // 2
+    first = await world.replica(duckdb_path=str(path))
+    await world.commit(real_records[:half])
+    await world.stop(first)
+    with duckdb.connect(str(path)) as con:  # as the other release leaves the file: its lines, not the table
+        kept = con.execute("SELECT value FROM meta WHERE key = 'lead_time_stats_seq'").fetchone()
+        assert kept is not None
+        con.execute("DELETE FROM lead_time_stats WHERE n % 2 = 1")
+        con.execute("UPDATE state SET applied_seq = applied_seq + 1")
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('lead_time_stats_seq', ?)", [kept[0]])
+
+    reopened = await world.replica(duckdb_path=str(path))
+    stored, derived = await _stored_and_derived(reopened)
+    assert stored == derived and stored
