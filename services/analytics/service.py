@@ -554,7 +554,11 @@ class AnalyticsService:
             except Exception:
                 if self.engine.writes == mark:
                     raise
-                return None  # a write job overlapped (a reset drops tables): read again in a transaction
+                # A write job overlapped (a reset drops tables): read again in a transaction.
+                log.debug(
+                    "read failed as a write overlapped it; reading again in a transaction", exc_info=True
+                )
+                return None
             return (deps, lineage, response) if self.engine.writes == mark else None
 
         def job(job: Job) -> tuple[str, Message, bytes]:

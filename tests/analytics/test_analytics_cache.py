@@ -107,6 +107,7 @@ async def test_cached_answers_are_byte_identical_to_fresh_ones(
     fresh = await world.replica(cache=uncached_cache)
     await world.commit(real_records)
     for replica in (cached, fresh):  # either way of reading gives the same bytes
+        await _writes_done(replica)
         replica.app.engine.quiet_seconds = quiet_seconds
     statements = _answer_statements(fresh.app.engine, monkeypatch)
     for method, request in _requests():
