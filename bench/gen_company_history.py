@@ -297,10 +297,9 @@ FROM busy b
         **_intermittency(con),
     }
     con.close()
+    # The lead-time statistics of the lines loaded above, as applying them would have kept.
     engine = DuckEngine(str(path), read_workers=1)
-    engine.run_sync(
-        ReadModel.rebuild_lead_time_stats
-    )  # derived from the lines loaded above, as applying does
+    engine.run_sync(ReadModel.rebuild_lead_time_stats)
     asyncio.run(engine.close())
     stats["file_mb"] = round(path.stat().st_size / 1e6, 1)
     return stats
