@@ -13,6 +13,14 @@ up to about two seconds of both); the median of each is kept.
 value = requests/s of the project over the query set, baseline = the same for the bare SQL, so ratio =
 bare time / project time (1.0 = no overhead); target 0.67. Also per query ratios, the replica's startup and
 the process peak RSS.
+
+Per query, also the ceiling a gRPC service can reach on this machine: after the rounds, as many rounds of the
+bare SQL followed at once by a call to a bare grpc.aio server in this process (no interceptors, nothing
+computed) that takes the query's request and returns its answer, parsed and serialised on both sides.
+``echo_ms`` is that call's median and ``ceiling`` = bare / (bare + echo): what a service doing nothing
+beyond its SQL and gRPC would score. The call is timed right after the SQL because the project's call
+starts and ends there too: a call that follows idle or a query costs more than one that follows another
+call (threads are woken on idle CPUs), and the short queries show it most.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import grpc
+from google.protobuf.message import Message
 from novacorrente.analytics.v1 import analytics_pb2 as a
 from novacorrente.common.v1 import common_pb2 as c
 
@@ -118,6 +128,51 @@ def _requests(busy: list[tuple[str, str]], family: str) -> list[tuple[str, str, 
     ]
 
 
+class AnswerEcho:
+    """A bare grpc.aio server in this process whose one method answers every call with a set message.
+
+    ``answering(request, answer)`` returns a call taking ``request``'s type and giving ``answer``'s: each side
+    parses and serialises the real messages, as a service and its client must, and nothing else happens.
+    """
+
+    def __init__(self) -> None:
+        self._request_type: Any = None
+        self._answer: Message | None = None
+        self._server = grpc.aio.server()
+        self._channel: grpc.aio.Channel | None = None
+
+    async def start(self) -> None:
+        async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            self._request_type.FromString(request)
+            assert self._answer is not None
+            return self._answer.SerializeToString()
+
+        handler = grpc.unary_unary_rpc_method_handler(echo)
+        self._server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})]
+        )
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        await self._server.start()
+        big = 256 * 1024 * 1024
+        self._channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", big)]
+        )
+
+    def answering(self, request: Message, answer: Message) -> Any:
+        assert self._channel is not None
+        self._request_type, self._answer = type(request), answer
+        return self._channel.unary_unary(
+            "/bench.Echo/Echo",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=type(answer).FromString,
+        )
+
+    async def stop(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        await self._server.stop(None)
+
+
 def _replay(con: duckdb.DuckDBPyConnection, log: list[tuple[str, Any]]) -> float:
     """Run the recorded statements bare; returns seconds (BEGIN/COMMIT and cache-key lookups left out)."""
     started = time.perf_counter()
@@ -140,6 +195,8 @@ async def run(path: Path, rounds: int) -> dict[str, Any]:
     startup = time.perf_counter() - started
     engine = app.engine
     bare = duckdb.connect(str(path))  # the same database instance, a plain connection
+    echo = AnswerEcho()
+    await echo.start()
     try:
         busy = [
             tuple(r)
@@ -159,8 +216,10 @@ async def run(path: Path, rounds: int) -> dict[str, Any]:
                 return Recorder(_orig(), _log)
 
             engine._cursor = types.MethodType(recording, engine)  # type: ignore[method-assign]
-            await getattr(stub, method)(request, metadata=md, timeout=600)  # records the SQL (and warms up)
+            # Records the SQL (and warms up).
+            answer = await getattr(stub, method)(request, metadata=md, timeout=600)
             engine._cursor = original  # type: ignore[method-assign]
+            echo_call = echo.answering(request, answer)
             project: list[float] = []
             raw: list[float] = []
             # Short queries get more rounds (up to about a second of each side): the median of three
@@ -170,20 +229,29 @@ async def run(path: Path, rounds: int) -> dict[str, Any]:
                 await getattr(stub, method)(request, metadata=md, timeout=600)
                 project.append(time.perf_counter() - t0)
                 raw.append(_replay(bare, log))
-            p, b = statistics.median(project), statistics.median(raw)
+            echoes: list[float] = []
+            for _ in project:
+                _replay(bare, log)
+                t0 = time.perf_counter()
+                await echo_call(request, timeout=600)
+                echoes.append(time.perf_counter() - t0)
+            p, b, e = statistics.median(project), statistics.median(raw), statistics.median(echoes)
             results[label] = {
                 "project_ms": round(p * 1000, 2),
                 "bare_ms": round(b * 1000, 2),
                 "ratio": round(b / p, 3),
+                "echo_ms": round(e * 1000, 3),
+                "ceiling": round(b / (b + e), 3),
                 "rounds": len(project),
             }
             print(
                 f"{label:28s} project {p * 1000:9.1f} ms   bare {b * 1000:9.1f} ms   ratio {b / p:.3f}"
-                f"   ({len(project)} rounds)",
+                f"   echo {e * 1000:6.2f} ms   ceiling {b / (b + e):.3f}   ({len(project)} rounds)",
                 flush=True,
             )
         return {"results": results, "startup_s": round(startup, 2)}
     finally:
+        await echo.stop()
         bare.close()
         await app.stop()
 
@@ -215,6 +283,7 @@ def main() -> None:
             "ratio": round(bare / project, 3),
             "target": 0.67,
             "min_query_ratio": min(r["ratio"] for r in results.values()),
+            "min_query_ceiling": min(r["ceiling"] for r in results.values()),
             "scale": args.scale,
             "lines": stats.get("lines"),
             "startup_s": outcome["startup_s"],
