@@ -13,6 +13,13 @@ is close to the gRPC client's; each side decodes the answer (JSON / protobuf). T
 value = gateway requests/s, baseline = direct gRPC requests/s, ratio = value / baseline (target 0.6),
 p99_ms = gateway request latency p99, cpu_us_per_request = CPU time per request of each process in the
 counted rounds (from /proc; where the time goes when the machine is shared and throughputs are noisy).
+
+A third process gives the floor of any Python gateway on this machine: a bare ASGI app under the same
+uvicorn set-up that, per request, makes the same gRPC call with the caller's token and returns the answer's
+protobuf bytes as the body (no auth, validation, JSON, middleware or logging; the client parses the
+protobuf, as on the direct side). Its rounds alternate with the others; floor_ratio = its requests/s /
+direct gRPC requests/s: the most an HTTP hop in Python can keep here, what the gateway's own work is
+measured against.
 """
 
 from __future__ import annotations
@@ -57,6 +64,19 @@ KPIS = [
     "forecast_interval_coverage",
 ]
 ROOT = Path(__file__).resolve().parents[1]
+PATHS = [
+    "/api/v1/kpis?" + "&".join(f"name={n}" for n in KPIS),
+    "/api/v1/inventory?page_size=10",
+    "/api/v1/alerts?state=open",
+    "/api/v1/watermark",
+]
+# The floor server's path -> (gRPC method, request): the requests the gateway makes for PATHS.
+_FLOOR_CALLS: dict[str, tuple[str, Any]] = {
+    "/kpis": ("GetKpis", apb.GetKpisRequest(names=KPIS)),
+    "/inventory": ("ListInventoryStatus", apb.ListInventoryStatusRequest(page=cpb.PageRequest(page_size=10))),
+    "/alerts": ("ListAlerts", apb.ListAlertsRequest(states=[apb.ALERT_STATE_OPEN])),
+    "/watermark": ("GetWatermark", apb.GetWatermarkRequest()),
+}
 
 
 def _provenance() -> cpb.Provenance:
@@ -173,6 +193,44 @@ async def _serve_gateway(key: bytes, port_file: Path, upstream: str) -> None:
     await gateway.stop()
 
 
+async def _serve_floor(port_file: Path, upstream: str) -> None:
+    """HTTP in, the same gRPC call, the answer's bytes out: nothing else (see the module docstring)."""
+    import signal
+
+    import uvicorn
+
+    from gateway.server import _bind
+
+    channel = grpc.aio.insecure_channel(upstream)
+    calls = {
+        path: (channel.unary_unary(f"/{SERVICE}/{method}"), request.SerializeToString())
+        for path, (method, request) in _FLOOR_CALLS.items()
+    }
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        call, request = calls[scope["path"]]
+        token = dict(scope["headers"])[b"authorization"].decode()
+        body = await call(request, metadata=(("authorization", token),), timeout=10)
+        headers = [(b"content-type", b"application/x-protobuf"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    sock = _bind("127.0.0.1", 0)
+    config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None, timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    await asyncio.to_thread(port_file.write_text, str(sock.getsockname()[1]))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    server.should_exit = True
+    await task
+    await channel.close()
+
+
 def _spawn(role: str, key: bytes, port_file: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "NOVA_BENCH_KEY": key.hex()}
     return subprocess.Popen(
@@ -210,7 +268,7 @@ class HttpConnection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return cls(reader, writer, token)
 
-    async def get(self, path: str) -> object:
+    async def get(self, path: str, decode: Callable[[bytes], object] = json.loads) -> object:
         self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{self.auth}\r\n".encode())
         status = await self.reader.readline()
         length = 0
@@ -221,7 +279,7 @@ class HttpConnection:
         body = await self.reader.readexactly(length)
         if b" 200 " not in status:
             raise RuntimeError(f"{path}: {status!r} {body[:200]!r}")
-        return json.loads(body)
+        return decode(body)
 
 
 def _cpu_seconds(pid: int | None) -> float:
@@ -262,7 +320,7 @@ def _p99(latencies: list[float]) -> float:
 
 
 async def _measure(
-    upstream_port: int, gateway_port: int, token: str, pids: dict[str, int | None]
+    upstream_port: int, gateway_port: int, floor_port: int, token: str, pids: dict[str, int | None]
 ) -> dict[str, Any]:
     metadata = (("authorization", f"Bearer {token}"),)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{upstream_port}")
@@ -277,52 +335,59 @@ async def _measure(
         ),
         lambda: stub.GetWatermark(apb.GetWatermarkRequest(), metadata=metadata, timeout=10),
     ]
-    paths = [
-        "/api/v1/kpis?" + "&".join(f"name={n}" for n in KPIS),
-        "/api/v1/inventory?page_size=10",
-        "/api/v1/alerts?state=open",
-        "/api/v1/watermark",
-    ]
     connections = [await HttpConnection.open(gateway_port, token) for _ in range(IN_FLIGHT)]
     free = list(connections)
+    floor_connections = [await HttpConnection.open(floor_port, token) for _ in range(IN_FLIGHT)]
+    floor_free = list(floor_connections)
+    floor_paths = list(_FLOOR_CALLS)
+    answers: list[Any] = [
+        apb.GetKpisResponse,
+        apb.ListInventoryStatusResponse,
+        apb.ListAlertsResponse,
+        apb.GetWatermarkResponse,
+    ]
+    floor_decode = [answer.FromString for answer in answers]
 
     async def via_gateway(i: int) -> object:
         conn = free.pop()
         try:
-            return await conn.get(paths[i])
+            return await conn.get(PATHS[i])
         finally:
             free.append(conn)
+
+    async def via_floor(i: int) -> object:
+        conn = floor_free.pop()
+        try:
+            return await conn.get(floor_paths[i], floor_decode[i])
+        finally:
+            floor_free.append(conn)
 
     async def direct(i: int) -> object:
         return await direct_calls[i]()
 
-    for i in range(4):  # warm both paths (channels, connections, caches)
-        await direct(i)
-        await via_gateway(i)
-    best = {"direct_rps": 0.0, "gateway_rps": 0.0}
-    direct_lat: list[float] = []
-    gateway_lat: list[float] = []
+    sides = {"direct": direct, "gateway": via_gateway, "floor": via_floor}
+    for i in range(4):  # warm every path (channels, connections, caches)
+        for call in sides.values():
+            await call(i)
+    best = dict.fromkeys(sides, 0.0)
+    latencies: dict[str, list[float]] = {}
     cpu: dict[str, dict[str, float]] = {}
     names = list(pids)
     for _ in range(ROUNDS):
-        for side, call in (("direct", direct), ("gateway", via_gateway)):
+        for side, call in sides.items():
             before = [_cpu_seconds(pids[name]) for name in names]
             n, lat = await _load(call, SECONDS)
             after = [_cpu_seconds(pids[name]) for name in names]
-            if n / SECONDS > best[f"{side}_rps"]:
-                best[f"{side}_rps"] = n / SECONDS
+            if n / SECONDS > best[side]:
+                best[side] = n / SECONDS
                 cpu[side] = _cpu_per_request(before, after, n, names)
-                if side == "direct":
-                    direct_lat = lat
-                else:
-                    gateway_lat = lat
-    for conn in connections:
+                latencies[side] = lat
+    for conn in (*connections, *floor_connections):
         conn.writer.close()
     await channel.close()
     return {
-        **best,
-        "gateway_p99_ms": _p99(gateway_lat),
-        "direct_p99_ms": _p99(direct_lat),
+        **{f"{side}_rps": rps for side, rps in best.items()},
+        **{f"{side}_p99_ms": _p99(lat) for side, lat in latencies.items()},
         "cpu_us_per_request": cpu,
     }
 
@@ -330,27 +395,28 @@ async def _measure(
 def main() -> None:
     key = secrets.token_bytes(32)
     with tempfile.TemporaryDirectory() as tmp:
-        upstream_file, gateway_file = Path(tmp) / "upstream", Path(tmp) / "gateway"
-        upstream = _spawn("upstream", key, upstream_file)
-        gateway = None
+        files = {role: Path(tmp) / role for role in ("upstream", "gateway", "floor")}
+        procs: dict[str, subprocess.Popen[bytes]] = {}
         try:
-            upstream_port = _wait_port(upstream_file, upstream)
-            gateway = _spawn("gateway", key, gateway_file, f"127.0.0.1:{upstream_port}")
-            gateway_port = _wait_port(gateway_file, gateway)
+            procs["upstream"] = _spawn("upstream", key, files["upstream"])
+            upstream = f"127.0.0.1:{_wait_port(files['upstream'], procs['upstream'])}"
+            for role in ("gateway", "floor"):
+                procs[role] = _spawn(role, key, files[role], upstream)
+            ports = {role: _wait_port(files[role], proc) for role, proc in procs.items()}
             token = mint_token(key, "bench", "viewer", 600)
-            pids = {"client": None, "gateway": gateway.pid, "upstream": upstream.pid}
-            result = asyncio.run(_measure(upstream_port, gateway_port, token, pids))
+            pids: dict[str, int | None] = {"client": None, **{role: p.pid for role, p in procs.items()}}
+            result = asyncio.run(_measure(ports["upstream"], ports["gateway"], ports["floor"], token, pids))
         finally:
-            for proc in (gateway, upstream):
-                if proc is not None:
-                    proc.terminate()
-                    proc.wait(30)
+            for proc in reversed(procs.values()):
+                proc.terminate()
+                proc.wait(30)
     ratio = result["gateway_rps"] / result["direct_rps"]
+    floor_ratio = result["floor_rps"] / result["direct_rps"]
     print(
         f"{dt.datetime.now():%H:%M:%S} overview calls at {IN_FLIGHT} in flight: "
-        f"gateway {result['gateway_rps']:.0f} req/s "
-        f"(p99 {result['gateway_p99_ms']:.1f} ms), direct gRPC {result['direct_rps']:.0f} req/s "
-        f"(p99 {result['direct_p99_ms']:.1f} ms)"
+        f"gateway {result['gateway_rps']:.0f} req/s (p99 {result['gateway_p99_ms']:.1f} ms), "
+        f"direct gRPC {result['direct_rps']:.0f} req/s (p99 {result['direct_p99_ms']:.1f} ms), "
+        f"floor (bare ASGI + gRPC) {result['floor_rps']:.0f} req/s (p99 {result['floor_p99_ms']:.1f} ms)"
     )
     print(
         json.dumps(
@@ -363,6 +429,9 @@ def main() -> None:
                 "target": 0.6,
                 "p99_ms": round(result["gateway_p99_ms"], 2),
                 "direct_p99_ms": round(result["direct_p99_ms"], 2),
+                "floor_rps": round(result["floor_rps"], 1),
+                "floor_ratio": round(floor_ratio, 3),
+                "floor_p99_ms": round(result["floor_p99_ms"], 2),
                 "in_flight": IN_FLIGHT,
                 "cpu_us_per_request": result["cpu_us_per_request"],
             }
@@ -371,11 +440,13 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("upstream", "gateway"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("upstream", "gateway", "floor"):
         bench_key = bytes.fromhex(os.environ["NOVA_BENCH_KEY"])
         if sys.argv[1] == "upstream":
             asyncio.run(_serve_upstream(bench_key, Path(sys.argv[2])))
-        else:
+        elif sys.argv[1] == "gateway":
             asyncio.run(_serve_gateway(bench_key, Path(sys.argv[2]), sys.argv[3]))
+        else:
+            asyncio.run(_serve_floor(Path(sys.argv[2]), sys.argv[3]))
     else:
         main()
