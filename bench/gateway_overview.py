@@ -6,20 +6,21 @@ One overview = the four analytics calls the overview page makes: GET /api/v1/kpi
 ListInventoryStatus, ListAlerts and GetWatermark with the same requests. 16 workers loop over them.
 
 Processes: a synthetic AnalyticsService (answers of the real shapes and sizes, computed once, so the upstream
-costs the same in both runs), the gateway (``build_gateway``, default settings: JSON access log at INFO), and
-this load generator. HTTP goes through a minimal keep-alive HTTP/1.1 client so that the client's own cost
-is close to the gRPC client's; each side decodes the answer (JSON / protobuf). The two runs alternate
-(direct, gateway, direct, gateway) and the better of each counts. Last line: one JSON object;
+costs the same in every run), the gateway (``build_gateway``, default settings: JSON access log at INFO), the
+floor (below), and this load generator. HTTP goes through a minimal keep-alive HTTP/1.1 client so that the
+client's own cost is close to the gRPC client's; each side decodes the answer (JSON / protobuf). The runs
+alternate (direct, gateway, floor, direct, gateway, floor) and the best of each side counts. Last line: one
+JSON object;
 value = gateway requests/s, baseline = direct gRPC requests/s, ratio = value / baseline (target 0.6),
 p99_ms = gateway request latency p99, cpu_us_per_request = CPU time per request of each process in the
 counted rounds (from /proc; where the time goes when the machine is shared and throughputs are noisy).
 
-A third process gives the floor of any Python gateway on this machine: a bare ASGI app under the same
-uvicorn set-up that, per request, makes the same gRPC call with the caller's token and returns the answer's
-protobuf bytes as the body (no auth, validation, JSON, middleware or logging; the client parses the
-protobuf, as on the direct side). Its rounds alternate with the others; floor_ratio = its requests/s /
-direct gRPC requests/s: the most an HTTP hop in Python can keep here, what the gateway's own work is
-measured against.
+The floor is the least an HTTP hop costs with the gateway's own HTTP server and gRPC channel: a bare ASGI
+app under the same uvicorn set-up that, per request, makes the gateway's gRPC call (same request, the
+caller's token and a request id, on a channel from ``gateway.upstreams``) and returns the answer's protobuf
+bytes as the body: no auth check, validation, JSON, metrics or logging (the client parses the protobuf, as
+on the direct side). floor_ratio = its requests/s / direct gRPC requests/s, the most a gateway built on this
+server and channel could keep here; the gateway's own work is what separates its ratio from that one.
 """
 
 from __future__ import annotations
@@ -70,11 +71,18 @@ PATHS = [
     "/api/v1/alerts?state=open",
     "/api/v1/watermark",
 ]
-# The floor server's path -> (gRPC method, request): the requests the gateway makes for PATHS.
+# The floor server's path -> (gRPC method, request): the requests the gateway's routes build for PATHS
+# (gateway/api.py: the data routes always send a filter, the listings a page).
 _FLOOR_CALLS: dict[str, tuple[str, Any]] = {
-    "/kpis": ("GetKpis", apb.GetKpisRequest(names=KPIS)),
-    "/inventory": ("ListInventoryStatus", apb.ListInventoryStatusRequest(page=cpb.PageRequest(page_size=10))),
-    "/alerts": ("ListAlerts", apb.ListAlertsRequest(states=[apb.ALERT_STATE_OPEN])),
+    "/kpis": ("GetKpis", apb.GetKpisRequest(filter=cpb.Filter(), names=KPIS)),
+    "/inventory": (
+        "ListInventoryStatus",
+        apb.ListInventoryStatusRequest(filter=cpb.Filter(), page=cpb.PageRequest(page_size=10)),
+    ),
+    "/alerts": (
+        "ListAlerts",
+        apb.ListAlertsRequest(filter=cpb.Filter(), page=cpb.PageRequest(), states=[apb.ALERT_STATE_OPEN]),
+    ),
     "/watermark": ("GetWatermark", apb.GetWatermarkRequest()),
 }
 
@@ -155,7 +163,7 @@ class SyntheticAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         return self.watermark
 
 
-# -- the two server processes -------------------------------------------------------------------------------
+# -- the server processes ---------------------------------------------------------------------------------
 
 
 async def _serve_upstream(key: bytes, port_file: Path) -> None:
@@ -194,14 +202,19 @@ async def _serve_gateway(key: bytes, port_file: Path, upstream: str) -> None:
 
 
 async def _serve_floor(port_file: Path, upstream: str) -> None:
-    """HTTP in, the same gRPC call, the answer's bytes out: nothing else (see the module docstring)."""
+    """HTTP in, the gateway's gRPC call, the answer's bytes out: nothing else (see the module docstring)."""
     import signal
 
     import uvicorn
 
     from gateway.server import _bind
+    from gateway.settings import GatewaySettings
+    from gateway.upstreams import Upstreams
+    from services.kit.interceptors import REQUEST_ID_HEADER
+    from services.kit.logging import new_request_id
 
-    channel = grpc.aio.insecure_channel(upstream)
+    upstreams = Upstreams(GatewaySettings(port=0, analytics_target=upstream))
+    channel = upstreams.channel("analytics")
     calls = {
         path: (channel.unary_unary(f"/{SERVICE}/{method}"), request.SerializeToString())
         for path, (method, request) in _FLOOR_CALLS.items()
@@ -211,7 +224,8 @@ async def _serve_floor(port_file: Path, upstream: str) -> None:
         assert scope["type"] == "http"
         call, request = calls[scope["path"]]
         token = dict(scope["headers"])[b"authorization"].decode()
-        body = await call(request, metadata=(("authorization", token),), timeout=10)
+        metadata = (("authorization", token), (REQUEST_ID_HEADER, new_request_id()))
+        body = await call(request, metadata=metadata, timeout=10)
         headers = [(b"content-type", b"application/x-protobuf"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -221,6 +235,9 @@ async def _serve_floor(port_file: Path, upstream: str) -> None:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
+        if task.done():
+            task.result()  # raises the startup failure
+            raise RuntimeError("floor HTTP server exited during startup")
         await asyncio.sleep(0.01)
     await asyncio.to_thread(port_file.write_text, str(sock.getsockname()[1]))
     stop = asyncio.Event()
@@ -228,7 +245,7 @@ async def _serve_floor(port_file: Path, upstream: str) -> None:
     await stop.wait()
     server.should_exit = True
     await task
-    await channel.close()
+    await upstreams.close()
 
 
 def _spawn(role: str, key: bytes, port_file: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -407,9 +424,14 @@ def main() -> None:
             pids: dict[str, int | None] = {"client": None, **{role: p.pid for role, p in procs.items()}}
             result = asyncio.run(_measure(ports["upstream"], ports["gateway"], ports["floor"], token, pids))
         finally:
-            for proc in reversed(procs.values()):
+            for proc in procs.values():
                 proc.terminate()
-                proc.wait(30)
+            for proc in procs.values():
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
     ratio = result["gateway_rps"] / result["direct_rps"]
     floor_ratio = result["floor_rps"] / result["direct_rps"]
     print(
