@@ -30,7 +30,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from novacorrente.analytics.v1 import analytics_pb2 as a
 from novacorrente.common.v1 import common_pb2 as c
 from prometheus_client import CollectorRegistry
 
-from bench.common import percentile
+from bench.common import bare_grpc_server, percentile
 from bench.gen_company_history import emit, prepare_data, start_replica
 from services.analytics.app import policy
 from services.kit.interceptors import default_interceptors
@@ -155,24 +155,14 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
 async def _bare_server(
     answers: dict[tuple[str, bytes], bytes], interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 ) -> tuple[grpc.aio.Server, int]:
-    def handler_for(method: str) -> grpc.RpcMethodHandler:
+    def handler_for(method: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
         async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             return answers[(method, request)]
 
-        return grpc.unary_unary_rpc_method_handler(handle)
+        return handle
 
-    methods = {m for m, _ in answers}
-    server = grpc.aio.server(interceptors=list(interceptors))
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                "novacorrente.analytics.v1.AnalyticsService", {m: handler_for(m) for m in methods}
-            )
-        ]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, port
+    methods = {m: handler_for(m) for m, _ in answers}
+    return await bare_grpc_server("novacorrente.analytics.v1.AnalyticsService", methods, interceptors)
 
 
 async def run(path: Path, seconds: float, rounds: int, cache_url: str | None) -> dict[str, Any]:

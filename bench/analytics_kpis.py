@@ -43,7 +43,7 @@ from google.protobuf.message import Message
 from novacorrente.analytics.v1 import analytics_pb2 as a
 from novacorrente.common.v1 import common_pb2 as c
 
-from bench.common import peak_rss_mb
+from bench.common import bare_grpc_server, peak_rss_mb
 from bench.gen_company_history import NoCache, Recorder, emit, prepare_data, start_replica
 
 _STOCK = [
@@ -140,7 +140,7 @@ class AnswerEcho:
     def __init__(self) -> None:
         self._request_type: Any = None
         self._answer: Message | None = None
-        self._server = grpc.aio.server()
+        self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
 
     async def start(self) -> None:
@@ -149,12 +149,7 @@ class AnswerEcho:
             assert self._answer is not None
             return self._answer.SerializeToString()
 
-        handler = grpc.unary_unary_rpc_method_handler(echo)
-        self._server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})]
-        )
-        port = self._server.add_insecure_port("127.0.0.1:0")
-        await self._server.start()
+        self._server, port = await bare_grpc_server("bench.Echo", {"Echo": echo})
         big = 256 * 1024 * 1024
         self._channel = grpc.aio.insecure_channel(
             f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", big)]
@@ -174,7 +169,8 @@ class AnswerEcho:
             if self._channel is not None:
                 await self._channel.close()
         finally:
-            await self._server.stop(None)
+            if self._server is not None:
+                await self._server.stop(None)
 
 
 def _replay(con: duckdb.DuckDBPyConnection, log: list[tuple[str, Any]]) -> float:

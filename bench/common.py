@@ -8,10 +8,11 @@ import json
 import os
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 from openpyxl import load_workbook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,22 @@ HEADER = [
     "DATA SOLICITADO",
     "DATA DE COMPRA",
 ]
+
+
+async def bare_grpc_server(
+    service: str,
+    methods: Mapping[str, Callable[[bytes, grpc.aio.ServicerContext], Any]],
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """A started grpc.aio server on a free loopback port whose ``service`` has ``methods``, each taking and
+    giving raw bytes (no (de)serialiser; a coroutine, or a plain function grpc.aio calls on its loop): the
+    raw limit the benchmarks compare gRPC services with."""
+    server = grpc.aio.server(interceptors=list(interceptors))
+    handlers = {name: grpc.unary_unary_rpc_method_handler(method) for name, method in methods.items()}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
 
 
 def real_lines() -> list[tuple[Any, ...]]:

@@ -38,6 +38,7 @@ from novacorrente.common.v1 import common_pb2 as cpb
 from novacorrente.forecast.v1 import forecast_pb2 as fpb
 from novacorrente.forecast.v1 import forecast_pb2_grpc as fpb_grpc
 
+from bench.common import bare_grpc_server
 from bench.oip_infer import THREADS, model_repository
 from services.forecast.app import ForecastApp, build_app
 from services.forecast.settings import ForecastSettings
@@ -136,16 +137,10 @@ async def rate(
 async def echo_call() -> AsyncIterator[Callable[[int], Awaitable[object]]]:
     """A call of a bare echo server with a ForecastRequest-sized body."""
 
-    def echo(request: bytes, context: object) -> bytes:
+    def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return request
 
-    server = grpc.aio.server()
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
-    )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, port = await bare_grpc_server("bench.Echo", {"Echo": echo})
     payload = fpb.ForecastRequest(series=[fpb.SeriesRef(material_code="010601", site_code="BAJSS002-3")])
     body = payload.SerializeToString()
     try:

@@ -65,26 +65,30 @@ KPIS = [
     "forecast_interval_coverage",
 ]
 ROOT = Path(__file__).resolve().parents[1]
-PATHS = [
-    "/api/v1/kpis?" + "&".join(f"name={n}" for n in KPIS),
-    "/api/v1/inventory?page_size=10",
-    "/api/v1/alerts?state=open",
-    "/api/v1/watermark",
-]
-# The floor server's path -> (gRPC method, request): the requests the gateway's routes build for PATHS
-# (gateway/api.py: the data routes always send a filter, the listings a page).
-_FLOOR_CALLS: dict[str, tuple[str, Any]] = {
-    "/kpis": ("GetKpis", apb.GetKpisRequest(filter=cpb.Filter(), names=KPIS)),
-    "/inventory": (
+# The overview's four calls: the gateway's path, and the gRPC method, request and answer type its route makes
+# of it (gateway/api.py: the data routes always send a filter, the listings a page). The direct side and the
+# floor send the same requests.
+CALLS: list[tuple[str, str, Any, Any]] = [
+    (
+        "/api/v1/kpis?" + "&".join(f"name={n}" for n in KPIS),
+        "GetKpis",
+        apb.GetKpisRequest(filter=cpb.Filter(), names=KPIS),
+        apb.GetKpisResponse,
+    ),
+    (
+        "/api/v1/inventory?page_size=10",
         "ListInventoryStatus",
         apb.ListInventoryStatusRequest(filter=cpb.Filter(), page=cpb.PageRequest(page_size=10)),
+        apb.ListInventoryStatusResponse,
     ),
-    "/alerts": (
+    (
+        "/api/v1/alerts?state=open",
         "ListAlerts",
         apb.ListAlertsRequest(filter=cpb.Filter(), page=cpb.PageRequest(), states=[apb.ALERT_STATE_OPEN]),
+        apb.ListAlertsResponse,
     ),
-    "/watermark": ("GetWatermark", apb.GetWatermarkRequest()),
-}
+    ("/api/v1/watermark", "GetWatermark", apb.GetWatermarkRequest(), apb.GetWatermarkResponse),
+]
 
 
 def _provenance() -> cpb.Provenance:
@@ -215,9 +219,10 @@ async def _serve_floor(port_file: Path, upstream: str) -> None:
 
     upstreams = Upstreams(GatewaySettings(port=0, analytics_target=upstream))
     channel = upstreams.channel("analytics")
+    # By path, query string aside: the requests are the gateway's for CALLS' paths.
     calls = {
-        path: (channel.unary_unary(f"/{SERVICE}/{method}"), request.SerializeToString())
-        for path, (method, request) in _FLOOR_CALLS.items()
+        path.partition("?")[0]: (channel.unary_unary(f"/{SERVICE}/{method}"), request.SerializeToString())
+        for path, method, request, _ in CALLS
     }
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -342,45 +347,31 @@ async def _measure(
     metadata = (("authorization", f"Bearer {token}"),)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{upstream_port}")
     stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
-    direct_calls = [
-        lambda: stub.GetKpis(apb.GetKpisRequest(names=KPIS), metadata=metadata, timeout=10),
-        lambda: stub.ListInventoryStatus(
-            apb.ListInventoryStatusRequest(page=cpb.PageRequest(page_size=10)), metadata=metadata, timeout=10
-        ),
-        lambda: stub.ListAlerts(
-            apb.ListAlertsRequest(states=[apb.ALERT_STATE_OPEN]), metadata=metadata, timeout=10
-        ),
-        lambda: stub.GetWatermark(apb.GetWatermarkRequest(), metadata=metadata, timeout=10),
-    ]
-    connections = [await HttpConnection.open(gateway_port, token) for _ in range(IN_FLIGHT)]
-    free = list(connections)
-    floor_connections = [await HttpConnection.open(floor_port, token) for _ in range(IN_FLIGHT)]
-    floor_free = list(floor_connections)
-    floor_paths = list(_FLOOR_CALLS)
-    answers: list[Any] = [
-        apb.GetKpisResponse,
-        apb.ListInventoryStatusResponse,
-        apb.ListAlertsResponse,
-        apb.GetWatermarkResponse,
-    ]
-    floor_decode = [answer.FromString for answer in answers]
-
-    async def via_gateway(i: int) -> object:
-        conn = free.pop()
-        try:
-            return await conn.get(PATHS[i])
-        finally:
-            free.append(conn)
-
-    async def via_floor(i: int) -> object:
-        conn = floor_free.pop()
-        try:
-            return await conn.get(floor_paths[i], floor_decode[i])
-        finally:
-            floor_free.append(conn)
+    direct_calls = [(getattr(stub, method), request) for _, method, request, _ in CALLS]
+    connections: list[HttpConnection] = []
 
     async def direct(i: int) -> object:
-        return await direct_calls[i]()
+        method, request = direct_calls[i]
+        return await method(request, metadata=metadata, timeout=10)
+
+    async def over_http(
+        port: int, decoders: list[Callable[[bytes], object]]
+    ) -> Callable[[int], Awaitable[object]]:
+        free = [await HttpConnection.open(port, token) for _ in range(IN_FLIGHT)]
+        connections.extend(free)
+
+        async def call(i: int) -> object:
+            conn = free.pop()
+            try:
+                return await conn.get(CALLS[i][0], decoders[i])
+            finally:
+                free.append(conn)
+
+        return call
+
+    via_gateway = await over_http(gateway_port, [json.loads] * len(CALLS))
+    # The floor answers protobuf: parsed as on the direct side.
+    via_floor = await over_http(floor_port, [answer.FromString for *_, answer in CALLS])
 
     sides = {"direct": direct, "gateway": via_gateway, "floor": via_floor}
     for i in range(4):  # warm every path (channels, connections, caches)
@@ -399,7 +390,7 @@ async def _measure(
                 best[side] = n / SECONDS
                 cpu[side] = _cpu_per_request(before, after, n, names)
                 latencies[side] = lat
-    for conn in (*connections, *floor_connections):
+    for conn in connections:
         conn.writer.close()
     await channel.close()
     return {

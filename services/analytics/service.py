@@ -6,10 +6,10 @@ committed state, store the serialized answer, return it. The watermarks it is st
 that state: the writer's in-memory copy when no write job overlapped the read (two or three statements fewer
 per answer), else read from the tables in the same DuckDB transaction. While writes are quiet
 (``DuckEngine.quiet``) a read first runs without a transaction (two statements fewer again) and is run
-again inside one if a write job overlapped it. A cached and a fresh answer are
-byte-identical but for ``from_cache`` and ``generated_at``. What the lookup needs from a request (its
-fingerprint and which watermarks narrow it) is remembered by request bytes (``cache_keys.LookupPlans``), so
-a repeated request goes from its bytes to the cache without being validated and normalised again.
+again inside one if a write job overlapped it. A cached and a fresh answer are byte-identical but for
+``from_cache`` and ``generated_at``. What the lookup needs from a request (its fingerprint and which
+watermarks narrow it) is remembered by request bytes (``cache_keys.LookupPlans``), so a repeated request goes
+from its bytes to the cache without being validated and normalised again.
 
 Writes (from the bus): apply a batch in sequence order, catching up from ingestion's export first when the
 batch leaves a gap; apply forecasts; then re-evaluate the alerts of the material x site pairs that changed.
