@@ -37,16 +37,17 @@ async def bare_grpc_server(
     service: str,
     methods: Mapping[str, Callable[[bytes, grpc.aio.ServicerContext], Any]],
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    port: int = 0,
 ) -> tuple[grpc.aio.Server, int]:
-    """A started grpc.aio server on a free loopback port whose ``service`` has ``methods``, each taking and
-    giving raw bytes (no (de)serialiser; a coroutine, or a plain function grpc.aio calls on its loop): the
-    raw limit the benchmarks compare gRPC services with."""
+    """A started grpc.aio server on loopback ``port`` (0: a free one) whose ``service`` has ``methods``, each
+    taking and giving raw bytes (no (de)serialiser; a coroutine, or a plain function grpc.aio calls on its
+    loop): the raw limit the benchmarks compare gRPC services with. Returns the server and its port."""
     server = grpc.aio.server(interceptors=list(interceptors))
     handlers = {name: grpc.unary_unary_rpc_method_handler(method) for name, method in methods.items()}
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    return server, port
+    return server, bound
 
 
 def real_lines() -> list[tuple[Any, ...]]:

@@ -1,4 +1,5 @@
-"""A bare grpc.aio echo server: the raw limit a unary call costs on this machine (used by benchmarks)."""
+"""A bare grpc.aio echo server in its own process: the raw limit a unary call costs on this machine (used by
+benchmarks that load a server from another process)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,14 @@ import sys
 
 import grpc
 
+from bench.common import bare_grpc_server
+
 
 async def main(port: int) -> None:
     async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return request
 
-    server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(echo)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})])
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
+    server, _ = await bare_grpc_server("bench.Echo", {"Echo": echo}, port=port)
     await server.wait_for_termination()
 
 

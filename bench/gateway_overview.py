@@ -211,7 +211,7 @@ async def _serve_floor(port_file: Path, upstream: str) -> None:
 
     import uvicorn
 
-    from gateway.server import _bind
+    from gateway.server import listening_socket
     from gateway.settings import GatewaySettings
     from gateway.upstreams import Upstreams
     from services.kit.interceptors import REQUEST_ID_HEADER
@@ -235,7 +235,7 @@ async def _serve_floor(port_file: Path, upstream: str) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    sock = _bind("127.0.0.1", 0)
+    sock = listening_socket("127.0.0.1", 0)
     config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None, timeout_keep_alive=30)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -369,30 +369,32 @@ async def _measure(
 
         return call
 
-    via_gateway = await over_http(gateway_port, [json.loads] * len(CALLS))
-    # The floor answers protobuf: parsed as on the direct side.
-    via_floor = await over_http(floor_port, [answer.FromString for *_, answer in CALLS])
+    try:
+        via_gateway = await over_http(gateway_port, [json.loads] * len(CALLS))
+        # The floor answers protobuf: parsed as on the direct side.
+        via_floor = await over_http(floor_port, [answer.FromString for *_, answer in CALLS])
 
-    sides = {"direct": direct, "gateway": via_gateway, "floor": via_floor}
-    for i in range(4):  # warm every path (channels, connections, caches)
-        for call in sides.values():
-            await call(i)
-    best = dict.fromkeys(sides, 0.0)
-    latencies: dict[str, list[float]] = {}
-    cpu: dict[str, dict[str, float]] = {}
-    names = list(pids)
-    for _ in range(ROUNDS):
-        for side, call in sides.items():
-            before = [_cpu_seconds(pids[name]) for name in names]
-            n, lat = await _load(call, SECONDS)
-            after = [_cpu_seconds(pids[name]) for name in names]
-            if n / SECONDS > best[side]:
-                best[side] = n / SECONDS
-                cpu[side] = _cpu_per_request(before, after, n, names)
-                latencies[side] = lat
-    for conn in connections:
-        conn.writer.close()
-    await channel.close()
+        sides = {"direct": direct, "gateway": via_gateway, "floor": via_floor}
+        for i in range(4):  # warm every path (channels, connections, caches)
+            for call in sides.values():
+                await call(i)
+        best = dict.fromkeys(sides, 0.0)
+        latencies: dict[str, list[float]] = {}
+        cpu: dict[str, dict[str, float]] = {}
+        names = list(pids)
+        for _ in range(ROUNDS):
+            for side, call in sides.items():
+                before = [_cpu_seconds(pids[name]) for name in names]
+                n, lat = await _load(call, SECONDS)
+                after = [_cpu_seconds(pids[name]) for name in names]
+                if n / SECONDS > best[side]:
+                    best[side] = n / SECONDS
+                    cpu[side] = _cpu_per_request(before, after, n, names)
+                    latencies[side] = lat
+    finally:
+        for conn in connections:
+            conn.writer.close()
+        await channel.close()
     return {
         **{f"{side}_rps": rps for side, rps in best.items()},
         **{f"{side}_p99_ms": _p99(lat) for side, lat in latencies.items()},

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 
-__all__ = ["GatewayServer", "build_gateway"]
+__all__ = ["GatewayServer", "build_gateway", "listening_socket"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for uvicorn to serve on (it listens on it); port 0 picks a free port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only when the listening socket's
     # proto is IPPROTO_TCP, and without it every keep-alive response waits ~40 ms on Nagle + delayed ACK.
@@ -81,7 +82,7 @@ class GatewayServer:
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("GatewayServer already started")
-        self._sock = _bind(self.settings.host, self.settings.port)
+        self._sock = listening_socket(self.settings.host, self.settings.port)
         config = uvicorn.Config(
             self.app,
             lifespan="on",

@@ -475,8 +475,10 @@ class AnalyticsService:
         normalising it again; None when the request is new or its answer is not cached (the caller then takes
         the full path, which validates)."""
         plan = self._plans.get(method, request.SerializeToString())
-        if plan is None:
-            return None
+        return None if plan is None else await self._lookup(plan)
+
+    async def _lookup(self, plan: LookupPlan) -> Message | None:
+        """The cached answer under ``plan``'s key at the current data versions, or None."""
         hit = await self._cache_get(plan.key_for(self.model.watermarks, self.model.lineage))
         return None if hit is None else _from_cache(plan.response_type, hit)
 
@@ -502,9 +504,8 @@ class AnalyticsService:
         if plan is None:
             plan = LookupPlan(method, fingerprint(method, normalised), narrowing(kinds, s), response_type)
             self._plans.add(method, request_bytes, plan)
-            hit = await self._cache_get(plan.key_for(self.model.watermarks, self.model.lineage))
-            if hit is not None:
-                return _from_cache(response_type, hit)
+            if (hit := await self._lookup(plan)) is not None:
+                return hit
         # else ``_recall`` has just looked this plan's key up and missed: no second lookup.
 
         def stale(version: str) -> bool:
