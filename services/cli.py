@@ -159,6 +159,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
             for v in list(answer.exceptions)[: args.show]:  # type: ignore[attr-defined]
                 problems = "; ".join(f"{p.field} {p.reason}: {p.description}" for p in v.violations)
                 print(f"  line {v.index}: {v.verdict and _verdict_name(v.verdict)} {problems}")
+            if omitted := answer.exceptions_omitted:  # type: ignore[attr-defined]
+                print(f"  ({omitted} more lines not accepted as new are counted, not listed)")
             failures += answer.counts.rejected > 0  # type: ignore[attr-defined]
         return 0
 

@@ -182,11 +182,14 @@ class IngestionUseCases:
         (then the corrected ids not listed in `ids`). An entry that passes leaves the quarantine in the
         same transaction as its rows; one rejected again stays, with its first reasons."""
         ids = list(dict.fromkeys([*request.ids, *request.corrections.keys()]))
+        # Each id is named where the caller wrote it: its first place in `ids`, else its correction.
+        listed = {text: f"ids[{i}]" for i, text in reversed(list(enumerate(request.ids)))}
+        fields = [listed.get(text) or f"corrections[{json.dumps(text)}]" for text in ids]
         violations = []
         numbers: list[int] = []
-        for i, text in enumerate(ids):
+        for text, field in zip(ids, fields, strict=True):
             if not text.isdigit():
-                violations.append(FieldViolation(f"ids[{i}]", f"{text!r} is not a quarantine entry id"))
+                violations.append(FieldViolation(field, f"{text!r} is not a quarantine entry id"))
             else:
                 numbers.append(int(text))
         if not ids:
@@ -201,17 +204,16 @@ class IngestionUseCases:
                 return response
             entries = await self._guard(self._store.quarantined(numbers))
             records = []
-            for i, (text, number) in enumerate(zip(ids, numbers, strict=True)):
-                if text in request.corrections:
+            for text, field, number in zip(ids, fields, numbers, strict=True):
+                if number not in entries:
+                    # A correction too: it replaces a quarantined line, and there is none to replace.
+                    violations.append(
+                        FieldViolation(field, "no such entry in quarantine (or already replayed)")
+                    )
+                elif text in request.corrections:
                     records.append(request.corrections[text])
-                elif number not in entries:
-                    violations.append(
-                        FieldViolation(f"ids[{i}]", "no such entry in quarantine (or already replayed)")
-                    )
                 elif (stored := entries[number].record) is None:
-                    violations.append(
-                        FieldViolation(f"ids[{i}]", "the line could not be read: send a correction")
-                    )
+                    violations.append(FieldViolation(field, "the line could not be read: send a correction"))
                 else:
                     records.append(records_pb2.Record.FromString(stored))
             if violations:
@@ -291,6 +293,9 @@ class IngestionUseCases:
         except BaseException:
             hashing.cancel()
             raise
+        # What the bytes are read as belongs to the request as much as the bytes do: the same file sent
+        # again under the same key as another record type or series is a different request, not a retry.
+        reading_options = _reading_options(header)
         try:
             file_hash = await hashing
             answer = pb.UploadFileResponse(format=reader.format)
@@ -298,7 +303,7 @@ class IngestionUseCases:
             while (prepared := await reader.next()) is not None:
                 chunk_no += 1
                 key = f"{header.idempotency_key}#{chunk_no}"
-                chunk_hash = _hash(file_hash.encode(), str(chunk_no).encode())
+                chunk_hash = _hash(file_hash.encode(), reading_options, str(chunk_no).encode())
                 async with self._idempotent(caller, key, chunk_hash) as stored:
                     if stored is not None:
                         response = pb.SubmitBatchResponse.FromString(stored)
@@ -327,7 +332,8 @@ class IngestionUseCases:
             if bad:
                 raise InvalidArgument(
                     [
-                        FieldViolation(f"line[{r.index}].{v.field}", f"{v.reason}: {v.description}")
+                        # prepare_records already names the line: v.field is "line[N].<field>".
+                        FieldViolation(v.field, f"{v.reason}: {v.description}")
                         for r in bad
                         for v in r.violations
                     ],
@@ -397,6 +403,16 @@ def _file_hash(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _reading_options(header: pb.UploadHeader) -> bytes:
+    """The header fields that decide what a file's lines become: all but the key and the size (progress
+    only). The file name stays: it can pick the format, a PTAX file's currency or an Open-Meteo city."""
+    options = pb.UploadHeader()
+    options.CopyFrom(header)
+    options.ClearField("idempotency_key")
+    options.ClearField("size_bytes")
+    return options.SerializeToString(deterministic=True)
 
 
 def _first_rejections(records: Iterator[Outcome], limit: int) -> list[Rejected]:
@@ -477,12 +493,21 @@ def _response(
     return response
 
 
+MAX_UPLOAD_EXCEPTIONS = 10_000
+"""Verdicts an upload's answer lists (ingestion.proto, UploadFileResponse.exceptions). Sending a large
+file again makes every line a duplicate: listed whole, 440,000 such lines would already pass the default
+16 MiB message limit, and the answer, committed but unsendable, would fail every retry too."""
+
+
 def _accumulate(answer: pb.UploadFileResponse, batch: pb.SubmitBatchResponse) -> None:
     if batch.batch_id:
         answer.batch_ids.append(batch.batch_id)
     for name in ("accepted", "duplicate", "superseded", "rejected", "skipped"):
         setattr(answer.counts, name, getattr(answer.counts, name) + getattr(batch.counts, name))
-    answer.exceptions.extend(v for v in batch.verdicts if v.verdict != VerdictKind.ACCEPTED)
+    exceptions = [v for v in batch.verdicts if v.verdict != VerdictKind.ACCEPTED]
+    room = max(MAX_UPLOAD_EXCEPTIONS - len(answer.exceptions), 0)
+    answer.exceptions.extend(exceptions[:room])
+    answer.exceptions_omitted += len(exceptions) - min(room, len(exceptions))
 
 
 def _batch_committed(outcome: CommitOutcome) -> OutboxMessage:

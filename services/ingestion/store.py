@@ -128,38 +128,46 @@ class IngestionStore:
         in-progress claim older than the lease is taken over (its owner died)."""
         now = _now()
         async with self.db.transaction() as s:
-            rows = await s.fetch(
-                "SELECT request_hash, state, response, created_at, expires_at FROM support.idempotency_keys "
-                "WHERE caller = $1 AND key = $2",
-                caller,
-                key,
-            )
-            if rows:
-                stored_hash, state, response, created_at, expires_at = rows[0]
-                expired = _aware(expires_at) <= now
-                stale = state == "in_progress" and _aware(created_at) <= now - dt.timedelta(
-                    seconds=lease_seconds
+            # Two rounds at most: a second call with the same new key can insert between this one's
+            # read and insert. Its insert then wins, and this one decides on the claim it made (read
+            # again: on PostgreSQL each statement of the transaction sees what committed before it).
+            for _ in range(2):
+                rows = await s.fetch(
+                    "SELECT request_hash, state, response, created_at, expires_at "
+                    "FROM support.idempotency_keys WHERE caller = $1 AND key = $2",
+                    caller,
+                    key,
                 )
-                if not expired and not stale:
-                    if stored_hash != request_hash:
-                        return Claim(ClaimState.CONFLICT)
-                    if state == "done":
-                        return Claim(ClaimState.REPLAY, bytes(response))
-                    return Claim(ClaimState.IN_PROGRESS)
-                await s.execute(
-                    "DELETE FROM support.idempotency_keys WHERE caller = $1 AND key = $2", caller, key
+                if rows:
+                    stored_hash, state, response, created_at, expires_at = rows[0]
+                    expired = _aware(expires_at) <= now
+                    stale = state == "in_progress" and _aware(created_at) <= now - dt.timedelta(
+                        seconds=lease_seconds
+                    )
+                    if not expired and not stale:
+                        if stored_hash != request_hash:
+                            return Claim(ClaimState.CONFLICT)
+                        if state == "done":
+                            return Claim(ClaimState.REPLAY, bytes(response))
+                        return Claim(ClaimState.IN_PROGRESS)
+                    await s.execute(
+                        "DELETE FROM support.idempotency_keys WHERE caller = $1 AND key = $2", caller, key
+                    )
+                inserted = await s.fetch(
+                    "INSERT INTO support.idempotency_keys "
+                    "(caller, key, request_hash, state, created_at, expires_at) "
+                    "VALUES ($1, $2, $3, 'in_progress', $4, $5) "
+                    "ON CONFLICT (caller, key) DO NOTHING RETURNING 1",
+                    caller,
+                    key,
+                    request_hash,
+                    now,
+                    now + dt.timedelta(seconds=ttl_seconds),
                 )
-            await s.execute(
-                "INSERT INTO support.idempotency_keys "
-                "(caller, key, request_hash, state, created_at, expires_at) "
-                "VALUES ($1, $2, $3, 'in_progress', $4, $5)",
-                caller,
-                key,
-                request_hash,
-                now,
-                now + dt.timedelta(seconds=ttl_seconds),
-            )
-        return Claim(ClaimState.NEW)
+                if inserted:
+                    return Claim(ClaimState.NEW)
+        # Claimed by another call twice over (a takeover raced too): that call is running.
+        return Claim(ClaimState.IN_PROGRESS)
 
     async def forget_expired_keys(self, now: dt.datetime | None = None) -> int:
         """Delete the idempotency keys past their expiry; returns how many. A claim of an expired key

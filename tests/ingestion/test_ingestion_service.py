@@ -283,3 +283,80 @@ async def test_a_bad_unit_cost_is_rejected_naming_the_field(running: Running) ->
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     fields = bad_request_fields(err.value)
     assert fields == ["records[1].material.unit_cost_brl"]
+
+
+async def test_concurrent_claims_of_one_new_key_give_it_to_one_call(running: Running) -> None:
+    store = running.app.store
+    claims = await asyncio.gather(
+        *(store.claim("me", "raced", "h", ttl_seconds=60, lease_seconds=60) for _ in range(6))
+    )
+    # One call owns the key; the others find it running (ABORTED to their callers), never a key
+    # violation (INTERNAL).
+    assert sorted(c.state.name for c in claims) == ["IN_PROGRESS"] * 5 + ["NEW"]
+
+
+async def _upload(
+    r: Running, path: Path, key: str, record_type: str = "", all_or_nothing: bool = False
+) -> pb.UploadFileResponse:
+    header = pb.UploadHeader(
+        filename=path.name, idempotency_key=key, record_type=record_type, all_or_nothing=all_or_nothing
+    )
+    parts = [pb.UploadFileRequest(header=header), pb.UploadFileRequest(chunk=path.read_bytes())]
+    return await r.stub.UploadFile(iter(parts), metadata=bearer(r.token), timeout=30)
+
+
+_MATERIALS_CSV = "code,name,family,unit\nM1,PARAFUSO,FERRAGENS,UN\nM2,PORCA,FERRAGENS,UN\n"
+
+
+async def test_an_upload_key_reused_for_another_record_type_is_failed_precondition(
+    running: Running, tmp_path: Path
+) -> None:
+    path = tmp_path / "codes.csv"
+    path.write_text(_MATERIALS_CSV)
+    first = await _upload(running, path, "file-1", record_type="material")
+    assert first.counts.accepted == 2
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _upload(running, path, "file-1", record_type="supplier")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    again = await _upload(running, path, "file-1", record_type="material")
+    assert again.replayed and again.counts.accepted == 2
+
+
+async def test_an_all_or_nothing_upload_names_each_bad_line_once(running: Running, tmp_path: Path) -> None:
+    path = tmp_path / "materials.csv"
+    path.write_text(_MATERIALS_CSV.replace("PORCA,FERRAGENS,UN", "PORCA,FERRAGENS,PARSECS"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _upload(running, path, "file-2", record_type="material", all_or_nothing=True)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_fields(err.value) == ["line[2].material.unit"]
+
+
+async def test_a_large_resent_file_lists_the_first_exceptions_and_counts_the_rest(
+    running: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.ingestion import service
+
+    monkeypatch.setattr(service, "MAX_UPLOAD_EXCEPTIONS", 3)
+    path = tmp_path / "many.csv"
+    path.write_text("code,name,family,unit\n" + "".join(f"M{i},ITEM {i},FERRAGENS,UN\n" for i in range(10)))
+    assert (await _upload(running, path, "many-1", record_type="material")).counts.accepted == 10
+    resent = await _upload(running, path, "many-2", record_type="material")
+    assert resent.counts.duplicate == 10
+    assert [v.index for v in resent.exceptions] == [1, 2, 3]
+    assert resent.exceptions_omitted == 7
+
+
+async def test_a_correction_for_an_entry_not_in_quarantine_is_refused_and_named(running: Running) -> None:
+    replay = pb.ReplayQuarantineRequest(idempotency_key="replay-x", corrections={"424242": line("Q9")})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await running.stub.ReplayQuarantine(replay, metadata=bearer(running.token))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_fields(err.value) == ['corrections["424242"]']
+    watermark = await running.stub.GetWatermark(pb.GetWatermarkRequest(), metadata=bearer(running.token))
+    assert watermark.sequence == 0  # nothing was committed
+    bad_key = pb.ReplayQuarantineRequest(
+        idempotency_key="replay-y", ids=["1"], corrections={"abc": line("Q9")}
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await running.stub.ReplayQuarantine(bad_key, metadata=bearer(running.token))
+    assert bad_request_fields(err.value) == ['corrections["abc"]']

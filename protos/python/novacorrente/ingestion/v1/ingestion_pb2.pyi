@@ -388,12 +388,17 @@ class UploadFileResponse(_message.Message):
     DATA_WATERMARK_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
+    EXCEPTIONS_OMITTED_FIELD_NUMBER: _builtins.int
     data_watermark: _builtins.str
     """Watermark after the last commit."""
     replayed: _builtins.bool
     """True when this is the stored answer of an earlier upload with the same idempotency key."""
     format: Global___FileFormat.ValueType
     """Format that was used to read the file."""
+    exceptions_omitted: _builtins.int
+    """Lines not simply accepted beyond the first 10,000, left out of exceptions so that the answer
+    stays far below the maximum message size (re-sending a large file lists every line a duplicate).
+    """
     @_builtins.property
     def batch_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Batches committed for this file, in order."""
@@ -404,8 +409,10 @@ class UploadFileResponse(_message.Message):
 
     @_builtins.property
     def exceptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordVerdict]:
-        """Verdicts of every line that was not simply accepted (duplicates, corrections, rejections),
-        by line number. A line not listed was accepted.
+        """Verdicts of the lines that were not simply accepted (duplicates, corrections, rejections),
+        by line number: the first 10,000 of them (exceptions_omitted counts the rest; counts covers
+        every line, and rejected lines are also in the quarantine). A line not listed was accepted or
+        is counted in exceptions_omitted.
         """
 
     def __init__(
@@ -417,10 +424,11 @@ class UploadFileResponse(_message.Message):
         data_watermark: _builtins.str = ...,
         replayed: _builtins.bool = ...,
         format: Global___FileFormat.ValueType = ...,
+        exceptions_omitted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_ids", b"batch_ids", "counts", b"counts", "data_watermark", b"data_watermark", "exceptions", b"exceptions", "format", b"format", "replayed", b"replayed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_ids", b"batch_ids", "counts", b"counts", "data_watermark", b"data_watermark", "exceptions", b"exceptions", "exceptions_omitted", b"exceptions_omitted", "format", b"format", "replayed", b"replayed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

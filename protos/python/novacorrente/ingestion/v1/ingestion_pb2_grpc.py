@@ -83,7 +83,10 @@ class IngestionServiceServicer:
 
     def UploadFile(self, request_iterator, context):
         """Uploads a file in chunks (first message: header; then chunks). The server parses it in a
-        streaming fashion (constant memory) and commits it in batches.
+        streaming fashion (constant memory) and commits it in batches. Idempotent per (caller,
+        header.idempotency_key) as SubmitBatch is: the same bytes with the same header (size_bytes
+        aside) replay the first answer; other bytes, or the same bytes read as another format, record
+        type or series, under that key are FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,7 +41,10 @@ class IngestionServiceStub:
     """
     UploadFile: _grpc.StreamUnaryMultiCallable[_ingestion_pb2.UploadFileRequest, _ingestion_pb2.UploadFileResponse]
     """Uploads a file in chunks (first message: header; then chunks). The server parses it in a
-    streaming fashion (constant memory) and commits it in batches.
+    streaming fashion (constant memory) and commits it in batches. Idempotent per (caller,
+    header.idempotency_key) as SubmitBatch is: the same bytes with the same header (size_bytes
+    aside) replay the first answer; other bytes, or the same bytes read as another format, record
+    type or series, under that key are FAILED_PRECONDITION.
     """
     ExportRecords: _grpc.UnaryStreamMultiCallable[_ingestion_pb2.ExportRecordsRequest, _ingestion_pb2.ExportRecordsResponse]
     """Streams committed records with sequence > since_sequence, in sequence order, so that a read
@@ -67,7 +70,10 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """
     UploadFile: _aio.StreamUnaryMultiCallable[_ingestion_pb2.UploadFileRequest, _ingestion_pb2.UploadFileResponse]  # type: ignore[assignment]
     """Uploads a file in chunks (first message: header; then chunks). The server parses it in a
-    streaming fashion (constant memory) and commits it in batches.
+    streaming fashion (constant memory) and commits it in batches. Idempotent per (caller,
+    header.idempotency_key) as SubmitBatch is: the same bytes with the same header (size_bytes
+    aside) replay the first answer; other bytes, or the same bytes read as another format, record
+    type or series, under that key are FAILED_PRECONDITION.
     """
     ExportRecords: _aio.UnaryStreamMultiCallable[_ingestion_pb2.ExportRecordsRequest, _ingestion_pb2.ExportRecordsResponse]  # type: ignore[assignment]
     """Streams committed records with sequence > since_sequence, in sequence order, so that a read
@@ -102,7 +108,10 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingestion_pb2.UploadFileResponse, _abc.Awaitable[_ingestion_pb2.UploadFileResponse]]:
         """Uploads a file in chunks (first message: header; then chunks). The server parses it in a
-        streaming fashion (constant memory) and commits it in batches.
+        streaming fashion (constant memory) and commits it in batches. Idempotent per (caller,
+        header.idempotency_key) as SubmitBatch is: the same bytes with the same header (size_bytes
+        aside) replay the first answer; other bytes, or the same bytes read as another format, record
+        type or series, under that key are FAILED_PRECONDITION.
         """
 
     @_abc_1.abstractmethod
