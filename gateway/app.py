@@ -7,6 +7,7 @@ import http
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
@@ -43,6 +44,10 @@ DEADLINE_EXCEEDED 504, upstream failures 502). Every figure carries its provenan
 """
 
 
+# FastAPI documents these for every operation that takes input; _validation_error answers 400 instead.
+_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     violations = [
@@ -67,6 +72,30 @@ def _http_error(_: Request, exc: Exception) -> JSONResponse:
         name = "HTTP_ERROR"
     error = ApiError(code, str(exc.detail), status=exc.status_code, code_name=name)
     return error_response(error, headers=exc.headers)
+
+
+def _without_validation_errors(doc: dict[str, Any]) -> dict[str, Any]:
+    """Drop FastAPI's 422 responses and their schemas: invalid requests get 400 with ``ErrorBody`` here."""
+    for item in doc.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict):
+                operation.get("responses", {}).pop("422", None)
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in _VALIDATION_SCHEMAS:
+        schemas.pop(name, None)
+    return doc
+
+
+def _use_gateway_openapi(app: FastAPI) -> None:
+    """Serve the generated document without the 422s, built once and cached as FastAPI caches its own."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if not app.openapi_schema:
+            app.openapi_schema = _without_validation_errors(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -134,6 +163,7 @@ def create_app(
     app.include_router(session.router)
     app.include_router(api.router)
     app.include_router(probes.router)
+    _use_gateway_openapi(app)
 
     static = settings.static_dir or STATIC_DIR
     app.mount("/static", StaticFiles(directory=static), name="static")

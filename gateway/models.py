@@ -94,7 +94,9 @@ class ErrorDetail(_Out):
         default_factory=list, description="google.rpc.BadRequest field violations (400 only)."
     )
     retry_after_seconds: float | None = Field(
-        None, description="google.rpc.RetryInfo delay; also sent as the Retry-After header."
+        None,
+        description="google.rpc.RetryInfo delay (1 second on a 503 without one); also sent as the "
+        "Retry-After header.",
     )
 
 

@@ -92,6 +92,9 @@ class GatewayServer:
             timeout_graceful_shutdown=max(1, round(self.settings.grace_seconds)),
             # Keep-alive longer than a dashboard's polling interval, so connections are reused.
             timeout_keep_alive=30,
+            # Only these peers may say, in X-Forwarded-For, which client they forward for: the login throttle
+            # keys on that address, so trusting anyone else would let a guesser pick a fresh one per try.
+            forwarded_allow_ips=self.settings.forwarded_allow_ips,
             # With NOVA_TLS_CERT_FILE/KEY_FILE the gateway serves HTTPS. It never asks browsers for client
             # certificates: those files also authenticate it to the services (mutual TLS upstream).
             ssl_certfile=self.settings.tls_cert_file,

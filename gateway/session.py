@@ -9,10 +9,12 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi import APIRouter, Request
+from starlette.datastructures import State
 
 from gateway import models as m
 from gateway.api import ERROR_RESPONSES
 from gateway.status import from_domain_error
+from gateway.users import LoginThrottle, User
 from services.kit.auth import mint_token
 from services.kit.errors import DomainError, FailedPrecondition
 
@@ -21,13 +23,30 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1")
 
 
+async def _verify(state: State, username: str, password: str, client: str) -> User:
+    """The password check, inside a throttle slot taken before it starts (see ``LoginThrottle``)."""
+    throttle: LoginThrottle = state.login_throttle
+    attempt = throttle.check(username, client)
+    try:
+        user: User = await state.users.verify(username, password)
+    except DomainError:
+        throttle.failed(attempt)
+        raise
+    except BaseException:
+        throttle.abandoned(attempt)
+        raise
+    throttle.succeeded(attempt)
+    return user
+
+
 @router.post(
     "/login",
     response_model=m.TokenOut,
     summary="Exchange a dashboard username and password for a bearer token",
     responses={k: ERROR_RESPONSES[k] for k in (400, 401, 409, 429)},
     description="401 for any wrong username or password (one message for both); 429 with Retry-After after "
-    "repeated failures for the same user from the same address; 409 when this gateway has no users file.",
+    "repeated failures for the same user from the same address, or while as many attempts for them are still "
+    "being checked; 409 when this gateway has no users file.",
 )
 async def login(request: Request, body: m.LoginIn) -> m.TokenOut:
     state = request.app.state
@@ -38,15 +57,9 @@ async def login(request: Request, body: m.LoginIn) -> m.TokenOut:
                 "login is not configured on this gateway (NOVA_GATEWAY_USERS_FILE); use a bearer token",
                 reason="LOGIN_NOT_CONFIGURED",
             )
-        state.login_throttle.check(body.username, client)
-        try:
-            user = await state.users.verify(body.username, body.password)
-        except DomainError:
-            state.login_throttle.failed(body.username, client)
-            raise
+        user = await _verify(state, body.username, body.password, client)
     except DomainError as exc:
         raise from_domain_error(exc) from None
-    state.login_throttle.succeeded(body.username, client)
     ttl = state.settings.token_ttl_seconds
     token = mint_token(state.jwt_key, user.username, user.role, ttl)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=int(ttl))

@@ -36,10 +36,20 @@ class GatewaySettings(ServiceSettings):
         8 * 3600.0, gt=0, le=7 * 24 * 3600, description="Lifetime of a token issued by POST /api/v1/login."
     )
     login_max_failures: int = Field(
-        5, ge=1, description="Failed logins per user and client address before further tries are refused."
+        5,
+        ge=1,
+        description="Failed logins per user and client address before further tries are refused; attempts "
+        "whose password is still being checked count as failures until they end.",
     )
     login_lockout_seconds: float = Field(
         300.0, gt=0, description="How long those refusals last (HTTP 429 with Retry-After)."
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        description="Comma-separated addresses or networks (CIDR) of proxies trusted to set X-Forwarded-For "
+        "and X-Forwarded-Proto; the client address of their requests (which login throttling keys on) is "
+        "taken from those headers. Set it to the ingress controller's pod network behind an ingress; empty "
+        "trusts none.",
     )
     sse_heartbeat_seconds: float = Field(
         15.0, gt=0, description="Interval of keep-alive comments on an idle server-sent-events stream."

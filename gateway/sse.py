@@ -55,7 +55,7 @@ def _error_payload(error: ApiError) -> dict[str, Any]:
             "reason": error.reason,
             "request_id": request_id_var.get() or "",
             "field_violations": [{"field": f, "description": d} for f, d in error.field_violations],
-            "retry_after_seconds": error.retry_after_seconds,
+            "retry_after_seconds": error.advised_retry_after,
         }
     }
 

@@ -8,7 +8,8 @@ validation all end in ``ApiError``, rendered by ``error_response`` as::
                "retry_after_seconds": 1.0}}
 
 ``google.rpc`` details travel along: ``BadRequest`` becomes ``field_violations``, ``RetryInfo`` becomes
-``retry_after_seconds`` and the ``Retry-After`` header, ``ErrorInfo.reason`` becomes ``reason``.
+``retry_after_seconds`` and the ``Retry-After`` header, ``ErrorInfo.reason`` becomes ``reason``. A 503 always
+carries Retry-After: ``UNAVAILABLE_RETRY_AFTER_SECONDS`` when the upstream gave no RetryInfo.
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from gateway.models import ErrorBody, ErrorDetail, FieldViolationOut
 from services.kit.errors import DomainError
 from services.kit.logging import request_id_var
 
-__all__ = ["HTTP_STATUS", "ApiError", "error_response", "from_domain_error", "from_rpc_error", "http_status"]
+__all__ = [
+    "HTTP_STATUS",
+    "UNAVAILABLE_RETRY_AFTER_SECONDS",
+    "ApiError",
+    "error_response",
+    "from_domain_error",
+    "from_rpc_error",
+    "http_status",
+]
 
 C = grpc.StatusCode
 
@@ -54,6 +63,11 @@ HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
 """gRPC status code -> HTTP status. The gateway's own unexpected failures are 500 (see ``app``)."""
 
 
+UNAVAILABLE_RETRY_AFTER_SECONDS = 1.0
+"""Retry-After of a 503 whose cause named no delay (an unreachable upstream, a bare UNAVAILABLE): UNAVAILABLE
+is the status gRPC calls retryable, and a short wait spares the upstream a burst of immediate retries."""
+
+
 def http_status(code: grpc.StatusCode) -> int:
     return HTTP_STATUS.get(code, 500)
 
@@ -78,6 +92,13 @@ class ApiError(Exception):
     @property
     def http_status(self) -> int:
         return self.status if self.status is not None else http_status(self.code)
+
+    @property
+    def advised_retry_after(self) -> float | None:
+        """Seconds a client should wait before retrying: the upstream's RetryInfo, else a default on 503."""
+        if self.retry_after_seconds is None and self.http_status == 503:
+            return UNAVAILABLE_RETRY_AFTER_SECONDS
+        return self.retry_after_seconds
 
 
 def _from_status_proto(code: grpc.StatusCode, message: str, status: status_pb2.Status | None) -> ApiError:
@@ -117,6 +138,7 @@ def from_domain_error(exc: DomainError) -> ApiError:
 def error_response(error: ApiError, *, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The HTTP response for ``error``: the shared body, Retry-After and WWW-Authenticate as they apply."""
     status = error.http_status
+    retry_after = error.advised_retry_after
     body = ErrorBody(
         error=ErrorDetail(
             status=status,
@@ -125,13 +147,13 @@ def error_response(error: ApiError, *, headers: Mapping[str, str] | None = None)
             reason=error.reason,
             request_id=request_id_var.get() or "",
             field_violations=[FieldViolationOut(field=f, description=d) for f, d in error.field_violations],
-            retry_after_seconds=error.retry_after_seconds,
+            retry_after_seconds=retry_after,
         )
     )
     out = dict(headers or {})
-    if error.retry_after_seconds is not None and status in (429, 503):
+    if retry_after is not None and status in (429, 503):
         # Retry-After takes whole seconds; round up so a client never retries too early.
-        out["Retry-After"] = str(max(0, math.ceil(error.retry_after_seconds)))
+        out["Retry-After"] = str(max(0, math.ceil(retry_after)))
     if status == 401:
         # RFC 6750 §3: tell the client which scheme to use, and that an expired token needs replacing.
         out["WWW-Authenticate"] = (

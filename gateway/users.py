@@ -18,7 +18,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
@@ -29,6 +29,7 @@ from services.kit.errors import ResourceExhausted, Unauthenticated
 __all__ = [
     "BCRYPT_ROUNDS",
     "DEV_USERS",
+    "LoginAttempt",
     "LoginThrottle",
     "User",
     "UserStore",
@@ -167,39 +168,90 @@ class UserStore:
         return user
 
 
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """A login admitted by ``LoginThrottle.check``: it holds a slot until its outcome is reported."""
+
+    key: tuple[str, str]
+    since: int
+    """Number of the next failure at admission: lower numbers were recorded before this attempt began."""
+
+
+@dataclass(slots=True)
+class _Window:
+    failures: list[tuple[float, int]] = field(default_factory=list)  # (time, number) of recent failures
+    in_flight: int = 0
+
+
 class LoginThrottle:
     """Refuses logins for a (username, client) pair after repeated failures, for a while.
 
     In memory, per gateway replica: it slows down guessing; it is not an account lockout (which would let
     anyone lock a planner out).
+
+    An attempt counts from ``check`` on, before its password check runs: failures in the window plus
+    attempts still being checked may not exceed ``max_failures``, so a burst of concurrent guesses gets no
+    more password checks than the same guesses sent one after another. Every admitted attempt ends in
+    exactly one of ``failed``, ``succeeded`` or ``abandoned``. A success clears only the failures recorded
+    before it began; those of attempts that ran alongside it stay.
     """
 
     def __init__(self, max_failures: int, lockout_seconds: float, clock: object = time.monotonic):
         self._max = max_failures
         self._lockout = lockout_seconds
         self._clock = clock
-        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._next_failure = 0
 
     def _now(self) -> float:
         return float(self._clock())  # type: ignore[operator]
 
-    def check(self, username: str, client: str) -> None:
+    def check(self, username: str, client: str) -> LoginAttempt:
+        """Admit one attempt, or raise ResourceExhausted when the pair has no slot left."""
+        key = (username, client)
         now = self._now()
-        recent = [t for t in self._failures.get((username, client), []) if now - t < self._lockout]
-        if recent:
-            self._failures[(username, client)] = recent
-        else:
-            self._failures.pop((username, client), None)
-        if len(recent) >= self._max:
-            wait = self._lockout - (now - recent[0])
+        window = self._windows.get(key) or _Window()
+        window.failures = [f for f in window.failures if now - f[0] < self._lockout]
+        if len(window.failures) + window.in_flight >= self._max:
+            self._keep(key, window)
             raise ResourceExhausted(
-                "too many failed logins; try again later", retry_after_seconds=wait, reason="LOGIN_THROTTLED"
+                "too many failed logins; try again later",
+                retry_after_seconds=self._wait(window, now),
+                reason="LOGIN_THROTTLED",
             )
+        if len(self._windows) > 100_000:  # bound memory under a spray of usernames
+            self._windows = {k: w for k, w in self._windows.items() if w.in_flight}
+        window.in_flight += 1
+        self._windows[key] = window
+        return LoginAttempt(key, self._next_failure)
 
-    def failed(self, username: str, client: str) -> None:
-        if len(self._failures) > 100_000:  # bound memory under a spray of usernames
-            self._failures.clear()
-        self._failures.setdefault((username, client), []).append(self._now())
+    def _wait(self, window: _Window, now: float) -> float:
+        if len(window.failures) >= self._max:
+            return self._lockout - (now - window.failures[0][0])
+        # Refused only because other attempts are still being checked: they end within a password check.
+        return 1.0
 
-    def succeeded(self, username: str, client: str) -> None:
-        self._failures.pop((username, client), None)
+    def _keep(self, key: tuple[str, str], window: _Window) -> None:
+        if window.failures or window.in_flight:
+            self._windows[key] = window
+        else:
+            self._windows.pop(key, None)
+
+    def _release(self, attempt: LoginAttempt) -> _Window:
+        window = self._windows.setdefault(attempt.key, _Window())
+        window.in_flight = max(0, window.in_flight - 1)
+        return window
+
+    def failed(self, attempt: LoginAttempt) -> None:
+        window = self._release(attempt)
+        window.failures.append((self._now(), self._next_failure))
+        self._next_failure += 1
+
+    def succeeded(self, attempt: LoginAttempt) -> None:
+        window = self._release(attempt)
+        window.failures = [f for f in window.failures if f[1] >= attempt.since]
+        self._keep(attempt.key, window)
+
+    def abandoned(self, attempt: LoginAttempt) -> None:
+        """The attempt ended without a verdict (cancelled, users file unreadable): free its slot only."""
+        self._keep(attempt.key, self._release(attempt))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.server import build_gateway
 from gateway.settings import GatewaySettings
 from gateway.users import LoginThrottle, UserStore, add_user, create_dev_users, read_users
 from services.kit.auth import Role, verify_token
@@ -71,8 +73,7 @@ def test_throttle_window() -> None:
     now = [1000.0]
     throttle = LoginThrottle(3, 60, clock=lambda: now[0])
     for _ in range(3):
-        throttle.check("a", "1.2.3.4")
-        throttle.failed("a", "1.2.3.4")
+        throttle.failed(throttle.check("a", "1.2.3.4"))
     with pytest.raises(ResourceExhausted) as info:
         throttle.check("a", "1.2.3.4")
     assert info.value.retry_after_seconds == pytest.approx(60)
@@ -80,6 +81,49 @@ def test_throttle_window() -> None:
     throttle.check("b", "1.2.3.4")  # nor another user
     now[0] += 61
     throttle.check("a", "1.2.3.4")
+
+
+def test_throttle_counts_attempts_still_being_checked() -> None:
+    throttle = LoginThrottle(3, 60, clock=lambda: 1000.0)
+    attempts = [throttle.check("a", "1.2.3.4") for _ in range(3)]
+    with pytest.raises(ResourceExhausted) as info:
+        throttle.check("a", "1.2.3.4")
+    assert info.value.retry_after_seconds == pytest.approx(1)  # the checks in flight end soon
+    throttle.abandoned(attempts[0])  # no verdict (e.g. cancelled): the slot is free again
+    attempts[0] = throttle.check("a", "1.2.3.4")
+    for attempt in attempts:
+        throttle.failed(attempt)
+    with pytest.raises(ResourceExhausted) as info:
+        throttle.check("a", "1.2.3.4")
+    assert info.value.retry_after_seconds == pytest.approx(60)
+
+
+def test_throttle_success_keeps_failures_of_concurrent_attempts() -> None:
+    throttle = LoginThrottle(4, 60, clock=lambda: 1000.0)
+    throttle.failed(throttle.check("a", "1.2.3.4"))  # before the right password: cleared by its success
+    right = throttle.check("a", "1.2.3.4")
+    guesses = [throttle.check("a", "1.2.3.4") for _ in range(2)]
+    for guess in guesses:
+        throttle.failed(guess)
+    throttle.succeeded(right)
+    # The two guesses made alongside still count: two more attempts, then refusal.
+    for _ in range(2):
+        throttle.failed(throttle.check("a", "1.2.3.4"))
+    with pytest.raises(ResourceExhausted):
+        throttle.check("a", "1.2.3.4")
+
+
+async def test_concurrent_wrong_passwords_get_no_more_checks_than_allowed(
+    client: httpx.AsyncClient, users_file: tuple[Path, dict[str, str]]
+) -> None:
+    guesses = [{"username": "planner", "password": f"guess{i}"} for i in range(40)]
+    burst = [*guesses, {"username": "planner", "password": users_file[1]["planner"]}]
+    answers = await asyncio.gather(*(client.post("/api/v1/login", json=body) for body in burst))
+    statuses = [r.status_code for r in answers]
+    assert statuses.count(401) <= 5 and statuses.count(200) + statuses.count(401) <= 5, statuses
+    assert statuses.count(429) == len(burst) - statuses.count(200) - statuses.count(401)
+    after = await client.post("/api/v1/login", json={"username": "planner", "password": "again"})
+    assert after.status_code == 429
 
 
 async def test_login_returns_a_platform_token(
@@ -112,6 +156,26 @@ async def test_login_failures(client: httpx.AsyncClient, users_file: tuple[Path,
     )
     assert throttled.status_code == 429
     assert int(throttled.headers["retry-after"]) > 0
+
+
+@pytest.mark.parametrize("trusted", ["127.0.0.1", ""], ids=["loopback-proxy-trusted", "no-proxy-trusted"])
+async def test_throttle_keys_on_the_forwarded_client_only_behind_a_trusted_proxy(
+    gateway_settings: GatewaySettings, peers: Peers, jwt_key: bytes, trusted: str
+) -> None:
+    settings = gateway_settings.model_copy(update={"forwarded_allow_ips": trusted, "login_max_failures": 1})
+    gateway = await build_gateway(settings, channels=peers.channels, policy=DOUBLE_POLICY, jwt_key=jwt_key)
+    await gateway.start()
+    wrong = {"username": "viewer", "password": "nope"}
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10, trust_env=False) as c:
+            statuses = [
+                (await c.post("/api/v1/login", json=wrong, headers={"X-Forwarded-For": address})).status_code
+                for address in ("203.0.113.7", "203.0.113.8")
+            ]
+    finally:
+        await gateway.stop()
+    # Trusted, the proxy's header names two clients; untrusted, both tries come from the one peer address.
+    assert statuses == ([401, 401] if trusted else [401, 429])
 
 
 async def test_login_without_users_file(

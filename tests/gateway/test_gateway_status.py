@@ -12,7 +12,7 @@ import pytest
 from gateway import converters
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.status import HTTP_STATUS
+from gateway.status import HTTP_STATUS, UNAVAILABLE_RETRY_AFTER_SECONDS
 from services.kit.errors import (
     Aborted,
     AlreadyExists,
@@ -41,6 +41,7 @@ CASES: list[tuple[str, Failure, int]] = [
     ("precondition", FailedPrecondition("no model trained yet", reason="NO_MODEL"), 409),
     ("exhausted", ResourceExhausted("slow down", retry_after_seconds=2.2), 429),
     ("unavailable", Unavailable("database down", retry_after_seconds=7), 503),
+    ("unavailable_bare", (C.UNAVAILABLE, "read model rebuilding"), 503),
     ("deadline", DeadlineExceeded("took too long"), 504),
     ("internal", (C.INTERNAL, "internal error (request id x)"), 502),
     ("unknown", (C.UNKNOWN, "?"), 502),
@@ -78,6 +79,9 @@ async def test_status_mapping(
         assert error["retry_after_seconds"] == pytest.approx(2.2)
     elif name == "unavailable":
         assert response.headers["retry-after"] == "7"
+    elif name == "unavailable_bare":  # no RetryInfo upstream: a 503 still says when to come back
+        assert response.headers["retry-after"] == "1"
+        assert error["retry_after_seconds"] == UNAVAILABLE_RETRY_AFTER_SECONDS == 1.0
     elif name == "precondition":
         assert error["reason"] == "NO_MODEL"
     else:
@@ -100,6 +104,8 @@ async def test_unreachable_upstream_is_503(
     await app.state.upstreams.close()
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "UNAVAILABLE"
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["retry_after_seconds"] == 1.0
     assert ready.status_code == 503
     assert ready.json()["status"] == "not_ready"
     assert ready.json()["upstreams"]["analytics"].startswith("UNREACHABLE")

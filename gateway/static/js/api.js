@@ -32,11 +32,16 @@ export function canPlan() {
 }
 
 export async function login(username, password) {
-  const response = await fetch("/api/v1/login", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username, password }),
-  });
+  let response;
+  try {
+    response = await fetch("/api/v1/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username, password }),
+    });
+  } catch {
+    throw new ApiError(0, null); // no answer at all: the views show error.network
+  }
   const body = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, body);
   sessionStorage.setItem(KEY, JSON.stringify(body));

@@ -3,7 +3,7 @@ const DICT = {
   "pt-BR": {
     "nav.overview": "Visão geral", "nav.series": "Material × local", "nav.inventory": "Estoque",
     "nav.alerts": "Alertas", "nav.external": "Fatores externos", "nav.models": "Modelo", "nav.logout": "Sair",
-    "nav.menu": "Menu",
+    "nav.menu": "Menu", "bell.title": "Alertas abertos",
     "login.title": "Entrar", "login.user": "Usuário", "login.password": "Senha", "login.submit": "Entrar",
     "login.hint": "Em desenvolvimento, os usuários e senhas são mostrados uma vez por `nova demo`.",
     "login.failed": "Usuário ou senha incorretos.", "login.throttled": "Muitas tentativas. Tente de novo em {s} s.",
@@ -74,7 +74,7 @@ const DICT = {
   "en": {
     "nav.overview": "Overview", "nav.series": "Material × site", "nav.inventory": "Inventory",
     "nav.alerts": "Alerts", "nav.external": "External factors", "nav.models": "Model", "nav.logout": "Log out",
-    "nav.menu": "Menu",
+    "nav.menu": "Menu", "bell.title": "Open alerts",
     "login.title": "Sign in", "login.user": "Username", "login.password": "Password", "login.submit": "Sign in",
     "login.hint": "In development, users and passwords are printed once by `nova demo`.",
     "login.failed": "Wrong username or password.", "login.throttled": "Too many attempts. Try again in {s} s.",

@@ -1,6 +1,6 @@
 // Login: username and password -> token (POST /api/v1/login).
 import { login } from "../api.js";
-import { h } from "../dom.js";
+import { describeError, h } from "../dom.js";
 import { getLang, setLang, t } from "../i18n.js";
 
 export function render(view, _params, { onLogin, rerender }) {
@@ -20,7 +20,7 @@ export function render(view, _params, { onLogin, rerender }) {
         error.hidden = false;
         error.textContent = err.status === 429
           ? t("login.throttled", { s: Math.ceil(err.retryAfter || 60) })
-          : err.status === 401 ? t("login.failed") : (err.message || t("error.network"));
+          : err.status === 401 ? t("login.failed") : describeError(err);
       } finally {
         submit.disabled = false;
       }

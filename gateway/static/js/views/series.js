@@ -113,7 +113,9 @@ export function render(view, params) {
     return [...parts, provenance(series.provenance)];
   });
 
-  const policyPromise = api("/reorder-policy", { params: filter });
+  // One ReorderPolicy call feeds both the position gauge and the policy panel.
+  const fetchPolicy = () => api("/reorder-policy", { params: filter });
+  let policyPromise = fetchPolicy();
   section(position, async () => {
     const [inv, policy] = await Promise.all([api("/inventory", { params: filter }), policyPromise.catch(() => null)]);
     const row = inv.rows[0];
@@ -134,7 +136,13 @@ export function render(view, params) {
   });
 
   section(policyBox, async () => {
-    const p = await policyPromise;
+    let p;
+    try {
+      p = await policyPromise;
+    } catch (error) {
+      policyPromise = fetchPolicy(); // "retry" asks again
+      throw error;
+    }
     const d = p.decomposition;
     const total = Math.max(d.expected_lead_time_demand + d.demand_part + d.lead_time_variability_part, 1e-9);
     const part = (cls, v) => { const el = h("div", { class: cls, title: num(v) }); el.style.width = `${(Math.max(v, 0) / total) * 100}%`; return el; };
