@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,10 +19,12 @@ from services.ingestion.settings import IngestionSettings
 from services.ingestion.sql import open_database
 from services.ingestion.store import IngestionStore, OutboxEntry
 from services.kit.server import GrpcServer
-from services.ports.bus import EventBus, OutgoingMessage, open_bus
+from services.ports.bus import BusUnavailable, DeferredBus, EventBus, OutgoingMessage
 from services.ports.relay import OutboxRelay
 
 __all__ = ["SERVICE_NAME", "IngestionApp", "build_app", "policy"]
+
+log = logging.getLogger(__name__)
 
 
 def _message(entry: OutboxEntry) -> OutgoingMessage:
@@ -58,7 +61,13 @@ async def build_app(
     await db.migrate()
     store = IngestionStore(db)
     own_bus = bus is None
-    bus = bus if bus is not None else await open_bus(settings.broker_url)
+    if bus is None:
+        # The broker is not needed to accept data (it goes to the outbox), so not needed to start either.
+        bus = DeferredBus(settings.broker_url)
+        try:
+            await bus.opened()
+        except BusUnavailable as exc:
+            log.warning("starting without the broker, the outbox relay publishes once it answers: %s", exc)
 
     async def published(entries: Sequence[OutboxEntry]) -> None:
         await store.outbox_published([e.id for e in entries])

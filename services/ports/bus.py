@@ -38,6 +38,7 @@ Headers are ``str -> str``; the body is opaque bytes (a serialized events/v1 pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ __all__ = [
     "RETURNED_OVER_LIMIT_REASON",
     "BusError",
     "BusUnavailable",
+    "DeferredBus",
     "Delivery",
     "EventBus",
     "Handler",
@@ -188,6 +190,71 @@ async def open_bus(
 
         return await RabbitMQBus.connect(url, exchange=exchange, delivery_limit=delivery_limit, **opts)
     raise ValueError(f"unsupported bus URL scheme {scheme!r}: use memory:// or amqp(s)://")
+
+
+class DeferredBus:
+    """The bus of ``url`` (``open_bus``'s), opened at its first use and again at each later use until the
+    broker answers; until then every use raises ``BusUnavailable``, as a use on a lost connection does.
+
+    For a publisher that must start while the broker is away: ingestion keeps accepting into its outbox,
+    and its relay, which retries on ``BusUnavailable``, publishes once the broker answers.
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self._url = url
+        self._options = options
+        self._bus: EventBus | None = None
+        self._closed = False
+        self._opening = asyncio.Lock()
+
+    async def opened(self) -> EventBus:
+        """The open bus; raises ``BusUnavailable`` while the broker cannot be reached."""
+        if self._bus is None:
+            async with self._opening:  # one connection attempt at a time, one bus for good
+                if self._closed:
+                    raise BusUnavailable("the bus is closed")
+                if self._bus is None:
+                    self._bus = await open_bus(self._url, **self._options)
+        return self._bus
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        await (await self.opened()).publish(messages)
+
+    async def subscribe(
+        self,
+        queue: str,
+        binding_keys: Sequence[str],
+        handler: Handler,
+        *,
+        prefetch: int = 64,
+        concurrency: int = 1,
+        expires_after: float | None = None,
+    ) -> Subscription:
+        bus = await self.opened()
+        return await bus.subscribe(
+            queue,
+            binding_keys,
+            handler,
+            prefetch=prefetch,
+            concurrency=concurrency,
+            expires_after=expires_after,
+        )
+
+    async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[Delivery]:
+        return await (await self.opened()).dead_letters(queue, limit=limit)
+
+    async def check(self) -> bool:
+        try:
+            bus = await self.opened()
+        except BusUnavailable:
+            return False
+        return await bus.check()
+
+    async def close(self, grace: float | None = 10.0) -> None:
+        async with self._opening:  # not while an attempt is under way: its bus would outlive the close
+            self._closed = True
+            if self._bus is not None:
+                await self._bus.close(grace)
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import math
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -360,3 +361,33 @@ async def test_a_correction_for_an_entry_not_in_quarantine_is_refused_and_named(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await running.stub.ReplayQuarantine(bad_key, metadata=bearer(running.token))
     assert bad_request_fields(err.value) == ['corrections["abc"]']
+
+
+async def test_starts_and_accepts_into_the_outbox_while_the_broker_is_away(
+    tmp_path: Path, jwt_key: bytes, token_for: Callable[..., str]
+) -> None:
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    settings = IngestionSettings(
+        database_url=f"duckdb:///{tmp_path}/sor.duckdb",
+        broker_url=f"amqp://guest:guest@127.0.0.1:{closed_port}/",
+        port=0,
+        jwt_secret=jwt_key.hex(),
+    )
+    app = await build_app(settings, jwt_key=jwt_key)
+    await app.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}")
+    try:
+        stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
+        answer = await stub.SubmitBatch(
+            pb.SubmitBatchRequest(idempotency_key="k", records=[line("B1")]),
+            metadata=bearer(token_for("ingestor")),
+            timeout=10,
+        )
+        assert answer.counts.accepted == 1
+        assert len(await app.store.outbox_pending(10)) == 1  # kept for the relay, which retries
+        assert app.relay.published == 0
+    finally:
+        await channel.close()
+        await app.stop()
