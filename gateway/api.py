@@ -458,7 +458,8 @@ async def get_reorder_policy(
         Query(allow_inf_nan=False, description="Target cycle service level in (0, 1); 0: from criticality."),
     ] = 0.0,
     review_period_days: Annotated[
-        float, Query(allow_inf_nan=False, description="Review period in days; 0: continuous review.")
+        float,
+        Query(allow_inf_nan=False, description="Review period in days, at most 365; 0: continuous review."),
     ] = 0.0,
 ) -> m.ReorderPolicyOut:
     message = fpb.ReorderPolicyRequest(

@@ -221,8 +221,8 @@ def _synthetic_lines(syn: dict | None) -> list[str]:
             f"Inventory simulation (ours = `{inv['ours']}`, best baseline `{inv['best_baseline']}`, stock "
             f"ratio baseline/ours {_fmt(inv['ratio'])}). Each order arrives after a real lead time drawn "
             "with the week's line, while every method's order-up-to level covers the planning (median) lead "
-            "time: orders that take longer than planned, not the demand forecasts, keep fill rates low at "
-            "any service level here.",
+            "time and the review week: orders that take longer than planned, not the demand forecasts, keep "
+            "fill rates low at any service level here.",
             "",
             "| method | avg stock (weeks of cover) at 95% fill | fill rate at 80% / 95% / 99% service level "
             "| avg stock at 95% service level |",

@@ -1,19 +1,23 @@
 """Inventory simulation over the backtest weeks: what each method's forecasts would have done to stock.
 
-Periodic review, one review a week, lost sales. At the end of week c a method's order-up-to level S is the
-quantile at the target service level of its lead-time demand (weeks c+1..c+L, L = the material's median
-observed lead time in weeks, at least 1), sampled from its weekly quantile forecasts made at c: each week's
-quantile function is piecewise linear through (0, 0), its P50..P95 and an extrapolated P99, weeks are drawn
-independently, with the same random draws for every method. If the stock position (on hand + on order) is
-below S the difference is ordered and arrives after that order's *observed* lead time (the material's real
-lead times, cycled in request order). Materials with fewer than two demand weeks before the backtest are
+Periodic review, one review a week, lost sales. At the end of week c, after that week's demand, a method's
+order-up-to level S is the quantile at the target service level of its demand over the protection interval:
+the lead time plus the review week, weeks c+1..c+L+1 (L = the material's median observed lead time in weeks,
+at least 1), sampled from its weekly quantile forecasts made at c: each week's quantile function is piecewise
+linear through (0, 0), its P50..P95 and an extrapolated P99, weeks are drawn independently, with the same
+random draws for every method. If the stock position (on hand + on order) is below S the difference is
+ordered and arrives after that order's *observed* lead time (the material's real lead times, cycled in
+request order, in whole weeks rounded up): an order of lead time l weeks placed at the end of week c is on
+hand for week c+1+l, not before. Materials with fewer than two demand weeks before the backtest are
 bought to order and left out. The export holds no stock ledger, so every method starts with on-hand = its
 own first S. Stock and demand are normalised by the series' mean weekly demand before the backtest (so
 "average stock" reads as weeks of cover and every material weighs the same).
 
 Methods that forecast the lead-time window total directly (the lead_time_demand model and the window
 references) set S to their window quantile function at the service level instead: the same piecewise-linear
-function through (0, 0), P50..P95 and the extrapolated P99, of the window total, with no sampling. For those,
+function through (0, 0), P50..P95 and the extrapolated P99, of the window total over the L lead-time weeks,
+with no sampling, scaled by (L+1)/L to the protection interval (the review week at the window's weekly rate:
+those methods forecast the lead time only). For those,
 "ours" is the lead_time_demand model: the reorder point is the lead-time demand quantile at the target
 service level.
 """
@@ -72,9 +76,11 @@ def simulate(
         (int(s), int(o), int(h)): r
         for r, (s, o, h) in enumerate(zip(bt.series, bt.origin, bt.h, strict=True))
     }
-    uniforms = {i: rng.random((len(cutoffs), DRAWS, leads[i][0])) for i in ids}
+    # An order placed at the end of week c arrives for week c+1+L and the next one is placed a week later,
+    # so S protects the L+1 weeks c+1..c+L+1 (lead time plus the one-week review period).
+    uniforms = {i: rng.random((len(cutoffs), DRAWS, leads[i][0] + 1)) for i in ids}
     idx = {
-        i: np.array([[row_of[(i, c, min(h, H))] for h in range(1, leads[i][0] + 1)] for c in cutoffs])
+        i: np.array([[row_of[(i, c, min(h, H))] for h in range(1, leads[i][0] + 2)] for c in cutoffs])
         for i in ids
     }
     out: dict[str, dict[str, list[float]]] = {}
@@ -87,7 +93,9 @@ def simulate(
             if method in window_methods:
                 assert window is not None
                 Qw = window.by_cutoff(method, i)  # [C, 4] window-total quantiles
-                S[:, k, :] = quantile_fn(Qw[:, None, :], at_levels)[:, :, 0].T
+                planned = leads[i][0]
+                at_level = quantile_fn(Qw[:, None, :], at_levels)[:, :, 0].T
+                S[:, k, :] = at_level * (planned + 1) / planned
                 continue
             ltd = quantile_fn(bt.forecasts[method][idx[i]], uniforms[i]).sum(axis=2)  # [C, M] samples
             S[:, k, :] = np.quantile(ltd, SERVICE_LEVELS, axis=1)
@@ -108,7 +116,9 @@ def simulate(
                         if position < S[s_idx, k, c_idx]:
                             lead = actual[n_orders % len(actual)]
                             n_orders += 1
-                            arrivals[c + lead] = arrivals.get(c + lead, 0.0) + S[s_idx, k, c_idx] - position
+                            # Placed after week c's demand: it serves week c+1+lead at the earliest.
+                            due = c + 1 + lead
+                            arrivals[due] = arrivals.get(due, 0.0) + S[s_idx, k, c_idx] - position
                     t = c + 1
                     on_hand += arrivals.pop(t, 0.0)
                     demand = float(y[t])

@@ -171,6 +171,17 @@ def _external(
     return ExternalObservations(series, missing, response.provenance.data_watermark, from_cache, generation)
 
 
+_A_MONDAY = np.datetime64("1970-01-05", "D")
+
+
+def _last_complete_monday(last_day: np.datetime64) -> np.datetime64:
+    """Monday of the last week that ends on or before ``last_day`` (the rule of material x site
+    histories: a week is complete once its Sunday holds data)."""
+    after = last_day.astype("datetime64[D]") + np.timedelta64(1, "D")
+    monday = _A_MONDAY + 7 * ((after - _A_MONDAY).astype(np.int64) // 7)
+    return monday - np.timedelta64(7, "D")
+
+
 def _date_pb(value: np.datetime64) -> cpb.Date:
     year, month, day = (int(x) for x in str(value.astype("datetime64[D]")).split("-"))
     return cpb.Date(year=year, month=month, day=day)
@@ -422,17 +433,40 @@ class AnalyticsReader:
     async def demand_series(
         self, filter_: cpb.Filter, use_lines: bool
     ) -> tuple[np.datetime64, np.ndarray, str, str]:
-        """(first week, weekly values, unit, watermark) of a slice: quantities, or requisition lines."""
-        request = apb.GetDemandSeriesRequest(filter=filter_, grain=cpb.TIME_GRAIN_WEEK)
-        try:
-            response = await self._stub.GetDemandSeries(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise _peer_error(exc, "GetDemandSeries") from exc
+        """(first week, weekly values, unit, watermark) of a slice: quantities, or requisition lines, up to
+        the last complete week of data, where material x site histories end too."""
+        response = await self._demand_points(filter_, cpb.TIME_GRAIN_WEEK)
         points = [p for p in response.points if not p.is_forecast]
         values = np.array([p.lines if use_lines else p.quantity for p in points], dtype=np.float64)
         first = _date(points[0].period_start) if points else np.datetime64("1970-01-05", "D")
+        if points:
+            values = values[: await self._complete_weeks(filter_, first, values.size)]
         unit = "lines" if use_lines else response.unit
         return first, values, unit, response.provenance.data_watermark
+
+    async def _complete_weeks(self, filter_: cpb.Filter, first: np.datetime64, weeks: int) -> int:
+        """How many of ``weeks`` weeks from ``first`` end on or before the last day of data.
+
+        Analytics' weekly demand series runs to the week holding the last demand day, which is partial
+        until its Sunday: a partial week reads as a drop in demand at the very origin of the forecast.
+        The last day comes from the same slice at day grain, from the last week's Monday on."""
+        last_monday = first + np.timedelta64(7 * (weeks - 1), "D")
+        probe = cpb.Filter()
+        probe.CopyFrom(filter_)
+        probe.date_range.CopyFrom(cpb.DateRange(start=_date_pb(last_monday)))
+        response = await self._demand_points(probe, cpb.TIME_GRAIN_DAY)
+        days = [_date(p.period_start) for p in response.points if not p.is_forecast]
+        if not days:
+            return weeks
+        complete = _last_complete_monday(days[-1])
+        return max(0, min(weeks, int((complete - first).astype(np.int64)) // 7 + 1))
+
+    async def _demand_points(self, filter_: cpb.Filter, grain: int) -> apb.GetDemandSeriesResponse:
+        request = apb.GetDemandSeriesRequest(filter=filter_, grain=grain)  # type: ignore[arg-type]
+        try:
+            return await self._stub.GetDemandSeries(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(exc, "GetDemandSeries") from exc
 
     async def material_family(self, material_code: str) -> str:
         try:

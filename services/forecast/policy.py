@@ -221,8 +221,8 @@ def compute_policy(
 ) -> PolicyNumbers:
     """Policy numbers for one series. ``weekly_quantiles`` is [H, K] at ``levels``; ``lead_days`` the observed
     lead times (at least one). ``weekly_means`` overrides the mean of each week's atoms (the method's own
-    mean, e.g. an intermittent model's point forecast) for days of cover only. ``today``: the as-of date the
-    suggested order date counts from (:func:`as_of_date`).
+    mean, e.g. an intermittent model's point forecast) for days of cover and the suggested order date.
+    ``today``: the as-of date the suggested order date counts from (:func:`as_of_date`).
     """
     lead = np.asarray(lead_days, dtype=np.float64)
     if lead.size == 0:

@@ -149,6 +149,9 @@ class LoadedModel:
     """Method recorded by training per series key ``material|site`` (``lgbm_conformal``, ``tsb``, ...)."""
     class_methods: Mapping[str, str] = field(default_factory=dict)
     """Method recorded by training per demand class, for series without their own entry."""
+    training_first_week: np.datetime64 | None = None
+    """Monday of the training window's first week (sidecar ``training_data.window.first_week``): training
+    saw every series from that week on, zeros before its first demand. None when the sidecar has none."""
 
     @property
     def max_horizon(self) -> int | None:
@@ -359,6 +362,7 @@ def load_version(
         raise RefusedVersion("signature", f"output width {width} != {len(quantiles)} quantile levels")
     vocabularies = sidecar.get("vocabularies") or {}
     series_methods, class_methods = _model_choice(folder, root, sidecar)
+    first_week = _training_first_week(sidecar)
     return LoadedModel(
         name=name,
         version=version,
@@ -373,7 +377,29 @@ def load_version(
         loaded_at=time.time(),
         series_methods=series_methods,
         class_methods=class_methods,
+        training_first_week=first_week,
     )
+
+
+def _training_first_week(sidecar: Mapping[str, Any]) -> np.datetime64 | None:
+    """The training window's first Monday, or None when the sidecar does not record a window (a model
+    exported without ``training_data``: its histories are then used as analytics serves them). A value that
+    is there but is no Monday refuses the version: histories aligned to it would not match training's."""
+    data = sidecar.get("training_data")
+    window = data.get("window") if isinstance(data, Mapping) else None
+    value = window.get("first_week") if isinstance(window, Mapping) else None
+    if value is None:
+        return None
+    try:
+        week = np.datetime64(str(value), "D")
+    except ValueError as exc:
+        raise RefusedVersion("sidecar", f"training_data.window.first_week {value!r} is not a date") from exc
+    if np.isnat(week) or (week - _A_MONDAY).astype(np.int64) % 7 != 0:
+        raise RefusedVersion("sidecar", f"training_data.window.first_week {value!r} is not a Monday")
+    return week
+
+
+_A_MONDAY = np.datetime64("1970-01-05", "D")
 
 
 def _model_choice(

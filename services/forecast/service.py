@@ -16,9 +16,11 @@ while the series' history generation, the external points, the model version and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ from services.kit.errors import FailedPrecondition, FieldViolation, InvalidArgum
 __all__ = [
     "DEFAULT_LEVELS",
     "LEVEL_NAMES",
+    "MAX_REVIEW_PERIOD_DAYS",
     "ForecastResult",
     "ForecastUseCases",
     "PolicyResult",
@@ -64,6 +67,10 @@ _CHOSEN = {"croston": "croston", "sba": "sba", "tsb": "tsb"}
 
 log = logging.getLogger(__name__)
 
+
+MAX_REVIEW_PERIOD_DAYS = 365.0
+"""Longest review period a policy accepts: a year between reviews is already no policy at all, and the
+protection interval sizes the convolution grid's week count, so an unbounded one is unbounded work."""
 
 _REFORECAST_POLICIES_IN_FLIGHT = 4
 """Policies a re-forecast computes at once (a lead-time call to analytics each, beside the chunk's one stock
@@ -130,6 +137,43 @@ def answer_settings_digest(settings: ForecastSettings) -> str:
         _DEFAULT_WEATHER_CITY,
     )
     return hashlib.sha256(repr(shaping).encode()).hexdigest()[:16]
+
+
+def _check_review_period(days: float) -> None:
+    # NaN passes every ordered comparison, so finiteness is checked first.
+    if not math.isfinite(days) or not 0 <= days <= MAX_REVIEW_PERIOD_DAYS:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "review_period_days",
+                    f"must be a finite number of days between 0 and {MAX_REVIEW_PERIOD_DAYS:g} "
+                    f"(0: continuous review), got {days!r}",
+                )
+            ]
+        )
+
+
+def _from_training_start(history: History, start: np.datetime64 | None) -> History:
+    """``history`` as training saw the same weeks: from the training window's first week ``start``, zeros
+    before the series' first demand, weeks before ``start`` left out.
+
+    Analytics starts a history at the series' own first demand week; training started every series at the
+    window's first week. Everything computed over the whole history (history length, ADI, zero shares,
+    scale, the Croston/SBA/TSB recursions, the demand class) would otherwise differ from what the model and
+    the method choice were fitted on. Without a recorded window (``start`` None), a history that ends
+    before it, or weeks off its Monday grid, the history is used as it is."""
+    if start is None or history.weekly.size == 0:
+        return history
+    days = int((history.first_week - start).astype(np.int64))
+    if days == 0 or days % 7 != 0:
+        return history
+    if days > 0:
+        weekly = np.concatenate((np.zeros(days // 7), history.weekly))
+    elif -days // 7 < history.weekly.size:
+        weekly = history.weekly[-days // 7 :]
+    else:
+        return history
+    return dataclasses.replace(history, first_week=start, weekly=weekly)
 
 
 def _to_date(value: np.datetime64) -> dt.date:
@@ -493,6 +537,8 @@ class ForecastUseCases:
         read their points under (see the comment below)."""
         now = self._clock()
         levels = model.quantiles if model is not None else DEFAULT_LEVELS
+        start = model.training_first_week if model is not None else None
+        histories = [(_from_training_start(history, start), attrs) for history, attrs in histories]
         plans = []
         for spec, (history, attrs) in zip(series, histories, strict=True):
             demand_class = features.classify_demand(history.weekly) if history.weekly.size else "insufficient"
@@ -622,6 +668,9 @@ class ForecastUseCases:
             today=as_of_date(self._clock().date(), forecast.week_starts[0] if forecast.week_starts else None),
             review_period_days=review_period_days,
             order_cycle_days=self._settings.order_cycle_days,
+            # Days of cover divide by the method's own weekly mean (the one Forecast reports): the mean
+            # read back from the quantiles loses the lumps above the top level of intermittent methods.
+            weekly_means=forecast.means,
         )
         return PolicyResult(forecast, numbers, source, lead.scope, stock)
 
@@ -632,8 +681,7 @@ class ForecastUseCases:
             raise InvalidArgument(
                 [FieldViolation("service_level", "must be in (0, 1), or 0 for the criticality table")]
             )
-        if review_period_days < 0:
-            raise InvalidArgument([FieldViolation("review_period_days", "must be >= 0")])
+        _check_review_period(review_period_days)
         self._check_series(series, material_site_only=True)
         forecasts = await self.forecast(series, 0)
         stocks = self._stocks(forecasts)

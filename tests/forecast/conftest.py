@@ -84,6 +84,8 @@ class AnalyticsDouble(apb_grpc.AnalyticsServiceServicer):
     external: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
     """External series (id -> days, values) served at day grain; None: GetExternalSeries is unimplemented."""
     external_requests: list[apb.GetExternalSeriesRequest] = field(default_factory=list)
+    partial_week: float | None = None
+    """Demand of a week in progress after the panel's last week (the data then ends on its Wednesday)."""
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -182,13 +184,26 @@ class AnalyticsDouble(apb_grpc.AnalyticsServiceServicer):
         return out
 
     async def GetDemandSeries(self, request, context):  # type: ignore[no-untyped-def]
+        """As analytics answers a slice without an end date: periods up to the one holding the last day of
+        data. That day is the panel's last Sunday, or the Wednesday after it when ``partial_week`` adds the
+        week in progress (with that quantity)."""
         self._count("GetDemandSeries")
         material = request.filter.material_codes[0]
-        _, weekly = self.data.materials[material]
-        points = [
-            apb.DemandPoint(period_start=_date(week), quantity=float(q))
-            for week, q in zip(self.data.weeks, weekly, strict=True)
-        ]
+        last_day = self.data.weeks[-1] + np.timedelta64(6 if self.partial_week is None else 9, "D")
+        if request.grain == cpb.TIME_GRAIN_DAY:
+            start = _day(request.filter.date_range.start)
+            days = np.arange(start, last_day + np.timedelta64(1, "D"), dtype="datetime64[D]")
+            points = [apb.DemandPoint(period_start=_date(day)) for day in days]
+        else:
+            _, weekly = self.data.materials[material]
+            weeks, values = self.data.weeks, list(weekly)
+            if self.partial_week is not None:
+                weeks = np.append(weeks, weeks[-1] + np.timedelta64(7, "D"))
+                values.append(self.partial_week)
+            points = [
+                apb.DemandPoint(period_start=_date(week), quantity=float(q))
+                for week, q in zip(weeks, values, strict=True)
+            ]
         return apb.GetDemandSeriesResponse(
             points=points, unit=self.data.units[material], provenance=self._provenance()
         )

@@ -15,8 +15,10 @@ from novacorrente.forecast.v1 import forecast_pb2_grpc as fpb_grpc
 from novacorrente.ingestion.v1 import records_pb2 as rpb
 
 from services.forecast import features
+from services.forecast.policy import quantile_atoms
+from services.forecast.service import SeriesSpec
 from services.ports.bus import OutgoingMessage, open_bus
-from tests.conftest import bearer
+from tests.conftest import bad_request_fields, bearer
 from tests.forecast.conftest import WATERMARK
 
 # Target service levels the README documents for a MEDIUM-criticality site, by material criticality.
@@ -176,15 +178,28 @@ async def test_fallback_is_flagged(make_harness, trained_repo: Path, panel, toke
             out = await fpb_grpc.ForecastServiceStub(channel).Forecast(
                 fpb.ForecastRequest(series=refs), metadata=md
             )
-    main, fallback, unknown = out.forecasts
+    main, short_answer, unknown = out.forecasts
     assert not main.fallback and main.provenance.model_version == "1"
-    assert fallback.fallback and "history has 5 weeks, fewer than 8" in fallback.fallback_reason
-    assert fallback.method == "tsb"
+    # Five weeks since its first demand, but counted from the training window's first week, as training
+    # counted every series: no short history for the model.
+    assert "fewer than" not in short_answer.fallback_reason
     assert (
         unknown.fallback
         and unknown.method == "zero"
         and all(q.value == 0 for q in unknown.weeks[0].quantiles)
     )
+    weeks = panel.weeks.size
+    async with make_harness(trained_repo, min_history_weeks=weeks + 1) as h:
+        h.analytics.overrides[short] = np.array([0, 3, 0, 0, 2], dtype=float)
+        async with grpc.aio.insecure_channel(h.address) as channel:
+            out = await fpb_grpc.ForecastServiceStub(channel).Forecast(
+                fpb.ForecastRequest(series=refs[1:2]), metadata=md
+            )
+    (fallback,) = out.forecasts
+    assert (
+        fallback.fallback and f"history has {weeks} weeks, fewer than {weeks + 1}" in fallback.fallback_reason
+    )
+    assert fallback.method == "tsb"
 
 
 async def test_batch_event_invalidates_cache_and_publishes_forecasts(
@@ -259,3 +274,69 @@ async def test_material_level_and_list_models(make_harness, trained_repo: Path, 
     info = models.models[0]
     assert info.serving and info.state == "ready" and info.version == "1" and list(info.quantiles)
     assert info.feature_spec_version == features.FEATURE_SPEC_VERSION and info.metrics_json
+
+
+async def test_days_of_cover_divide_by_the_methods_own_weekly_mean(make_harness, token_for) -> None:
+    """An intermittent method's mean counts the rare lumps its top quantile level cuts off: cover and the
+    order date use that mean (the one Forecast reports), not the mean read back from the quantiles."""
+    key = ("LUMPY-1", "SITE-1")
+    weekly = np.zeros(30)
+    weekly[[2, 9, 15, 22, 27]] = [2, 3, 2, 40, 2]
+    md = bearer(token_for("planner"))
+    ref = fpb.SeriesRef(material_code=key[0], site_code=key[1])
+    async with make_harness(None) as h:  # no model: the TSB fallback
+        h.analytics.overrides[key] = weekly
+        h.analytics.stock[key] = 20.0
+        async with grpc.aio.insecure_channel(h.address) as channel:
+            stub = fpb_grpc.ForecastServiceStub(channel)
+            forecast = (await stub.Forecast(fpb.ForecastRequest(series=[ref]), metadata=md)).forecasts[0]
+            policy = (
+                await stub.GetReorderPolicy(fpb.ReorderPolicyRequest(series=[ref]), metadata=md)
+            ).policies[0]
+    assert forecast.method == "tsb"
+    daily = float(np.mean([w.mean for w in forecast.weeks])) / 7
+    levels = [q.level for q in forecast.weeks[0].quantiles]
+    values = np.array([[q.value for q in w.quantiles] for w in forecast.weeks])
+    # The lump lies above the top level: the mean read back from the quantiles is far lower.
+    assert daily > 2 * quantile_atoms(levels, values).mean() / 7
+    assert policy.stock_position == 20.0 and policy.days_of_cover == pytest.approx(20.0 / daily)
+    assert policy.stock_position > policy.reorder_point
+    first_week = forecast.weeks[0].week_start
+    as_of = min(dt.datetime.now(dt.UTC).date(), dt.date(first_week.year, first_week.month, first_week.day))
+    order = policy.suggested_order_date
+    days = (policy.stock_position - policy.reorder_point) / daily
+    assert dt.date(order.year, order.month, order.day) == as_of + dt.timedelta(days=int(days))
+
+
+@pytest.mark.parametrize("days", [float("nan"), float("inf"), -float("inf"), -1.0, 365.5, 1e12])
+async def test_review_period_must_be_finite_and_at_most_a_year(
+    make_harness, panel, token_for, days: float
+) -> None:
+    key = _busiest(panel, 1)[0]
+    ref = fpb.SeriesRef(material_code=key[0], site_code=key[1])
+    async with make_harness(None) as h:
+        async with grpc.aio.insecure_channel(h.address) as channel:
+            stub = fpb_grpc.ForecastServiceStub(channel)
+            request = fpb.ReorderPolicyRequest(series=[ref], review_period_days=days)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.GetReorderPolicy(request, metadata=bearer(token_for("viewer")))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert bad_request_fields(info.value) == ["review_period_days"]
+            # The longest accepted period is computed.
+            request = fpb.ReorderPolicyRequest(series=[ref], review_period_days=365.0)
+            policy = (await stub.GetReorderPolicy(request, metadata=bearer(token_for("viewer")))).policies[0]
+            assert np.isfinite(policy.order_up_to)
+
+
+async def test_aggregate_histories_end_at_the_last_complete_week(make_harness, trained_repo: Path, panel):
+    """Analytics' weekly demand series runs into the week holding the last day of data; a material total is
+    forecast from the same origin as its material x site series: the last complete week."""
+    key = _busiest(panel, 1)[0]
+    async with make_harness(trained_repo) as h:
+        h.analytics.partial_week = 1000.0  # a week in progress, ending on a Wednesday
+        total, site = await h.app.use_cases.forecast([SeriesSpec(2, key[0]), SeriesSpec(1, *key)], 2)
+    last = panel.weeks[-1]
+    assert total.history is not None and total.history.last_week == last
+    np.testing.assert_array_equal(total.history.weekly, panel.materials[key[0]][1])
+    assert total.week_starts == site.week_starts
+    assert total.week_starts[0] == dt.date.fromisoformat(str(last)) + dt.timedelta(days=7)

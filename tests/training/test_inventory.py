@@ -32,19 +32,28 @@ def _backtest(y: np.ndarray, q: np.ndarray, lead_days: list[float]) -> tuple[Bac
 
 
 def test_exact_forecast_of_constant_demand_serves_everything() -> None:
+    """Lead 3 days -> 1 week: S covers that week and the review week, 2 x 10 = 20 at every level (both
+    sampled weeks reach 10 with probability 1/4, the mass at the top of the sum). The first week ends with
+    one week of stock; from then on each order arrives for the week after next, exactly when stock runs
+    out: everything is served and the other 14 weeks end empty."""
     y = np.full(20, 10.0)
-    bt, panel = _backtest(y, np.array([10.0, 10.0, 10.0, 10.0]), [3.0])  # lead 3 days -> 1 week
+    bt, panel = _backtest(y, np.array([10.0, 10.0, 10.0, 10.0]), [3.0])
     curve = simulate(bt, panel, ["m"])["m"]
+    weeks = bt.cutoffs.size
     assert curve["fill_rate"] == pytest.approx([1.0] * len(SERVICE_LEVELS))
-    assert curve["avg_stock_weeks"] == pytest.approx([0.0] * len(SERVICE_LEVELS))  # all sold every week
-    assert stock_at_fill_rate(curve) == pytest.approx(0.0)
+    assert curve["avg_stock_weeks"] == pytest.approx([1.0 / weeks] * len(SERVICE_LEVELS))
+    assert stock_at_fill_rate(curve) == pytest.approx(1.0 / weeks)
 
 
-def test_too_low_forecast_loses_sales() -> None:
+def test_an_order_is_not_on_hand_before_its_lead_time() -> None:
+    """Forecast 5 a week: S = 2 x 5 = 10. Week 1 is served from the starting 10; the order placed after it
+    (10) arrives only for week 3, so week 2 goes unserved; the position (10 on order) then equals S and
+    nothing more is ordered until it arrives. Every other week is served: 8 of the 15."""
     y = np.full(20, 10.0)
-    bt, panel = _backtest(y, np.array([5.0, 5.0, 5.0, 5.0]), [3.0])
+    bt, panel = _backtest(y, np.array([5.0, 5.0, 5.0, 5.0]), [7.0])
     curve = simulate(bt, panel, ["m"])["m"]
-    assert curve["fill_rate"][0] == pytest.approx(0.5)
+    assert bt.cutoffs.size == 15
+    assert curve["fill_rate"] == pytest.approx([8 / 15] * len(SERVICE_LEVELS))
     assert stock_at_fill_rate(curve) is None
 
 
@@ -71,5 +80,6 @@ def test_window_method_sets_the_order_up_to_level_from_its_window_quantiles() ->
         offsets=[],
     )
     curves = simulate(bt, panel, ["m"], window=window, window_methods=("w",))
+    # The window total (10 over L = 1 week) at the same weekly rate over lead time + review week: S = 20.
     assert curves["w"]["fill_rate"] == pytest.approx([1.0] * len(SERVICE_LEVELS))
-    assert curves["m"]["fill_rate"][0] == pytest.approx(0.5)
+    assert curves["m"]["fill_rate"][0] == pytest.approx(8 / 15)

@@ -280,7 +280,7 @@ class ReorderPolicyRequest(_message.Message):
     service_level: _builtins.float
     """Target cycle service level in (0, 1); 0 means derived from material and site criticality."""
     review_period_days: _builtins.float
-    """Review period in days (periodic review); 0 means continuous review."""
+    """Review period in days (periodic review), at most 365; 0 means continuous review."""
     @_builtins.property
     def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesRef]:
         """Series (material x site level)."""
