@@ -11,8 +11,9 @@ One small interface, two adapters chosen by NOVA_DATABASE_URL:
 - ``DuckAlertStore`` (anything else): a DuckDB file of its own, for the embedded profile (one process, so
   one thread doing every operation is what makes each check-then-write atomic).
 
-Episode versions are ``(data watermark, policy version)`` of the evaluation; a transition needs a newer one
-than the last, so a replica that lags behind cannot end an episode another replica just started.
+Episode versions are ``(data watermark, forecast version)`` of the evaluation, the second part moving with
+the pair's reorder policy and newest forecast (``service._evaluation_version``); a transition needs a newer
+one than the last, so a replica that lags behind cannot end an episode another replica just started.
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ class AlertQuery:
     end: dt.date | None = None
     offset: int = 0
     limit: int = 100
+    bought_materials: tuple[str, ...] | None = None
+    """A supplier filter, as the materials ever bought from those suppliers (empty: none, so no alert);
+    None: no supplier filter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +254,10 @@ def _conditions(query: AlertQuery, mark: _Marks) -> tuple[str, list[object]]:
         if values:
             conditions.append(f"{column} IN ({', '.join(mark() for _ in values)})")
             params.extend(values)
+    if query.bought_materials is not None:
+        # One array parameter however many materials a supplier sold.
+        conditions.append(mark.any_of("material_code"))
+        params.append(list(query.bought_materials))
     if query.start:
         conditions.append(f"raised_at >= {mark()}")
         params.append(dt.datetime.combine(query.start, dt.time(), dt.UTC))
@@ -269,6 +277,12 @@ class _Marks:
     def __call__(self) -> str:
         self.n += 1
         return f"${self.n}" if self.numbered else "?"
+
+    def any_of(self, column: str) -> str:
+        """``column`` equals one of the strings of a list parameter."""
+        if self.numbered:
+            return f"{column} = ANY({self()}::TEXT[])"
+        return f"list_contains({self()}::VARCHAR[], {column})"
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------------

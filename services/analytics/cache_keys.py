@@ -12,7 +12,9 @@ watermark narrowed by the request's filter:
     version(kind) = min over the filter's fields f that index the kind
                         of ( max over the values v of f of watermark(kind, f, v) )
 
-and the kind's overall watermark when no filter field indexes it. ``watermark(kind, f, v)`` is the highest
+and the kind's overall watermark when no filter field indexes it, or when the answer reads records of that
+kind outside its slice (the caller says so: inventory status reads the lead times of every line, for
+instance). ``watermark(kind, f, v)`` is the highest
 sequence of a record of that kind that belonged (or, for a correction, used to belong) to value v (see
 ``read_model``). Why this is sound: any record that can change the answer matches every field of the filter,
 so it bumped one of the values of each field; the minimum over fields is therefore at least its sequence once
@@ -24,7 +26,7 @@ supplier) and of unfiltered ones, and leaves a query on another material a cache
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,12 +66,13 @@ Narrowing = tuple[tuple[str, tuple[tuple[tuple[str, str, str], ...], ...]], ...]
 """Per kind, the watermark keys ``(kind, dim, value)`` of each filter field that indexes it."""
 
 
-def narrowing(kinds: Iterable[str], s: Slice) -> Narrowing:
-    """What ``versions`` reads for ``kinds`` under slice ``s``, worked out once (see the module docstring)."""
+def narrowing(kinds: Iterable[str], s: Slice, overall: Collection[str] = ()) -> Narrowing:
+    """What ``versions`` reads for ``kinds`` under slice ``s``, worked out once (see the module docstring);
+    the kinds in ``overall`` are not narrowed."""
     out = []
     for kind in dict.fromkeys(kinds):
         fields = []
-        for dim in sorted(DIMS_BY_KIND[kind]):
+        for dim in () if kind in overall else sorted(DIMS_BY_KIND[kind]):
             values = s.values(dim)
             if values:
                 fields.append(tuple((kind, dim, v) for v in values))
@@ -99,10 +102,11 @@ def versions(
     return narrowed_versions(narrowing(kinds, s), dims, totals)
 
 
-def load_versions(job: Job, kinds: Iterable[str], s: Slice) -> dict[str, int]:
-    """Same as ``versions`` read from the read model inside the caller's transaction (its snapshot)."""
-    kinds = list(kinds)
-    wanted = [(k, d, v) for k in kinds for d in DIMS_BY_KIND[k] for v in s.values(d)]
+def load_versions(job: Job, plan: Narrowing) -> dict[str, int]:
+    """Same as ``narrowed_versions`` read from the read model inside the caller's transaction (its
+    snapshot)."""
+    kinds = [kind for kind, _ in plan]
+    wanted = [key for _, fields in plan for values in fields for key in values]
     dims: dict[tuple[str, str, str], int] = {}
     if wanted:
         marks = ", ".join("(?, ?, ?)" for _ in wanted)
@@ -122,7 +126,7 @@ def load_versions(job: Job, kinds: Iterable[str], s: Slice) -> dict[str, int]:
         if kinds
         else {}
     )
-    return versions(kinds, s, dims, {k: int(v) for k, v in totals.items()})
+    return narrowed_versions(plan, dims, {k: int(v) for k, v in totals.items()})
 
 
 def _version_part(deps: Mapping[str, int]) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "list_materials",
     "list_sites",
     "list_suppliers",
+    "materials_bought_from",
     "period_start",
     "series_history",
 ]
@@ -353,6 +354,17 @@ def list_suppliers(job: Job, query: str, offset: int, limit: int) -> tuple[list[
     return _listing(job, _SUPPLIERS, ("code", "name"), query, offset, limit)
 
 
+def materials_bought_from(job: Job, suppliers: Sequence[str]) -> tuple[str, ...]:
+    """Materials with a demand line of one of ``suppliers``: what a supplier filter keeps of stock records
+    (``sql_filters.stock_where``) and of alerts."""
+    rows = job.cursor.execute(
+        "SELECT DISTINCT material_code FROM consumption WHERE supplier_code IN (SELECT unnest(?::VARCHAR[])) "
+        "ORDER BY 1",
+        [list(suppliers)],
+    ).fetchall()
+    return tuple(str(r[0]) for r in rows)
+
+
 # -- external series -----------------------------------------------------------------------------------
 
 
@@ -421,6 +433,9 @@ class InventoryRow:
     has_policy: bool
     simulated: bool
     policy_version: int
+    forecast_version: int
+    """generated_at (µs) of the pair's newest forecast, 0 without one: with ``policy_version``, what tells
+    two evaluations of the same records apart."""
 
 
 _STATUS_NORMAL, _STATUS_ATTENTION, _STATUS_CRITICAL = 1, 2, 3
@@ -473,14 +488,16 @@ po AS (
     WHERE TRUE {po_cap} GROUP BY ALL
 ),
 fc AS (
-    SELECT material_code, site_code, week_start, mean, q_levels, q_values FROM forecasts WHERE level = 1
+    SELECT material_code, site_code, week_start, mean, q_levels, q_values, generated_at_us FROM forecasts
+    WHERE level = 1
     QUALIFY generated_at_us = max(generated_at_us) OVER (PARTITION BY series_key)
 ),
 fc_rate AS (
     SELECT material_code, site_code,
            avg(CASE WHEN mean > 0 THEN mean
                     ELSE coalesce(list_extract(q_values, list_position(q_levels, 0.5)), 0) END
-               ORDER BY week_start) / 7.0 AS rate
+               ORDER BY week_start) / 7.0 AS rate,
+           max(generated_at_us) AS forecast_version
     FROM fc GROUP BY ALL
 ),
 horizon AS (SELECT coalesce(?::DATE, max(demand_date)) AS d FROM consumption),
@@ -511,7 +528,8 @@ base AS (
                     lt_all.mean, 0) AS lead_time,
            coalesce(m.family, '') AS family, coalesce(nullif(m.unit, ''), pol.unit, '') AS unit,
            snap.simulated OR coalesce(po.simulated, FALSE) AS simulated,
-           coalesce(pol.generated_at_us, 0) AS policy_version
+           coalesce(pol.generated_at_us, 0) AS policy_version,
+           coalesce(fc_rate.forecast_version, 0) AS forecast_version
     FROM snap
     LEFT JOIN mv USING (material_code, site_code)
     LEFT JOIN po USING (material_code, site_code)
@@ -549,7 +567,7 @@ SELECT material, site, on_hand, on_order, backorders, position, safety_stock, re
          + 0.5 * CASE WHEN lead_time > 0
                       THEN least(greatest((lead_time - cover) / lead_time, 0), 0.999) ELSE 0 END
            AS risk,
-       family, unit, lead_time, has_policy, simulated, policy_version
+       family, unit, lead_time, has_policy, simulated, policy_version, forecast_version
 FROM rated
 """
     tail: list[object] = []
@@ -606,6 +624,7 @@ def _inventory_row(r: Sequence[object]) -> InventoryRow:
         has_policy=bool(r[15]),
         simulated=bool(r[16]),
         policy_version=int(r[17]),  # type: ignore[call-overload]
+        forecast_version=int(r[18]),  # type: ignore[call-overload]
     )
 
 

@@ -25,8 +25,10 @@ the dimension values it belongs to (its material, site, family, supplier, and it
 to its sequence, for its record kind; a correction also bumps the values of the version it replaces (a line
 moved from site X to Y changes the answers about X). Dimensions reached through master data (the family of
 a material, the client and region of a site) use the master data current when the record is applied, and a
-master record bumps both its old and new family / client / region, so a key built from these watermarks
-moves whenever an answer may have moved. Replaying the same sequence of records gives the same watermarks,
+master record bumps both its old and new family / client / region (and, when a material had no family in
+the master before or has none after, the families its demand lines carry: those lines count under their own
+family while the master gives the material none), so a key built from these watermarks moves whenever an
+answer may have moved. Replaying the same sequence of records gives the same watermarks,
 so replicas and rebuilt read models agree on keys.
 """
 
@@ -277,9 +279,10 @@ _LEAD_TIME_RETURNING = ", ".join(f"t.{c}" for c in _LEAD_TIME_COLUMNS.split(", "
 
 def _update_lead_time_stats(
     job: Job, inserted: Iterable[tuple[object, ...]], deleted: Iterable[tuple[object, ...]]
-) -> None:
+) -> bool:
     """Add the lead times of the consumption rows ``inserted`` to ``lead_time_stats`` and take those of the
-    ``deleted`` ones (material, site, family, lead time) away, in the caller's transaction."""
+    ``deleted`` ones (material, site, family, lead time) away, in the caller's transaction; False when no
+    row had a lead time (the statistics did not change)."""
     m, s, f, lt = _LEAD_TIME_INDEXES
     deltas: dict[tuple[object, object, object], list[int]] = {}
     for rows, sign in (((r[m], r[s], r[f], r[lt]) for r in inserted), 1), (deleted, -1):
@@ -289,7 +292,7 @@ def _update_lead_time_stats(
                 entry[0] += sign
                 entry[1] += sign * int(lead_time)  # type: ignore[call-overload]
     if not deltas:
-        return
+        return False
     keys = list(deltas)
     cur = job.cursor
     cur.register(
@@ -318,6 +321,7 @@ def _update_lead_time_stats(
         cur.execute("DROP TABLE lead_time_merged")
     finally:
         cur.unregister("lead_time_deltas")
+    return True
 
 
 def forecast_series_key(level: int, material: str, site: str, family: str, region: str) -> str:
@@ -406,6 +410,9 @@ class ApplyResult:
     watermark: int = 0
     pairs: set[tuple[str, str]] = field(default_factory=set)
     """(material, site) pairs whose stock, orders, demand or policy changed: the alert candidates."""
+    every_pair: bool = False
+    """The lead-time statistics or the data end moved: the fallback lead time (material, family, all lines)
+    or the history demand rate of any pair may have changed, not only those of ``pairs``."""
 
 
 class _Bumps:
@@ -613,6 +620,14 @@ class ReadModel:
             if committed.supersedes or table in _MASTER_TABLES:
                 superseding[table].add(self._key(table, row))
         previous = self._previous_rows(job, superseding)
+        line_families = self._line_families(
+            job,
+            {
+                str(row[0])
+                for table, row, _ in converted
+                if table == "materials" and (not self.master.family.get(str(row[0])) or not row[2])
+            },
+        )
         masters = _Masters(self.master)
         bumps = _Bumps()
         for table, row, _ in converted:
@@ -624,7 +639,12 @@ class ReadModel:
                 bumps.add(kind, _dims_of(table, old, masters), seq)
                 result.pairs.update(_pairs_of(table, old))
             if table == "materials":
-                masters.family[str(row[0])] = str(row[2])
+                material, family = str(row[0]), str(row[2])
+                if not masters.family_of(material) or not family:
+                    # Lines of a material the master gives no family count under their own family
+                    # (``sql_filters.demand_where``): they leave those families now, or join them.
+                    bumps.add(kind, [(Dim.FAMILY, f) for f in line_families.get(material, ())], seq)
+                masters.family[material] = family
             elif table == "sites":
                 masters.site[str(row[0])] = (str(row[1]), str(row[2]))
             bumps.add(kind, _dims_of(table, row, masters), seq)
@@ -655,8 +675,8 @@ class ReadModel:
                     deleted = result_set.fetchall() if returning else []
                     cur.unregister("staged_keys")
                 cur.execute(f"INSERT INTO {table} SELECT * FROM staged_rows")
-                if table == "consumption":
-                    _update_lead_time_stats(job, by_key.values(), deleted)
+                if table == "consumption" and _update_lead_time_stats(job, by_key.values(), deleted):
+                    result.every_pair = True
             cur.unregister("staged_rows")
             result.applied += len(by_key)
         if costs:
@@ -669,6 +689,8 @@ class ReadModel:
             # Open-ended date ranges end at the last demand date: answers that use it depend on it.
             end = one(cur.execute("SELECT max(demand_date) FROM consumption"))
             bumps.data_end = end[0].toordinal() if end and end[0] else 0
+            if bumps.data_end != self.watermarks.lookup()[1].get(Kind.DATA_END):
+                result.every_pair = True
         self._write_bumps(job, bumps)
         if watermark > self.applied_seq:
             cur.execute("UPDATE state SET applied_seq = ? WHERE id = 1", [watermark])
@@ -708,6 +730,20 @@ class ReadModel:
             rows = cur.execute(f"SELECT t.* FROM {table} t JOIN wanted_keys k ON {match}").fetchall()
             cur.unregister("wanted_keys")
             found[table] = {self._key(table, r): tuple(r) for r in rows}
+        return found
+
+    @staticmethod
+    def _line_families(job: Job, materials: set[str]) -> dict[str, set[str]]:
+        """The families the committed demand lines of ``materials`` carry themselves."""
+        if not materials:
+            return {}
+        found: dict[str, set[str]] = {}
+        for material, family in job.cursor.execute(
+            "SELECT DISTINCT material_code, family FROM consumption "
+            "WHERE material_code IN (SELECT unnest(?::VARCHAR[])) AND family <> ''",
+            [sorted(materials)],
+        ).fetchall():
+            found.setdefault(str(material), set()).add(str(family))
         return found
 
     def _write_bumps(self, job: Job, bumps: _Bumps) -> None:

@@ -12,7 +12,9 @@ watermarks narrow it) is remembered by request bytes (``cache_keys.LookupPlans``
 from its bytes to the cache without being validated and normalised again.
 
 Writes (from the bus): apply a batch in sequence order, catching up from ingestion's export first when the
-batch leaves a gap; apply forecasts; then re-evaluate the alerts of the material x site pairs that changed.
+batch leaves a gap; apply forecasts; then re-evaluate the alerts of the material x site pairs that changed
+(of every pair with a stock count when demand lines moved the lead-time statistics or the data end, which
+the fallback lead time and history demand rate of any pair read).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -94,6 +97,7 @@ _GRAIN_ENUM = {
     "week": common_pb2.TIME_GRAIN_WEEK,
     "month": common_pb2.TIME_GRAIN_MONTH,
 }
+_ACCURACY_KPIS = frozenset({"forecast_wape", "forecast_bias", "forecast_interval_coverage"})
 # Above this many changed pairs an evaluation looks at every pair in one query instead.
 _ALL_PAIRS_THRESHOLD = 5000
 
@@ -119,6 +123,15 @@ def _from_cache(response_type: type[Message], data: bytes) -> Message:
     if "provenance" in response.DESCRIPTOR.fields_by_name:  # listings carry none
         response.provenance.from_cache = True  # type: ignore[attr-defined]
     return response
+
+
+def _evaluation_version(seq: int, row: q.InventoryRow) -> tuple[int, int]:
+    """The version an evaluation of ``row`` changes its episodes at (``alerts``): the records applied, then
+    what forecast-serving published for the pair. A new forecast alone (no new record, no new policy) changes
+    the demand rate, hence the cover, so it must move the version too. The policy's and the newest forecast's
+    versions are generated_at timestamps (µs) that only grow per pair, so their sum grows whenever either
+    does and stays far below the 64-bit limit."""
+    return seq, row.policy_version + row.forecast_version
 
 
 def _page_token(offset: int, bound: str, version: str | None) -> str:
@@ -345,9 +358,12 @@ class AnalyticsService:
         return result.applied
 
     def _changed(self, result: ApplyResult) -> None:
-        if result.duplicate_event or not result.pairs:
+        if result.duplicate_event or not (result.pairs or result.every_pair):
             return
-        if self._pending_pairs is not None:
+        if result.every_pair:
+            # Other pairs' lines moved a fallback lead time or the data end: any counted pair can change.
+            self._pending_pairs = None
+        elif self._pending_pairs is not None:
             self._pending_pairs.update(result.pairs)
             if len(self._pending_pairs) > _ALL_PAIRS_THRESHOLD:
                 self._pending_pairs = None
@@ -398,7 +414,7 @@ class AnalyticsService:
                 (REORDER_POINT, row.has_policy and row.stock_position <= row.reorder_point),
                 (COVER_BELOW_LEAD_TIME, row.lead_time_days > 0 and row.days_of_cover < row.lead_time_days),
             )
-            version = (seq, row.policy_version)
+            version = _evaluation_version(seq, row)
             for kind, holds in conditions:
                 key = (row.material, row.site, kind)
                 seen.add(key)
@@ -493,16 +509,22 @@ class AnalyticsService:
         response_type: type[Message],
         time_left: float | None,
         page_version: str | None = None,
+        *,
+        overall: Sequence[str] = (),
     ) -> Message:
         """The cache-aside path shared by every cached read (see the module docstring), taken after
         ``_recall`` found no answer (a known request's key was looked up there); ``request`` is the request as
         received, ``normalised`` its normalised form. ``compute`` gets the job and the data
         version of its snapshot (``cache_keys.data_version``), which listings put in their page tokens;
-        ``page_version`` is the version of the page token a listing was called with (None: first page)."""
+        ``page_version`` is the version of the page token a listing was called with (None: first page).
+        ``overall`` names the kinds the answer reads beyond the slice ``s``: they are keyed on their overall
+        watermark (``cache_keys.narrowing``)."""
         request_bytes = request.SerializeToString()
         plan = self._plans.get(method, request_bytes)
         if plan is None:
-            plan = LookupPlan(method, fingerprint(method, normalised), narrowing(kinds, s), response_type)
+            plan = LookupPlan(
+                method, fingerprint(method, normalised), narrowing(kinds, s, overall), response_type
+            )
             self._plans.add(method, request_bytes, plan)
             if (hit := await self._lookup(plan)) is not None:
                 return hit
@@ -524,7 +546,7 @@ class AnalyticsService:
                 if not stale(version):
                     response = compute(job, version)
             if response is None or self.engine.writes != mark:
-                stored = load_versions(job, kinds, s), self._stored_lineage(job)
+                stored = load_versions(job, plan.narrowing), self._stored_lineage(job)
                 if response is None or stored != (deps, lineage):
                     deps, lineage = stored
                     version = data_version(deps, lineage)
@@ -828,6 +850,10 @@ class AnalyticsService:
         ]
         # ABC classes rank every material against all the others: they depend on all demand.
         dep_slice = Slice() if wanted & {"abc_a_share", "abc_b_share", "abc_c_share"} else s
+        if wanted & _ACCURACY_KPIS:
+            # The actuals are every line of a forecast pair, whoever supplied it (the supplier filter only
+            # picks the pairs): a line of another supplier changes them.
+            dep_slice = dataclasses.replace(dep_slice, suppliers=())
 
         def compute(job: Job, _version: str) -> analytics_pb2.GetKpisResponse:
             values = kpi_mod.compute_kpis(job, s, names)
@@ -891,6 +917,9 @@ class AnalyticsService:
             analytics_pb2.ListInventoryStatusResponse,
             time_left,
             version,
+            # The lead-time fallbacks (the material at every site, its family, all lines) and the end of the
+            # history window (the data end) read demand lines outside the slice.
+            overall=(Kind.CONSUMPTION, Kind.DATA_END),
         )
 
     async def get_lead_times(
@@ -1119,6 +1148,7 @@ class AnalyticsService:
             end=s.end,
             offset=offset,
             limit=limit,
+            bought_materials=await self._bought_from(s.suppliers) if s.suppliers else None,
         )
         records, total = await self.alerts.search(query)
         return analytics_pb2.ListAlertsResponse(
@@ -1146,8 +1176,22 @@ class AnalyticsService:
             raised = dt.datetime.fromtimestamp(alert.raised_at.seconds, dt.UTC).date()
             return not ((s.start and raised < s.start) or (s.end and raised > s.end))
 
+        suppliers = narrowing([Kind.CONSUMPTION], Slice.of(suppliers=s.suppliers))
+        bought: frozenset[str] = frozenset()
+        bought_at = -1
         async for alert in self.hub.watch(matches):
+            if s.suppliers:
+                version = narrowed_versions(suppliers, *self.model.watermarks.lookup())[Kind.CONSUMPTION]
+                if version != bought_at:  # lines of these suppliers were applied since: look again
+                    bought, bought_at = frozenset(await self._bought_from(s.suppliers)), version
+                if alert.material_code not in bought:
+                    continue
             yield alert
+
+    async def _bought_from(self, suppliers: Sequence[str]) -> tuple[str, ...]:
+        """What a supplier filter keeps of alerts: the materials ever bought from ``suppliers``, as for stock
+        (docs/kpis.md). Alerts are about a material's stock, not about one supplier's lines."""
+        return await self._run(lambda job: q.materials_bought_from(job, suppliers), None)
 
     async def acknowledge_alert(self, request: analytics_pb2.AlertActionRequest) -> analytics_pb2.Alert:
         return await self._transition(request, ACKNOWLEDGED)

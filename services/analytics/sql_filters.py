@@ -4,7 +4,8 @@ Semantics (docs/kpis.md repeats them for users):
 - family: the material's family in the material master, or the line's own family when the master does not
   know the material (or gives it no family);
 - client, region: those of the site in the site master;
-- supplier on demand and orders: the line's supplier; on stock: materials ever bought from that supplier;
+- supplier on demand and orders: the line's supplier; on stock (and alerts): materials ever bought from that
+  supplier;
 - date range: the demand date (solicitation date) of requisition lines; stock KPIs use it as their period.
 """
 

@@ -185,6 +185,45 @@ class Sequencer:
         )
 
 
+def material(code: str, family: str) -> records_pb2.Record:
+    """A stocked material of the master, in units."""
+    return records_pb2.Record(
+        material=records_pb2.Material(code=code, name=code, family=family, unit="UN", stocked=True)
+    )
+
+
+def site(code: str) -> records_pb2.Record:
+    return records_pb2.Record(site=records_pb2.Site(code=code))
+
+
+def line(
+    requisition: str,
+    material: str,
+    site: str,
+    quantity: float,
+    solicited: dt.date,
+    *,
+    purchased: dt.date | None = None,
+    family: str = "",
+    supplier: str = "SUP",
+) -> records_pb2.Record:
+    """A requisition line (line key "1"), purchased ``purchased - solicited`` days after it was raised."""
+    c = records_pb2.Consumption(
+        requisition_id=requisition,
+        line_key="1",
+        material_code=material,
+        site_code=site,
+        supplier_code=supplier,
+        quantity=quantity,
+        unit="UN",
+        solicited_date=date(solicited),
+        family=family,
+    )
+    if purchased:
+        c.purchase_date.CopyFrom(date(purchased))
+    return records_pb2.Record(consumption=c)
+
+
 def snapshot(
     material: str, site: str, on_hand: float, as_of: dt.date, *, simulated: bool = False
 ) -> records_pb2.Record:

@@ -25,7 +25,7 @@ from services.analytics.alerts import (
     PostgresAlertStore,
 )
 from services.kit.errors import FailedPrecondition, NotFound
-from tests.analytics.analytics_data import forecast_event, snapshot
+from tests.analytics.analytics_data import forecast_event, line, material, site, snapshot
 from tests.analytics.conftest import Replica, World, eventually
 from tests.conftest import fresh_pg_database
 
@@ -106,6 +106,18 @@ async def test_store_ignores_transitions_from_an_older_evaluation(store: AlertSt
     assert await store.clear("M1", "S1", REORDER_POINT, (10, 5)) is None  # not newer
     assert await store.clear("M1", "S1", REORDER_POINT, (10, 6)) is not None  # same data, newer policy
     assert await store.raise_alert(_candidate(), (10, 6)) is None  # the clear at that version stands
+
+
+async def test_store_filters_by_the_materials_bought_from_a_supplier(store: AlertStore) -> None:
+    for code in ("M1", "M2", "M3"):
+        assert await store.raise_alert(_candidate(material=code), (1, 0)) is not None
+    alerts, total = await store.search(AlertQuery(bought_materials=("M1", "M3")))
+    assert total == 2 and {x.material for x in alerts} == {"M1", "M3"}
+    alerts, total = await store.search(AlertQuery(materials=("M1", "M2"), bought_materials=("M2", "M3")))
+    assert total == 1 and [x.material for x in alerts] == ["M2"]
+    assert await store.search(AlertQuery(bought_materials=())) == ([], 0)  # a supplier that sold nothing
+    _, total = await store.search(AlertQuery(bought_materials=tuple(f"X{i}" for i in range(40_000))))
+    assert total == 0  # one parameter however long the list
 
 
 async def test_store_concurrent_raises_of_one_key_raise_one_alert(store: AlertStore) -> None:
@@ -311,3 +323,134 @@ async def test_cover_below_the_supplier_lead_time_raises_its_own_alert(world: Wo
     row = status.rows[0]
     assert row.status == a.STOCK_STATUS_CRITICAL and row.suggested_order_quantity == 0
     assert row.stock_position == 12.0 and row.days_of_cover == pytest.approx(6.0)
+
+
+# -- what an evaluation looks at ----------------------------------------------------------------------
+
+DAY = dt.date(2024, 3, 1)
+
+
+async def _listed(replica: Replica, material_code: str, **filter_fields: list[str]) -> list[a.Alert]:
+    response = await replica.stub.ListAlerts(
+        a.ListAlertsRequest(filter=c.Filter(material_codes=[material_code], **filter_fields)),
+        metadata=replica.md(),
+    )
+    return list(response.alerts)
+
+
+async def _cover_alert(world: World, replica: Replica, supplier: str = "SUP") -> a.Alert:
+    """M1 at S1: 100 asked in the 91 days to the data end, so 10 on hand cover 9.1 days, under the 30-day
+    lead time of its five lines: a cover alert."""
+    weeks = [DAY + dt.timedelta(weeks=i) for i in range(5)]
+    await world.commit(
+        [material("M1", "FAM"), site("S1"), snapshot("M1", "S1", 10.0, DAY)]
+        + [
+            line(f"R{i}", "M1", "S1", 20.0, day, purchased=day + dt.timedelta(days=30), supplier=supplier)
+            for i, day in enumerate(weeks)
+        ]
+    )
+    await eventually(lambda: _listed(replica, "M1"))
+    [alert] = await _listed(replica, "M1")
+    assert alert.kind == a.ALERT_KIND_COVER_BELOW_LEAD_TIME and alert.state == a.ALERT_STATE_OPEN
+    return alert
+
+
+async def test_a_new_forecast_alone_ends_the_episode_it_clears(world: World) -> None:
+    replica = await world.replica()
+    raised = await _cover_alert(world, replica)
+    # Almost no demand ahead, and nothing else new (no record, no policy): the cover is capped at ten years.
+    await world.publish(
+        forecast_event(
+            "M1",
+            "S1",
+            [(dt.date(2024, 4, 8), 0.0, 0.01, 0.1)],
+            generated_at=dt.datetime(2024, 4, 10, tzinfo=dt.UTC),
+        )
+    )
+
+    async def resolved() -> bool:
+        return [x.state for x in await _listed(replica, "M1")] == [a.ALERT_STATE_RESOLVED]
+
+    await eventually(resolved)
+    [alert] = await _listed(replica, "M1")
+    assert alert.alert_id == raised.alert_id and alert.history[-1].actor == "system"
+    # A forecast of demand again starts a new episode, still without a new record or policy.
+    await world.publish(
+        forecast_event(
+            "M1",
+            "S1",
+            [(dt.date(2024, 4, 8), 10.0, 14.0, 20.0)],
+            generated_at=dt.datetime(2024, 4, 11, tzinfo=dt.UTC),
+        )
+    )
+
+    async def raised_again() -> bool:
+        return len(await _listed(replica, "M1")) == 2
+
+    await eventually(raised_again)
+    newest = (await _listed(replica, "M1"))[0]
+    assert newest.alert_id != raised.alert_id and newest.state == a.ALERT_STATE_OPEN
+    assert newest.days_of_cover == pytest.approx(5.0)  # 14 a week is 2 a day
+
+
+async def test_lines_of_another_site_that_lengthen_the_lead_time_raise_the_alert(world: World) -> None:
+    replica = await world.replica()
+    # 20 asked in the 91 days to the data end: 10 on hand cover 45.5 days, over the 2-day lead time.
+    await world.commit(
+        [
+            material("M1", "FAM"),
+            site("S1"),
+            site("S2"),
+            snapshot("M1", "S1", 10.0, DAY),
+            line("R0", "M1", "S1", 20.0, dt.date(2024, 3, 10), purchased=dt.date(2024, 3, 12)),
+        ]
+    )
+    # Five older lines of M1 at S2 bought 100 days after the request: the pair has one observation, so its
+    # lead time falls back to the material's, now (2 + 5 x 100) / 6 = 83.7 days.
+    await world.commit(
+        [
+            line(f"R{i}", "M1", "S2", 1.0, day, purchased=day + dt.timedelta(days=100))
+            for i, day in enumerate(dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(1, 6))
+        ]
+    )
+    await eventually(lambda: _listed(replica, "M1", site_codes=["S1"]))
+    [alert] = await _listed(replica, "M1")
+    assert alert.kind == a.ALERT_KIND_COVER_BELOW_LEAD_TIME
+    assert alert.lead_time_days == pytest.approx(502 / 6) and alert.days_of_cover == pytest.approx(910 / 20)
+
+
+async def test_alerts_are_listed_and_watched_by_the_materials_bought_from_a_supplier(world: World) -> None:
+    replica = await world.replica()
+    streams: dict[str, list[a.Alert]] = {"ACME": [], "OTHER": []}
+
+    async def watch(supplier: str) -> None:
+        call = replica.stub.WatchAlerts(
+            a.WatchAlertsRequest(filter=c.Filter(suppliers=[supplier])), metadata=replica.md()
+        )
+        async for alert in call:
+            streams[supplier].append(alert)
+
+    # OTHER sold something else: the filter keeps no material of this alert.
+    await world.commit(
+        [material("M2", "FAM"), site("S2"), line("R9", "M2", "S2", 1.0, DAY, supplier="OTHER")]
+    )
+    watchers = [asyncio.create_task(watch(supplier)) for supplier in streams]
+    await eventually(lambda: replica.app.service.hub.watchers == 2)
+    raised = await _cover_alert(world, replica, supplier="ACME")
+    await eventually(lambda: len(streams["ACME"]) == 1)
+    assert streams["ACME"][0].alert_id == raised.alert_id
+    assert [x.alert_id for x in await _listed(replica, "M1", suppliers=["ACME", "NOBODY"])] == [
+        raised.alert_id
+    ]
+    assert await _listed(replica, "M1", suppliers=["OTHER"]) == []
+    assert await _listed(replica, "M1", suppliers=["NOBODY"]) == []
+    # Later lines of OTHER for M1: M1 is now also bought from OTHER.
+    await world.commit([line("R8", "M1", "S2", 1.0, DAY, supplier="OTHER")])
+    assert len(await _listed(replica, "M1", suppliers=["OTHER"])) == 1
+    await replica.stub.AcknowledgeAlert(
+        a.AlertActionRequest(alert_id=raised.alert_id), metadata=replica.md("planner", subject="pat")
+    )
+    await eventually(lambda: len(streams["OTHER"]) == 1 and len(streams["ACME"]) == 2)
+    assert streams["OTHER"][0].state == a.ALERT_STATE_ACKNOWLEDGED
+    for watcher in watchers:
+        watcher.cancel()

@@ -4,6 +4,7 @@ error, and a real Redis works under its own key prefix."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
 import threading
 import uuid
@@ -19,8 +20,17 @@ from novacorrente.common.v1 import common_pb2 as c
 
 from services.analytics import kpis as kpi_mod
 from services.analytics.engine import DuckEngine
+from services.analytics.slices import Kind
 from services.ports.cache import open_cache
-from tests.analytics.analytics_data import consumption_record, line_key_of
+from tests.analytics.analytics_data import (
+    consumption_record,
+    forecast_event,
+    line,
+    line_key_of,
+    material,
+    site,
+    snapshot,
+)
 from tests.analytics.conftest import Replica, World, eventually
 from tests.conftest import REDIS_URL
 
@@ -129,6 +139,89 @@ async def test_equivalent_requests_share_one_entry(world: World, real_records) -
     )
     assert not (await _ask(replica, "GetKpis", one)).provenance.from_cache  # type: ignore[attr-defined]
     assert (await _ask(replica, "GetKpis", same)).provenance.from_cache  # type: ignore[attr-defined]
+
+
+async def test_inventory_status_by_site_follows_the_lead_times_of_other_sites(world: World) -> None:
+    replica = await world.replica()
+    day = dt.date(2024, 3, 1)
+    await world.commit(
+        [
+            material("M1", "FAM"),
+            site("S1"),
+            site("S2"),
+            snapshot("M1", "S1", 10.0, day),
+            line("R0", "M1", "S1", 20.0, dt.date(2024, 3, 10), purchased=dt.date(2024, 3, 12)),
+        ]
+    )
+    request = a.ListInventoryStatusRequest(filter=c.Filter(site_codes=["S1"]))
+    before = await _ask(replica, "ListInventoryStatus", request)
+    # 20 asked in the 91 days to the data end: 10 on hand cover 45.5 days, over the 2-day lead time.
+    [row] = before.rows  # type: ignore[attr-defined]
+    assert row.days_of_cover == pytest.approx(45.5) and row.status == a.STOCK_STATUS_NORMAL
+    # Lines of M1 at S2 only: S1's pair has one observation, so its lead time is the material's, now
+    # (2 + 5 x 100) / 6 = 83.7 days, above the cover.
+    await world.commit(
+        [
+            line(f"R{i}", "M1", "S2", 1.0, start, purchased=start + dt.timedelta(days=100))
+            for i, start in enumerate(dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(1, 6))
+        ]
+    )
+    after = await _ask(replica, "ListInventoryStatus", request)
+    assert not after.provenance.from_cache  # type: ignore[attr-defined]
+    assert after.rows[0].status == a.STOCK_STATUS_CRITICAL  # type: ignore[attr-defined]
+
+
+async def test_family_answers_follow_the_master_giving_a_material_a_family(world: World) -> None:
+    replica = await world.replica()
+    day = dt.date(2024, 3, 10)
+    # M9 is not in the material master yet: its line counts under its own family F1.
+    await world.commit(
+        [
+            material("M1", "F1"),
+            site("S1"),
+            line("R1", "M1", "S1", 5.0, day, family="F1"),
+            line("R2", "M9", "S1", 100.0, day, family="F1"),
+        ]
+    )
+    request = a.GetKpisRequest(filter=c.Filter(families=["F1"]), names=["total_demand"])
+    assert (await _ask(replica, "GetKpis", request)).kpis[0].value == 105.0  # type: ignore[attr-defined]
+    await world.commit([material("M9", "F2")])
+    after = await _ask(replica, "GetKpis", request)
+    assert not after.provenance.from_cache and after.kpis[0].value == 5.0  # type: ignore[attr-defined]
+    # And back: a master record with no family puts M9's line under its own family again.
+    await world.commit([material("M9", "")])
+    again = await _ask(replica, "GetKpis", request)
+    assert not again.provenance.from_cache and again.kpis[0].value == 105.0  # type: ignore[attr-defined]
+
+
+async def test_accuracy_by_supplier_follows_a_correction_of_another_suppliers_line(world: World) -> None:
+    replica = await world.replica()
+    await world.commit(
+        [
+            material("M1", "F"),
+            site("S1"),
+            line("R1", "M1", "S1", 10.0, dt.date(2024, 3, 5), supplier="SA"),
+            line("R2", "M1", "S1", 10.0, dt.date(2024, 3, 6), supplier="SB"),
+            line("R3", "M1", "S1", 1.0, dt.date(2024, 3, 20), supplier="SA"),
+        ]
+    )
+    await world.publish(
+        forecast_event(
+            "M1",
+            "S1",
+            [(dt.date(2024, 3, 4), 15, 20, 25)],
+            generated_at=dt.datetime(2024, 3, 1, tzinfo=dt.UTC),
+        )
+    )
+    await eventually(lambda: replica.app.service.model.watermarks.lookup()[1].get(Kind.FORECAST, 0) > 0)
+    # The supplier picks the pairs (materials bought from SA); the actuals are all the pair's lines.
+    request = a.GetKpisRequest(filter=c.Filter(suppliers=["SA"]), names=["forecast_wape"])
+    assert (await _ask(replica, "GetKpis", request)).kpis[0].value == 0.0  # type: ignore[attr-defined]
+    await world.commit([line("R2", "M1", "S1", 30.0, dt.date(2024, 3, 6), supplier="SB")], supersedes=True)
+    after = await _ask(replica, "GetKpis", request)
+    assert not after.provenance.from_cache  # type: ignore[attr-defined]
+    # The week's actual is now 10 + 30 against a forecast of 20: |40 - 20| / 40.
+    assert after.kpis[0].value == pytest.approx(50.0)  # type: ignore[attr-defined]
 
 
 def _closed_port() -> int:

@@ -207,7 +207,9 @@ class Filter(_message.Message):
 
     @_builtins.property
     def date_range(self) -> Global___DateRange:
-        """Period of interest (requested date for consumption)."""
+        """Period of interest: the demand date (solicitation date) of requisition lines, the period of
+        stock KPIs, the receipt date of purchase orders, the day an alert was raised (docs/kpis.md).
+        """
 
     def __init__(
         self,
