@@ -411,8 +411,9 @@ class ApplyResult:
     pairs: set[tuple[str, str]] = field(default_factory=set)
     """(material, site) pairs whose stock, orders, demand or policy changed: the alert candidates."""
     every_pair: bool = False
-    """The lead-time statistics or the data end moved: the fallback lead time (material, family, all lines)
-    or the history demand rate of any pair may have changed, not only those of ``pairs``."""
+    """The lead-time statistics, the data end, or a material's family or ``stocked`` flag moved: the fallback
+    lead time (material, family, all lines), the history demand rate or the evaluation of any pair may have
+    changed, not only those of ``pairs``."""
 
 
 class _Bumps:
@@ -645,6 +646,11 @@ class ReadModel:
                     # (``sql_filters.demand_where``): they leave those families now, or join them.
                     bumps.add(kind, [(Dim.FAMILY, f) for f in line_families.get(material, ())], seq)
                 masters.family[material] = family
+                if old is None or (old[2], old[6]) != (row[2], row[6]):
+                    # The family picks the lead time the material's pairs fall back to, and ``stocked``
+                    # whether they are evaluated at all: its pairs' alerts may change, and the record names
+                    # none of them.
+                    result.every_pair = True
             elif table == "sites":
                 masters.site[str(row[0])] = (str(row[1]), str(row[2]))
             bumps.add(kind, _dims_of(table, row, masters), seq)

@@ -172,6 +172,9 @@ def _external(
 
 
 _A_MONDAY = np.datetime64("1970-01-05", "D")
+_CONSISTENT_READ_ATTEMPTS = 3
+"""Reads of an aggregate's weekly series and its last days until both come from one data state (a batch
+lands between them rarely; after the last attempt the weeks are kept as read)."""
 
 
 def _last_complete_monday(last_day: np.datetime64) -> np.datetime64:
@@ -435,17 +438,27 @@ class AnalyticsReader:
     ) -> tuple[np.datetime64, np.ndarray, str, str]:
         """(first week, weekly values, unit, watermark) of a slice: quantities, or requisition lines, up to
         the last complete week of data, where material x site histories end too."""
-        response = await self._demand_points(filter_, cpb.TIME_GRAIN_WEEK)
-        points = [p for p in response.points if not p.is_forecast]
+        for _ in range(_CONSISTENT_READ_ATTEMPTS):
+            response = await self._demand_points(filter_, cpb.TIME_GRAIN_WEEK)
+            points = [p for p in response.points if not p.is_forecast]
+            if not points:
+                break
+            first = _date(points[0].period_start)
+            complete, seen_at = await self._complete_weeks(filter_, first, len(points))
+            # The two reads saw one state (a batch between them could have completed the week the first
+            # read saw partial): otherwise both are read again.
+            if seen_at == response.provenance.data_watermark:
+                break
         values = np.array([p.lines if use_lines else p.quantity for p in points], dtype=np.float64)
         first = _date(points[0].period_start) if points else np.datetime64("1970-01-05", "D")
         if points:
-            values = values[: await self._complete_weeks(filter_, first, values.size)]
+            values = values[:complete]
         unit = "lines" if use_lines else response.unit
         return first, values, unit, response.provenance.data_watermark
 
-    async def _complete_weeks(self, filter_: cpb.Filter, first: np.datetime64, weeks: int) -> int:
-        """How many of ``weeks`` weeks from ``first`` end on or before the last day of data.
+    async def _complete_weeks(self, filter_: cpb.Filter, first: np.datetime64, weeks: int) -> tuple[int, str]:
+        """How many of ``weeks`` weeks from ``first`` end on or before the last day of data, and the data
+        watermark that answer was read at.
 
         Analytics' weekly demand series runs to the week holding the last demand day, which is partial
         until its Sunday: a partial week reads as a drop in demand at the very origin of the forecast.
@@ -455,11 +468,12 @@ class AnalyticsReader:
         probe.CopyFrom(filter_)
         probe.date_range.CopyFrom(cpb.DateRange(start=_date_pb(last_monday)))
         response = await self._demand_points(probe, cpb.TIME_GRAIN_DAY)
+        seen_at = response.provenance.data_watermark
         days = [_date(p.period_start) for p in response.points if not p.is_forecast]
         if not days:
-            return weeks
+            return weeks, seen_at
         complete = _last_complete_monday(days[-1])
-        return max(0, min(weeks, int((complete - first).astype(np.int64)) // 7 + 1))
+        return max(0, min(weeks, int((complete - first).astype(np.int64)) // 7 + 1)), seen_at
 
     async def _demand_points(self, filter_: cpb.Filter, grain: int) -> apb.GetDemandSeriesResponse:
         request = apb.GetDemandSeriesRequest(filter=filter_, grain=grain)  # type: ignore[arg-type]

@@ -107,7 +107,9 @@ class PostgresDatabase:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlSession]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        # READ COMMITTED whatever the server's default: the store is written for statements that each see
+        # what committed before them (a claim reads again the key a concurrent call just inserted).
+        async with self._pool.acquire() as conn, conn.transaction(isolation="read_committed"):
             yield _PgSession(conn)
 
     async def migrate(self) -> None:

@@ -419,6 +419,38 @@ async def test_lines_of_another_site_that_lengthen_the_lead_time_raise_the_alert
     assert alert.lead_time_days == pytest.approx(502 / 6) and alert.days_of_cover == pytest.approx(910 / 20)
 
 
+async def test_a_material_moved_to_a_slower_family_raises_the_alert(world: World) -> None:
+    replica = await world.replica()
+    # M1@S1 has one lead-time observation, its material no more: it falls back to its family's mean lead
+    # time. Family SLOW buys in 100 days, FAST in 1 (five lines each, at another site).
+    records = [
+        material("M1", "FAST"),
+        site("S1"),
+        site("S2"),
+        snapshot("M1", "S1", 10.0, DAY),
+        line("R0", "M1", "S1", 20.0, dt.date(2024, 3, 10), purchased=dt.date(2024, 3, 12), family="FAST"),
+    ]
+    for i in range(5):
+        day = dt.date(2024, 1, 2) + dt.timedelta(days=i)
+        for family, days in (("SLOW", 100), ("FAST", 1)):
+            code = f"{family}{i}"
+            records.append(material(code, family))
+            records.append(
+                line(f"R{code}", code, "S2", 1.0, day, purchased=day + dt.timedelta(days=days), family=family)
+            )
+    await world.commit(records)
+    # Evaluated (nothing pending, no wake-up left), with no alert: 45.5 days of cover over FAST's lead time.
+    service = replica.app.service
+    await eventually(lambda: service._pending_pairs == set() and not service._evaluate_wake.is_set())
+    await asyncio.sleep(0.2)  # the evaluation that took them ends
+    assert await _listed(replica, "M1") == []
+    # The master moves M1 to SLOW: 45.5 days of cover are now under its pairs' lead time.
+    await world.commit([material("M1", "SLOW")])
+    await eventually(lambda: _listed(replica, "M1"))
+    [alert] = await _listed(replica, "M1")
+    assert alert.kind == a.ALERT_KIND_COVER_BELOW_LEAD_TIME
+
+
 async def test_alerts_are_listed_and_watched_by_the_materials_bought_from_a_supplier(world: World) -> None:
     replica = await world.replica()
     streams: dict[str, list[a.Alert]] = {"ACME": [], "OTHER": []}

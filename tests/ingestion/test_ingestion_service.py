@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from novacorrente.common.v1 import common_pb2
@@ -391,3 +392,28 @@ async def test_starts_and_accepts_into_the_outbox_while_the_broker_is_away(
     finally:
         await channel.close()
         await app.stop()
+
+
+@pytest.mark.integration
+async def test_claims_stay_exact_on_a_database_whose_default_isolation_is_stricter(pg_url: str) -> None:
+    from services.ingestion.sql import PostgresDatabase
+    from services.ingestion.store import IngestionStore
+
+    admin = await asyncpg.connect(pg_url)
+    try:
+        name = pg_url.rsplit("/", 1)[1]
+        await admin.execute(
+            f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+        )
+    finally:
+        await admin.close()
+    db = await PostgresDatabase.connect(pg_url)
+    try:
+        await db.migrate()
+        store = IngestionStore(db)
+        claims = await asyncio.gather(
+            *(store.claim("me", "raced", "h", ttl_seconds=60, lease_seconds=60) for _ in range(6))
+        )
+        assert sorted(c.state.name for c in claims) == ["IN_PROGRESS"] * 5 + ["NEW"]
+    finally:
+        await db.close()

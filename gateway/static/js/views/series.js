@@ -8,6 +8,16 @@ import { demandChart } from "../charts.js";
 import { simulatedNote } from "./inventory.js";
 import { noteText } from "../notes.js";
 
+// A call two panels share: made once, by whichever panel asks first. A failed call is forgotten when it
+// fails, so the next ask (a panel's Retry) makes it again rather than getting the same settled error.
+function shared(call) {
+  let pending = null;
+  return () => (pending ??= call().catch((error) => {
+    pending = null;
+    throw error;
+  }));
+}
+
 function picker(material, site) {
   const m = h("input", { name: "material", value: material, placeholder: "010601", list: "material-options", required: true });
   const s = h("input", { name: "site", value: site, placeholder: "ALMOX-BA", list: "site-options", required: true });
@@ -93,15 +103,14 @@ export function render(view, params) {
   }).catch(() => {});
 
   // One Forecast call feeds both the chart (when the read model has no band for the series yet) and the panel.
-  const fetchForecast = () => api("/forecast", { params: { material, site } });
-  let forecastPromise = fetchForecast();
+  const forecast = shared(() => api("/forecast", { params: { material, site } }));
   section(chartBox, async () => {
     const series = await api("/demand", { params: { ...filter, include_forecast: true } });
     if (!series.points.length) return h("div", { class: "empty" }, t("common.empty"));
     const parts = [chart];
     let shown = series;
     if (!series.points.some((p) => p.is_forecast)) {
-      const f = await forecastPromise.catch(() => null);
+      const f = await forecast().catch(() => null);
       if (f && f.weeks.length) {
         shown = { ...series, points: [...series.points, ...f.weeks.map((w) => ({
           period_start: w.week_start, quantity: 0, lines: 0, forecast: w.quantiles, is_forecast: true }))] };
@@ -114,10 +123,9 @@ export function render(view, params) {
   });
 
   // One ReorderPolicy call feeds both the position gauge and the policy panel.
-  const fetchPolicy = () => api("/reorder-policy", { params: filter });
-  let policyPromise = fetchPolicy();
+  const reorderPolicy = shared(() => api("/reorder-policy", { params: filter }));
   section(position, async () => {
-    const [inv, policy] = await Promise.all([api("/inventory", { params: filter }), policyPromise.catch(() => null)]);
+    const [inv, policy] = await Promise.all([api("/inventory", { params: filter }), reorderPolicy().catch(() => null)]);
     const row = inv.rows[0];
     if (!row) return h("div", { class: "empty" }, t("series.no_inventory"));
     return [
@@ -136,13 +144,7 @@ export function render(view, params) {
   });
 
   section(policyBox, async () => {
-    let p;
-    try {
-      p = await policyPromise;
-    } catch (error) {
-      policyPromise = fetchPolicy(); // "retry" asks again
-      throw error;
-    }
+    const p = await reorderPolicy();
     const d = p.decomposition;
     const total = Math.max(d.expected_lead_time_demand + d.demand_part + d.lead_time_variability_part, 1e-9);
     const part = (cls, v) => { const el = h("div", { class: cls, title: num(v) }); el.style.width = `${(Math.max(v, 0) / total) * 100}%`; return el; };
@@ -171,13 +173,7 @@ export function render(view, params) {
   });
 
   section(forecastBox, async () => {
-    let f;
-    try {
-      f = await forecastPromise;
-    } catch (error) {
-      forecastPromise = fetchForecast(); // "retry" asks again
-      throw error;
-    }
+    const f = await forecast();
     const levels = f.weeks.length ? f.weeks[0].quantiles.map((q) => q.level) : [];
     const cols = [
       { label: "", render: (w) => date(w.week_start) },
