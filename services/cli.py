@@ -162,7 +162,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
             if omitted := answer.exceptions_omitted:  # type: ignore[attr-defined]
                 print(f"  ({omitted} more lines not accepted as new are counted, not listed)")
             failures += answer.counts.rejected > 0  # type: ignore[attr-defined]
-        return 0
+        # Scripts can tell: 1 when any file had lines rejected (they are in the quarantine).
+        return 1 if failures else 0
 
     return asyncio.run(run())
 
@@ -224,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl", type=float, default=8 * 3600, help="lifetime in seconds")
     p.set_defaults(fn=cmd_token)
 
-    p = sub.add_parser("health", help="health of the services")
+    p = sub.add_parser(
+        "health", help="grpc.health.v1 status of the gRPC services, in plaintext (the gateway: GET /readyz)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--target", help="one service host:port")
     p.set_defaults(fn=cmd_health)

@@ -1,4 +1,5 @@
-"""docs/operations.md names every environment variable a process reads, and no variable none reads.
+"""docs/operations.md names every environment variable a process reads, and no variable that neither a
+process nor the deployment files read.
 
 Variables of ``ServiceSettings`` itself are documented once in their generic form ``NOVA_<S>_NAME``; the
 variables a service adds are documented by their full name.
@@ -18,8 +19,15 @@ from services.forecast.settings import ForecastSettings
 from services.ingestion.settings import IngestionSettings
 from services.kit.settings import ServiceSettings
 
-OPERATIONS = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
 SERVICES = (IngestionSettings, AnalyticsSettings, ForecastSettings, GatewaySettings)
+# Variables of the deployment itself (compose interpolation, the development scripts), not of a process.
+DEPLOYMENT = {
+    name
+    for path in [ROOT / "docker-compose.yml", *sorted((ROOT / "deploy").glob("*.sh"))]
+    for name in re.findall(r"\$\{(NOVA_[A-Z0-9_]+)", path.read_text())
+}
 
 
 def _variable(settings: type[BaseSettings], field: str) -> str:
@@ -51,4 +59,4 @@ def test_the_operations_guide_names_no_variable_that_nothing_reads() -> None:
     read = {_variable(cls, f) for cls in SERVICES for f in cls.model_fields}
     generic = {f"NOVA_<S>_{f.upper()}" for f in ServiceSettings.model_fields}
     named = set(re.findall(r"NOVA_[A-Z0-9_<>]*[A-Z0-9>]", OPERATIONS)) - {"NOVA_<SERVICE>", "NOVA_TLS"}
-    assert sorted(named - read - generic) == []
+    assert sorted(named - read - generic - DEPLOYMENT) == []
