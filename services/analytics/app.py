@@ -139,8 +139,8 @@ class AnalyticsApp:
             self._catch_up.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._catch_up
-        for subscription in self.subscriptions:
-            await subscription.stop(self.settings.grace_seconds)
+        # Together, so that their handlers share one grace period (the shutdown budget counts one).
+        await asyncio.gather(*(s.stop(self.settings.grace_seconds) for s in self.subscriptions))
         self.subscriptions.clear()
         await self.housekeeping.stop()
         await self.relay.stop()

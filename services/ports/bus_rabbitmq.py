@@ -299,10 +299,7 @@ class RabbitMQBus:
         """Declare ``queue`` with its dead-letter queue and bindings on ``channel`` (idempotent)."""
         try:
             async with asyncio.timeout(self._operation_timeout):
-                dead = await channel.declare_queue(
-                    f"{queue}.dlq", durable=True, arguments={"x-queue-type": "quorum"}
-                )
-                await dead.bind(self._dlx_name, routing_key=queue)
+                await self._declare_dead_letter_queue(channel, queue)
                 declared = await channel.declare_queue(
                     queue, durable=True, arguments=self._queue_arguments(queue, expires_after)
                 )
@@ -316,6 +313,11 @@ class RabbitMQBus:
         except _BROKER_FAILURES as exc:
             raise BusUnavailable(f"cannot declare queue {queue!r}: {exc!r}") from exc
         return declared
+
+    async def _declare_dead_letter_queue(self, channel: AbstractChannel, queue: str) -> None:
+        """``queue``'s dead-letter queue, bound to the DLX under the queue's name (idempotent)."""
+        dead = await channel.declare_queue(f"{queue}.dlq", durable=True, arguments={"x-queue-type": "quorum"})
+        await dead.bind(self._dlx_name, routing_key=queue)
 
     def _queue_arguments(self, queue: str, expires_after: float | None) -> dict[str, Any]:
         arguments: dict[str, Any] = {
@@ -367,7 +369,15 @@ class RabbitMQBus:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
-            await self._confirmed((await self._publishing()).dead_letter_exchange, queue, copy)
+            publisher = await self._publishing()
+            # Declared again first: the broker confirms a message no queue is bound for and drops it, so a
+            # dead-letter queue deleted since the subscription declared it would lose the message.
+            try:
+                async with asyncio.timeout(self._operation_timeout):
+                    await self._declare_dead_letter_queue(publisher.channel, queue)
+            except _BROKER_FAILURES as exc:  # a timeout included
+                raise BusUnavailable(f"cannot declare {queue}.dlq: {exc!r}") from exc
+            await self._confirmed(publisher.dead_letter_exchange, queue, copy)
         except BusError:
             log.exception(
                 "could not dead-letter message %s from %s; requeueing it", message.message_id, queue

@@ -146,3 +146,38 @@ async def test_a_subscription_whose_queue_was_deleted_declares_it_again(amqp_url
         await eventually(bus.check, "check")
     finally:
         await bus.close()
+
+
+async def test_a_poison_message_is_kept_when_its_dead_letter_queue_was_deleted(
+    amqp_url: str, unique: str
+) -> None:
+    bus = await open_bus(amqp_url, exchange=f"{unique}.events")
+    handled: list[str] = []
+
+    async def refuse(delivery: Delivery) -> None:
+        handled.append(delivery.message_id)
+        raise PoisonMessage("cannot be read")
+
+    try:
+        await bus.subscribe(f"{unique}.q", ["work.*"], refuse)
+        admin = await aio_pika.connect(amqp_url)
+        try:
+            channel = await admin.channel()
+            await channel.queue_delete(f"{unique}.q.dlq", if_unused=False, if_empty=False)
+        finally:
+            await admin.close()
+        poison = message(1)
+        await bus.publish([poison])
+        await eventually(lambda: poison.message_id in handled, "the handler saw the message")
+        # Dead-lettered into a queue declared again, not dropped by the broker for want of one.
+        letters = []
+
+        async def dead_lettered() -> bool:
+            letters[:] = await bus.dead_letters(f"{unique}.q")
+            return bool(letters)
+
+        await eventually(dead_lettered, "the message in the dead-letter queue")
+        assert [d.message_id for d in letters] == [poison.message_id]
+        assert letters[0].headers[DEAD_LETTER_REASON_HEADER] == "cannot be read"
+    finally:
+        await bus.close()
