@@ -234,6 +234,29 @@ def snapshot(
     )
 
 
+def pair_with_one_lead_time(counted: dt.date) -> list[records_pb2.Record]:
+    """M1 (family FAM) at S1, sites S1 and S2: 10 on hand counted on ``counted`` and one line, 20 asked on
+    2024-03-10 and bought two days later: 45.5 days of cover (20 in the 91 days to the data end) over a
+    2-day lead time, from the pair's only observation."""
+    return [
+        material("M1", "FAM"),
+        site("S1"),
+        site("S2"),
+        snapshot("M1", "S1", 10.0, counted),
+        line("R0", "M1", "S1", 20.0, dt.date(2024, 3, 10), purchased=dt.date(2024, 3, 12)),
+    ]
+
+
+def slow_lines_at_s2() -> list[records_pb2.Record]:
+    """Five older lines of M1 at S2, bought 100 days after they were raised: M1 at S1 has one observation,
+    so its lead time falls back to the material's, now (2 + 5 x 100) / 6 = 83.7 days."""
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(1, 6)]
+    return [
+        line(f"R{i}", "M1", "S2", 1.0, day, purchased=day + dt.timedelta(days=100))
+        for i, day in enumerate(days)
+    ]
+
+
 def purchase_order(
     po_id: str,
     material: str,

@@ -25,7 +25,15 @@ from services.analytics.alerts import (
     PostgresAlertStore,
 )
 from services.kit.errors import FailedPrecondition, NotFound
-from tests.analytics.analytics_data import forecast_event, line, material, site, snapshot
+from tests.analytics.analytics_data import (
+    forecast_event,
+    line,
+    material,
+    pair_with_one_lead_time,
+    site,
+    slow_lines_at_s2,
+    snapshot,
+)
 from tests.analytics.conftest import Replica, World, eventually
 from tests.conftest import fresh_pg_database
 
@@ -395,24 +403,8 @@ async def test_a_new_forecast_alone_ends_the_episode_it_clears(world: World) -> 
 
 async def test_lines_of_another_site_that_lengthen_the_lead_time_raise_the_alert(world: World) -> None:
     replica = await world.replica()
-    # 20 asked in the 91 days to the data end: 10 on hand cover 45.5 days, over the 2-day lead time.
-    await world.commit(
-        [
-            material("M1", "FAM"),
-            site("S1"),
-            site("S2"),
-            snapshot("M1", "S1", 10.0, DAY),
-            line("R0", "M1", "S1", 20.0, dt.date(2024, 3, 10), purchased=dt.date(2024, 3, 12)),
-        ]
-    )
-    # Five older lines of M1 at S2 bought 100 days after the request: the pair has one observation, so its
-    # lead time falls back to the material's, now (2 + 5 x 100) / 6 = 83.7 days.
-    await world.commit(
-        [
-            line(f"R{i}", "M1", "S2", 1.0, day, purchased=day + dt.timedelta(days=100))
-            for i, day in enumerate(dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(1, 6))
-        ]
-    )
+    await world.commit(pair_with_one_lead_time(DAY))
+    await world.commit(slow_lines_at_s2())
     await eventually(lambda: _listed(replica, "M1", site_codes=["S1"]))
     [alert] = await _listed(replica, "M1")
     assert alert.kind == a.ALERT_KIND_COVER_BELOW_LEAD_TIME

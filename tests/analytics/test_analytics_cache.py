@@ -28,8 +28,9 @@ from tests.analytics.analytics_data import (
     line,
     line_key_of,
     material,
+    pair_with_one_lead_time,
     site,
-    snapshot,
+    slow_lines_at_s2,
 )
 from tests.analytics.conftest import Replica, World, eventually
 from tests.conftest import REDIS_URL
@@ -143,29 +144,12 @@ async def test_equivalent_requests_share_one_entry(world: World, real_records) -
 
 async def test_inventory_status_by_site_follows_the_lead_times_of_other_sites(world: World) -> None:
     replica = await world.replica()
-    day = dt.date(2024, 3, 1)
-    await world.commit(
-        [
-            material("M1", "FAM"),
-            site("S1"),
-            site("S2"),
-            snapshot("M1", "S1", 10.0, day),
-            line("R0", "M1", "S1", 20.0, dt.date(2024, 3, 10), purchased=dt.date(2024, 3, 12)),
-        ]
-    )
+    await world.commit(pair_with_one_lead_time(dt.date(2024, 3, 1)))
     request = a.ListInventoryStatusRequest(filter=c.Filter(site_codes=["S1"]))
     before = await _ask(replica, "ListInventoryStatus", request)
-    # 20 asked in the 91 days to the data end: 10 on hand cover 45.5 days, over the 2-day lead time.
     [row] = before.rows  # type: ignore[attr-defined]
     assert row.days_of_cover == pytest.approx(45.5) and row.status == a.STOCK_STATUS_NORMAL
-    # Lines of M1 at S2 only: S1's pair has one observation, so its lead time is the material's, now
-    # (2 + 5 x 100) / 6 = 83.7 days, above the cover.
-    await world.commit(
-        [
-            line(f"R{i}", "M1", "S2", 1.0, start, purchased=start + dt.timedelta(days=100))
-            for i, start in enumerate(dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(1, 6))
-        ]
-    )
+    await world.commit(slow_lines_at_s2())  # M1 at S1 now falls back to 83.7 days, above its cover
     after = await _ask(replica, "ListInventoryStatus", request)
     assert not after.provenance.from_cache  # type: ignore[attr-defined]
     assert after.rows[0].status == a.STOCK_STATUS_CRITICAL  # type: ignore[attr-defined]

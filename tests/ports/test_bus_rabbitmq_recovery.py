@@ -53,6 +53,16 @@ async def publish_until_accepted(bus: EventBus, batch: list[OutgoingMessage]) ->
                 await asyncio.sleep(0.1)
 
 
+async def delete_queue(amqp_url: str, name: str) -> None:
+    """Delete queue ``name`` behind the bus's back, as an operator would."""
+    admin = await aio_pika.connect(amqp_url)
+    try:
+        channel = await admin.channel()
+        await channel.queue_delete(name, if_unused=False, if_empty=False)
+    finally:
+        await admin.close()
+
+
 async def eventually(holds: Callable[[], bool | Awaitable[bool]], what: str) -> None:
     """Wait until ``holds()`` (a plain or async predicate) is true; fail after ``RECOVERY`` seconds."""
     deadline = time.monotonic() + RECOVERY
@@ -127,12 +137,7 @@ async def test_a_subscription_whose_queue_was_deleted_declares_it_again(amqp_url
     try:
         await bus.subscribe(f"{unique}.q", ["work.*"], handler)
         # Deleting the queue makes the broker cancel the consumer while its channel stays open.
-        admin = await aio_pika.connect(amqp_url)
-        try:
-            channel = await admin.channel()
-            await channel.queue_delete(f"{unique}.q", if_unused=False, if_empty=False)
-        finally:
-            await admin.close()
+        await delete_queue(amqp_url, f"{unique}.q")
         after = message(1)
         # Re-declared (and bound) by the subscription; until then the event would match no queue and be
         # dropped, as the port documents, so publish until it arrives.
@@ -160,12 +165,7 @@ async def test_a_poison_message_is_kept_when_its_dead_letter_queue_was_deleted(
 
     try:
         await bus.subscribe(f"{unique}.q", ["work.*"], refuse)
-        admin = await aio_pika.connect(amqp_url)
-        try:
-            channel = await admin.channel()
-            await channel.queue_delete(f"{unique}.q.dlq", if_unused=False, if_empty=False)
-        finally:
-            await admin.close()
+        await delete_queue(amqp_url, f"{unique}.q.dlq")
         poison = message(1)
         await bus.publish([poison])
         await eventually(lambda: poison.message_id in handled, "the handler saw the message")
