@@ -151,17 +151,18 @@ def _check_probes(where: str, container: Doc) -> Iterator[str]:
 
 
 def _check_grace(where: str, spec: Doc, container: Doc, env: dict[str, str]) -> Iterator[str]:
-    """SIGKILL must come after preStop sleep + shutdown delay + the drain (GRACE_SECONDS)."""
+    """SIGKILL must come after preStop sleep + shutdown delay + the drains: GRACE_SECONDS twice, as a service
+    gives its bus consumers the grace, then its RPCs."""
     termination = spec.get("terminationGracePeriodSeconds", 30)
     pre_stop = ((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
     for name, value in env.items():
         if GRACE_ENV.match(name):
             delay = env.get(name.replace("_GRACE_SECONDS", "_SHUTDOWN_DELAY_SECONDS"), "0")
-            needed = float(value) + float(delay) + float(pre_stop.get("seconds", 0))
+            needed = 2 * float(value) + float(delay) + float(pre_stop.get("seconds", 0))
             if termination <= needed:
                 yield (
                     f"{where}: terminationGracePeriodSeconds {termination} must exceed {name} {value}"
-                    f" plus the shutdown delay and the preStop sleep"
+                    f" twice (consumers, then RPCs) plus the shutdown delay and the preStop sleep"
                 )
 
 
@@ -285,8 +286,8 @@ def compose_violations(config: Doc) -> list[str]:
             if user != f"{NOVA_UID}:{NOVA_UID}":
                 problems.append(f"{where}: must run as {NOVA_UID}:{NOVA_UID}")
             grace = [int(v) for k, v in (service.get("environment") or {}).items() if GRACE_ENV.match(k)]
-            if grace and _grace_seconds(service.get("stop_grace_period", "10s")) <= max(grace):
-                problems.append(f"{where}: stop_grace_period must exceed its GRACE_SECONDS")
+            if grace and _grace_seconds(service.get("stop_grace_period", "10s")) <= 2 * max(grace):
+                problems.append(f"{where}: stop_grace_period must exceed twice its GRACE_SECONDS")
             if service.get("restart") != "no" and "healthcheck" not in service:
                 problems.append(f"{where}: a long-running service needs a healthcheck")
     for name, secret in (config.get("secrets") or {}).items():

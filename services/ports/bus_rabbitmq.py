@@ -369,15 +369,8 @@ class RabbitMQBus:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
-            publisher = await self._publishing()
-            # Declared again first: the broker confirms a message no queue is bound for and drops it, so a
-            # dead-letter queue deleted since the subscription declared it would lose the message.
-            try:
-                async with asyncio.timeout(self._operation_timeout):
-                    await self._declare_dead_letter_queue(publisher.channel, queue)
-            except _BROKER_FAILURES as exc:  # a timeout included
-                raise BusUnavailable(f"cannot declare {queue}.dlq: {exc!r}") from exc
-            await self._confirmed(publisher.dead_letter_exchange, queue, copy)
+            await self._ensure_dead_letter_queue(queue)
+            await self._confirmed((await self._publishing()).dead_letter_exchange, queue, copy)
         except BusError:
             log.exception(
                 "could not dead-letter message %s from %s; requeueing it", message.message_id, queue
@@ -385,6 +378,22 @@ class RabbitMQBus:
             await _settle(message.nack(requeue=True), message)
             return
         await _settle(message.ack(), message)
+
+    async def _ensure_dead_letter_queue(self, queue: str) -> None:
+        """Declare ``queue``'s dead-letter queue again before a dead letter goes to it: the broker confirms a
+        message no queue is bound for and drops it, so one deleted since the subscription declared it would
+        lose the message. On a channel of its own, as a refusal closes the channel it came on; a queue that
+        exists with other arguments (an operator's) is a queue all the same."""
+        channel = await self.open_channel(publisher_confirms=False)
+        try:
+            async with asyncio.timeout(self._operation_timeout):
+                await self._declare_dead_letter_queue(channel, queue)
+        except ChannelPreconditionFailed:
+            log.warning("%s.dlq exists with other arguments than this adapter declares; using it", queue)
+        except _BROKER_FAILURES as exc:  # a timeout included
+            raise BusUnavailable(f"cannot declare {queue}.dlq: {exc!r}") from exc
+        finally:
+            await _close_quietly(channel)
 
     async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[Delivery]:
         """Up to ``limit`` dead letters of ``queue``, oldest first, left in place (a peek, not a drain)."""

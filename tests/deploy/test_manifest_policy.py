@@ -119,9 +119,8 @@ def test_termination_grace_outlasts_the_service_drain(rendered: Rendered) -> Non
             grace = float(env[f"{prefix}_GRACE_SECONDS"]["value"])
             delay = float(env.get(f"{prefix}_SHUTDOWN_DELAY_SECONDS", {}).get("value", 0))
             pre_stop = server.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-            # A gRPC service may give its bus consumers the grace too, before its RPCs get theirs.
-            drains = 2 if name in GRPC_PORTS else 1
-            assert spec["terminationGracePeriodSeconds"] > drains * grace + delay + pre_stop, name
+            # A service may give its bus consumers the grace too, before its RPCs get theirs.
+            assert spec["terminationGracePeriodSeconds"] > 2 * grace + delay + pre_stop, name
             if name in GRPC_PORTS:
                 # gRPC clients follow the server's GOAWAY and the server delays its own refusal: no preStop
                 # hook (and no shell to run one).

@@ -181,3 +181,41 @@ async def test_a_poison_message_is_kept_when_its_dead_letter_queue_was_deleted(
         assert letters[0].headers[DEAD_LETTER_REASON_HEADER] == "cannot be read"
     finally:
         await bus.close()
+
+
+async def test_a_dead_letter_queue_declared_otherwise_by_an_operator_still_takes_dead_letters(
+    amqp_url: str, unique: str
+) -> None:
+    bus = await open_bus(amqp_url, exchange=f"{unique}.events")
+    handled: list[str] = []
+
+    async def refuse(delivery: Delivery) -> None:
+        handled.append(delivery.message_id)
+        raise PoisonMessage("cannot be read")
+
+    try:
+        await bus.subscribe(f"{unique}.q", ["work.*"], refuse)
+        # Replaced by a classic queue under the same name and binding: the adapter's declaration (quorum)
+        # is refused from now on.
+        await delete_queue(amqp_url, f"{unique}.q.dlq")
+        admin = await aio_pika.connect(amqp_url)
+        try:
+            channel = await admin.channel()
+            classic = await channel.declare_queue(f"{unique}.q.dlq", durable=True)
+            await classic.bind(f"{unique}.events.dlx", routing_key=f"{unique}.q")
+        finally:
+            await admin.close()
+        poison = message(1)
+        await bus.publish([poison])
+        letters: list[Delivery] = []
+
+        async def dead_lettered() -> bool:
+            letters[:] = await bus.dead_letters(f"{unique}.q")
+            return bool(letters)
+
+        await eventually(dead_lettered, "the message in the dead-letter queue")
+        # Moved at the first attempt, with the handler's reason (not by the broker at the delivery limit).
+        assert handled == [poison.message_id]
+        assert letters[0].headers[DEAD_LETTER_REASON_HEADER] == "cannot be read"
+    finally:
+        await bus.close()
