@@ -42,6 +42,7 @@ from services.kit.errors import DomainError, NotFound, Unavailable, from_status
 from services.ports.cache import Cache
 
 __all__ = [
+    "A_MONDAY",
     "AnalyticsReader",
     "ExternalObservations",
     "History",
@@ -171,7 +172,8 @@ def _external(
     return ExternalObservations(series, missing, response.provenance.data_watermark, from_cache, generation)
 
 
-_A_MONDAY = np.datetime64("1970-01-05", "D")
+A_MONDAY = np.datetime64("1970-01-05", "D")
+"""A Monday: weeks start on Mondays, so a day is a week start when its distance to this one divides by 7."""
 _CONSISTENT_READ_ATTEMPTS = 3
 """Reads of an aggregate's weekly series and its last days until both come from one data state (a batch
 lands between them rarely; after the last attempt the weeks are kept as read)."""
@@ -181,7 +183,7 @@ def _last_complete_monday(last_day: np.datetime64) -> np.datetime64:
     """Monday of the last week that ends on or before ``last_day`` (the rule of material x site
     histories: a week is complete once its Sunday holds data)."""
     after = last_day.astype("datetime64[D]") + np.timedelta64(1, "D")
-    monday = _A_MONDAY + 7 * ((after - _A_MONDAY).astype(np.int64) // 7)
+    monday = A_MONDAY + 7 * ((after - A_MONDAY).astype(np.int64) // 7)
     return monday - np.timedelta64(7, "D")
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import onnxruntime as ort
 
 from services.forecast import features
+from services.forecast.history import A_MONDAY
 from services.forecast.metrics import ForecastMetrics
 from services.forecast.onnx_scan import external_data_refs
 from services.kit.errors import FailedPrecondition, NotFound
@@ -394,12 +395,9 @@ def _training_first_week(sidecar: Mapping[str, Any]) -> np.datetime64 | None:
         week = np.datetime64(str(value), "D")
     except ValueError as exc:
         raise RefusedVersion("sidecar", f"training_data.window.first_week {value!r} is not a date") from exc
-    if np.isnat(week) or (week - _A_MONDAY).astype(np.int64) % 7 != 0:
+    if np.isnat(week) or (week - A_MONDAY).astype(np.int64) % 7 != 0:
         raise RefusedVersion("sidecar", f"training_data.window.first_week {value!r} is not a Monday")
     return week
-
-
-_A_MONDAY = np.datetime64("1970-01-05", "D")
 
 
 def _model_choice(

@@ -221,24 +221,9 @@ class DeferredBus:
         await (await self.opened()).publish(messages)
 
     async def subscribe(
-        self,
-        queue: str,
-        binding_keys: Sequence[str],
-        handler: Handler,
-        *,
-        prefetch: int = 64,
-        concurrency: int = 1,
-        expires_after: float | None = None,
+        self, queue: str, binding_keys: Sequence[str], handler: Handler, **options: Any
     ) -> Subscription:
-        bus = await self.opened()
-        return await bus.subscribe(
-            queue,
-            binding_keys,
-            handler,
-            prefetch=prefetch,
-            concurrency=concurrency,
-            expires_after=expires_after,
-        )
+        return await (await self.opened()).subscribe(queue, binding_keys, handler, **options)
 
     async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[Delivery]:
         return await (await self.opened()).dead_letters(queue, limit=limit)

@@ -153,9 +153,12 @@ async def test_a_subscription_whose_queue_was_deleted_declares_it_again(amqp_url
         await bus.close()
 
 
-async def test_a_poison_message_is_kept_when_its_dead_letter_queue_was_deleted(
-    amqp_url: str, unique: str
-) -> None:
+async def dead_letter_one(
+    amqp_url: str, unique: str, change_dead_letter_queue: Callable[[], Awaitable[None]]
+) -> tuple[OutgoingMessage, list[str], list[Delivery]]:
+    """A handler that refuses every message on queue ``q``; ``change_dead_letter_queue`` runs once it is
+    subscribed, then one message goes out. Returns it, the ids the handler saw, and the dead letters of
+    ``q`` once there are any."""
     bus = await open_bus(amqp_url, exchange=f"{unique}.events")
     handled: list[str] = []
 
@@ -163,40 +166,40 @@ async def test_a_poison_message_is_kept_when_its_dead_letter_queue_was_deleted(
         handled.append(delivery.message_id)
         raise PoisonMessage("cannot be read")
 
+    letters: list[Delivery] = []
+
+    async def dead_lettered() -> bool:
+        letters[:] = await bus.dead_letters(f"{unique}.q")
+        return bool(letters)
+
     try:
         await bus.subscribe(f"{unique}.q", ["work.*"], refuse)
-        await delete_queue(amqp_url, f"{unique}.q.dlq")
+        await change_dead_letter_queue()
         poison = message(1)
         await bus.publish([poison])
-        await eventually(lambda: poison.message_id in handled, "the handler saw the message")
-        # Dead-lettered into a queue declared again, not dropped by the broker for want of one.
-        letters = []
-
-        async def dead_lettered() -> bool:
-            letters[:] = await bus.dead_letters(f"{unique}.q")
-            return bool(letters)
-
         await eventually(dead_lettered, "the message in the dead-letter queue")
-        assert [d.message_id for d in letters] == [poison.message_id]
-        assert letters[0].headers[DEAD_LETTER_REASON_HEADER] == "cannot be read"
     finally:
         await bus.close()
+    return poison, handled, letters
+
+
+async def test_a_poison_message_is_kept_when_its_dead_letter_queue_was_deleted(
+    amqp_url: str, unique: str
+) -> None:
+    async def delete() -> None:
+        await delete_queue(amqp_url, f"{unique}.q.dlq")
+
+    poison, _, letters = await dead_letter_one(amqp_url, unique, delete)
+    # Dead-lettered into a queue declared again, not dropped by the broker for want of one.
+    assert [d.message_id for d in letters] == [poison.message_id]
+    assert letters[0].headers[DEAD_LETTER_REASON_HEADER] == "cannot be read"
 
 
 async def test_a_dead_letter_queue_declared_otherwise_by_an_operator_still_takes_dead_letters(
     amqp_url: str, unique: str
 ) -> None:
-    bus = await open_bus(amqp_url, exchange=f"{unique}.events")
-    handled: list[str] = []
-
-    async def refuse(delivery: Delivery) -> None:
-        handled.append(delivery.message_id)
-        raise PoisonMessage("cannot be read")
-
-    try:
-        await bus.subscribe(f"{unique}.q", ["work.*"], refuse)
-        # Replaced by a classic queue under the same name and binding: the adapter's declaration (quorum)
-        # is refused from now on.
+    async def replace_with_a_classic_queue() -> None:
+        # Same name and binding: the adapter's declaration (quorum) is refused from now on.
         await delete_queue(amqp_url, f"{unique}.q.dlq")
         admin = await aio_pika.connect(amqp_url)
         try:
@@ -205,17 +208,8 @@ async def test_a_dead_letter_queue_declared_otherwise_by_an_operator_still_takes
             await classic.bind(f"{unique}.events.dlx", routing_key=f"{unique}.q")
         finally:
             await admin.close()
-        poison = message(1)
-        await bus.publish([poison])
-        letters: list[Delivery] = []
 
-        async def dead_lettered() -> bool:
-            letters[:] = await bus.dead_letters(f"{unique}.q")
-            return bool(letters)
-
-        await eventually(dead_lettered, "the message in the dead-letter queue")
-        # Moved at the first attempt, with the handler's reason (not by the broker at the delivery limit).
-        assert handled == [poison.message_id]
-        assert letters[0].headers[DEAD_LETTER_REASON_HEADER] == "cannot be read"
-    finally:
-        await bus.close()
+    poison, handled, letters = await dead_letter_one(amqp_url, unique, replace_with_a_classic_queue)
+    # Moved at the first attempt, with the handler's reason (not by the broker at the delivery limit).
+    assert handled == [poison.message_id]
+    assert letters[0].headers[DEAD_LETTER_REASON_HEADER] == "cannot be read"
